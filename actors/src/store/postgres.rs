@@ -1,0 +1,505 @@
+//! PostgreSQL side of the store: array-parameter bulk inserts (`UNNEST`) with
+//! `ON CONFLICT DO NOTHING`, and time partitions created before their first row.
+
+use super::{chunks, StoreError};
+use chrono::{Datelike, TimeZone, Utc};
+use gept_core::{
+    BucketPrice, BucketStep, CollectorStatus, DataGap, ItemMeta, LatestPrice, NewsItem, PlayerCount,
+};
+use sqlx::postgres::{PgPoolOptions, PgRow};
+use sqlx::{PgPool, Row};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Rows per `UNNEST` statement.
+const CHUNK_ROWS: usize = 50_000;
+
+/// A PostgreSQL pool and the partitions known to exist.
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pub(super) pool: PgPool,
+    partitions: Arc<Mutex<HashSet<String>>>,
+}
+
+/// How a time-series table is partitioned.
+#[derive(Clone, Copy)]
+enum Span {
+    Day,
+    Month,
+}
+
+fn span_of(table: &str) -> Span {
+    match table {
+        "prices_latest_1m" | "predictions" => Span::Day,
+        _ => Span::Month,
+    }
+}
+
+/// The partition holding `ts`: (name suffix, start, end) in Unix seconds.
+fn partition_of(span: Span, ts: i64) -> (String, i64, i64) {
+    let t = Utc.timestamp_opt(ts, 0).single().unwrap_or_default();
+    match span {
+        Span::Day => {
+            let start = ts - ts.rem_euclid(86_400);
+            (t.format("%Y%m%d").to_string(), start, start + 86_400)
+        }
+        Span::Month => {
+            let start = Utc
+                .with_ymd_and_hms(t.year(), t.month(), 1, 0, 0, 0)
+                .unwrap();
+            let (y, m) = if t.month() == 12 {
+                (t.year() + 1, 1)
+            } else {
+                (t.year(), t.month() + 1)
+            };
+            let end = Utc.with_ymd_and_hms(y, m, 1, 0, 0, 0).unwrap();
+            (
+                t.format("%Y%m").to_string(),
+                start.timestamp(),
+                end.timestamp(),
+            )
+        }
+    }
+}
+
+fn literal(ts: i64) -> String {
+    Utc.timestamp_opt(ts, 0)
+        .single()
+        .unwrap_or_default()
+        .format("%Y-%m-%d %H:%M:%S+00")
+        .to_string()
+}
+
+pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+        .map_err(|e| StoreError::Connect(e.to_string()))?;
+    Ok(PgStore {
+        pool,
+        partitions: Arc::default(),
+    })
+}
+
+/// Clamps a query bound to the range `to_timestamp` accepts (years 1970..=9999).
+fn bound(t: i64) -> i64 {
+    t.clamp(0, 253_402_300_799)
+}
+
+fn i32_opt(v: Option<i64>) -> Option<i32> {
+    v.map(|v| v as i32)
+}
+
+impl PgStore {
+    /// Creates the partitions of `table` that `times` (Unix seconds) fall in, once each.
+    pub async fn ensure_partitions(
+        &self,
+        table: &str,
+        times: impl Iterator<Item = i64>,
+    ) -> Result<(), StoreError> {
+        let span = span_of(table);
+        let wanted: BTreeSet<(String, i64, i64)> = times.map(|t| partition_of(span, t)).collect();
+        let mut known = self.partitions.lock().await;
+        for (suffix, start, end) in wanted {
+            let name = format!("{table}_p{suffix}");
+            if known.contains(&name) {
+                continue;
+            }
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {name} PARTITION OF {table} FOR VALUES FROM ('{}') TO ('{}')",
+                literal(start),
+                literal(end)
+            );
+            sqlx::query(&sql).execute(&self.pool).await?;
+            known.insert(name);
+        }
+        Ok(())
+    }
+
+    /// Names of the partitions of `table`, oldest first (for retention).
+    pub async fn partitions_of(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 ORDER BY c.relname",
+        )
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn insert_latest(&self, rows: &[LatestPrice]) -> Result<u64, StoreError> {
+        self.ensure_partitions("prices_latest_1m", rows.iter().map(|r| r.timestamp))
+            .await?;
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for chunk in chunks(rows, 1, CHUNK_ROWS) {
+            stored += sqlx::query(
+                "INSERT INTO prices_latest_1m (item_id, timestamp, high, high_time, low, low_time) \
+                 SELECT u.item_id, to_timestamp(u.ts), u.high, to_timestamp(u.high_time), u.low, to_timestamp(u.low_time) \
+                 FROM UNNEST($1::int4[], $2::int8[], $3::int4[], $4::int8[], $5::int4[], $6::int8[]) \
+                 AS u(item_id, ts, high, high_time, low, low_time) ON CONFLICT DO NOTHING",
+            )
+            .bind(chunk.iter().map(|r| r.item_id as i32).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.timestamp).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| i32_opt(r.high)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.high_time).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| i32_opt(r.low)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.low_time).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(super) async fn insert_buckets(
+        &self,
+        step: BucketStep,
+        rows: &[BucketPrice],
+    ) -> Result<u64, StoreError> {
+        self.ensure_partitions(step.table(), rows.iter().map(|r| r.timestamp))
+            .await?;
+        let sql = format!(
+            "INSERT INTO {} (item_id, timestamp, avg_high_price, high_price_volume, avg_low_price, low_price_volume) \
+             SELECT u.item_id, to_timestamp(u.ts), u.ah, u.hv, u.al, u.lv \
+             FROM UNNEST($1::int4[], $2::int8[], $3::int4[], $4::int8[], $5::int4[], $6::int8[]) \
+             AS u(item_id, ts, ah, hv, al, lv) ON CONFLICT DO NOTHING",
+            step.table()
+        );
+        let mut tx = self.pool.begin().await?;
+        let mut stored = 0;
+        for chunk in chunks(rows, 1, CHUNK_ROWS) {
+            stored += sqlx::query(&sql)
+                .bind(chunk.iter().map(|r| r.item_id as i32).collect::<Vec<_>>())
+                .bind(chunk.iter().map(|r| r.timestamp).collect::<Vec<_>>())
+                .bind(
+                    chunk
+                        .iter()
+                        .map(|r| i32_opt(r.avg_high_price))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    chunk
+                        .iter()
+                        .map(|r| r.high_price_volume)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    chunk
+                        .iter()
+                        .map(|r| i32_opt(r.avg_low_price))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(chunk.iter().map(|r| r.low_price_volume).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(super) async fn upsert_items(
+        &self,
+        items: &[ItemMeta],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut stored = 0;
+        for chunk in chunks(items, 1, CHUNK_ROWS) {
+            stored += sqlx::query(
+                "INSERT INTO items (item_id, name, examine, members, lowalch, highalch, value, buy_limit, icon, updated_at) \
+                 SELECT u.id, u.name, u.examine, u.members, u.lowalch, u.highalch, u.value, u.buy_limit, u.icon, to_timestamp($10) \
+                 FROM UNNEST($1::int4[], $2::text[], $3::text[], $4::bool[], $5::int4[], $6::int4[], $7::int4[], $8::int4[], $9::text[]) \
+                 AS u(id, name, examine, members, lowalch, highalch, value, buy_limit, icon) \
+                 ON CONFLICT (item_id) DO UPDATE SET name = excluded.name, examine = excluded.examine, \
+                 members = excluded.members, lowalch = excluded.lowalch, highalch = excluded.highalch, \
+                 value = excluded.value, buy_limit = excluded.buy_limit, icon = excluded.icon, updated_at = excluded.updated_at",
+            )
+            .bind(chunk.iter().map(|m| m.item_id as i32).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| m.name.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| m.examine.clone()).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| m.members).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| i32_opt(m.lowalch)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| i32_opt(m.highalch)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| i32_opt(m.value)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| i32_opt(m.buy_limit)).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|m| m.icon.clone()).collect::<Vec<_>>())
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(stored)
+    }
+
+    pub(super) async fn insert_news(
+        &self,
+        items: &[NewsItem],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut stored = 0;
+        for n in items {
+            stored += sqlx::query(
+                "INSERT INTO osrs_news (guid, title, link, published_at, category, fetched_at) \
+                 VALUES ($1, $2, $3, to_timestamp($4), $5, to_timestamp($6)) ON CONFLICT DO NOTHING",
+            )
+            .bind(&n.guid)
+            .bind(&n.title)
+            .bind(&n.link)
+            .bind(n.published_at)
+            .bind(&n.category)
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(stored)
+    }
+
+    pub(super) async fn insert_player_counts(
+        &self,
+        rows: &[PlayerCount],
+    ) -> Result<u64, StoreError> {
+        let mut stored = 0;
+        for r in rows {
+            stored += sqlx::query(
+                "INSERT INTO player_counts (timestamp, players) VALUES (to_timestamp($1), $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(r.timestamp)
+            .bind(r.players as i32)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(stored)
+    }
+
+    pub(super) async fn load_latest(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<LatestPrice>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT item_id, EXTRACT(EPOCH FROM timestamp)::int8, high, EXTRACT(EPOCH FROM high_time)::int8, \
+             low, EXTRACT(EPOCH FROM low_time)::int8 FROM prices_latest_1m \
+             WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) ORDER BY timestamp, item_id",
+        )
+        .bind(bound(from))
+        .bind(bound(to))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r: &PgRow| {
+                Ok(LatestPrice {
+                    item_id: r.try_get::<i32, _>(0)? as u32,
+                    timestamp: r.try_get(1)?,
+                    high: r.try_get::<Option<i32>, _>(2)?.map(i64::from),
+                    high_time: r.try_get(3)?,
+                    low: r.try_get::<Option<i32>, _>(4)?.map(i64::from),
+                    low_time: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn load_buckets(
+        &self,
+        step: BucketStep,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<BucketPrice>, StoreError> {
+        let sql = format!(
+            "SELECT item_id, EXTRACT(EPOCH FROM timestamp)::int8, avg_high_price, high_price_volume, avg_low_price, \
+             low_price_volume FROM {} WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) \
+             ORDER BY timestamp, item_id",
+            step.table()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(bound(from))
+            .bind(bound(to))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r: &PgRow| {
+                Ok(BucketPrice {
+                    item_id: r.try_get::<i32, _>(0)? as u32,
+                    timestamp: r.try_get(1)?,
+                    avg_high_price: r.try_get::<Option<i32>, _>(2)?.map(i64::from),
+                    high_price_volume: r.try_get(3)?,
+                    avg_low_price: r.try_get::<Option<i32>, _>(4)?.map(i64::from),
+                    low_price_volume: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn load_items(&self) -> Result<Vec<ItemMeta>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT item_id, name, examine, members, lowalch, highalch, value, buy_limit, icon FROM items ORDER BY item_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r: &PgRow| {
+                let int = |i: usize| -> Result<Option<i64>, sqlx::Error> {
+                    Ok(r.try_get::<Option<i32>, _>(i)?.map(i64::from))
+                };
+                Ok(ItemMeta {
+                    item_id: r.try_get::<i32, _>(0)? as u32,
+                    name: r.try_get(1)?,
+                    examine: r.try_get(2)?,
+                    members: r.try_get(3)?,
+                    lowalch: int(4)?,
+                    highalch: int(5)?,
+                    value: int(6)?,
+                    buy_limit: int(7)?,
+                    icon: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn bucket_times(&self, step: BucketStep) -> Result<Vec<i64>, StoreError> {
+        let sql = format!(
+            "SELECT DISTINCT EXTRACT(EPOCH FROM timestamp)::int8 AS t FROM {} ORDER BY t",
+            step.table()
+        );
+        Ok(sqlx::query_scalar(&sql).fetch_all(&self.pool).await?)
+    }
+
+    pub(super) async fn put_collector_status(
+        &self,
+        s: &CollectorStatus,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO collector_status (collector, last_success, last_error, last_error_at, consecutive_failures, \
+             restarts, rows_written, updated_at) VALUES ($1, to_timestamp($2), $3, to_timestamp($4), $5, $6, $7, to_timestamp($8)) \
+             ON CONFLICT (collector) DO UPDATE SET last_success = excluded.last_success, last_error = excluded.last_error, \
+             last_error_at = excluded.last_error_at, consecutive_failures = excluded.consecutive_failures, \
+             restarts = excluded.restarts, rows_written = excluded.rows_written, updated_at = excluded.updated_at",
+        )
+        .bind(&s.collector)
+        .bind(s.last_success)
+        .bind(&s.last_error)
+        .bind(s.last_error_at)
+        .bind(s.consecutive_failures)
+        .bind(s.restarts)
+        .bind(s.rows_written)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn collector_statuses(&self) -> Result<Vec<CollectorStatus>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT collector, EXTRACT(EPOCH FROM last_success)::int8, last_error, EXTRACT(EPOCH FROM last_error_at)::int8, \
+             consecutive_failures, restarts, rows_written FROM collector_status ORDER BY collector",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r: &PgRow| {
+                Ok(CollectorStatus {
+                    collector: r.try_get(0)?,
+                    last_success: r.try_get(1)?,
+                    last_error: r.try_get(2)?,
+                    last_error_at: r.try_get(3)?,
+                    consecutive_failures: r.try_get(4)?,
+                    restarts: r.try_get(5)?,
+                    rows_written: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn record_gap(
+        &self,
+        feed: &str,
+        bucket: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO data_gaps (feed, bucket, detected_at) VALUES ($1, to_timestamp($2), to_timestamp($3)) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(feed)
+        .bind(bucket)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fill_gap(
+        &self,
+        feed: &str,
+        bucket: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE data_gaps SET filled_at = to_timestamp($1) WHERE feed = $2 AND bucket = to_timestamp($3) \
+             AND filled_at IS NULL",
+        )
+        .bind(now)
+        .bind(feed)
+        .bind(bucket)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn open_gaps(&self, feed: &str) -> Result<Vec<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM bucket)::int8 FROM data_gaps WHERE feed = $1 AND filled_at IS NULL ORDER BY bucket",
+        )
+        .bind(feed)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn gaps(&self) -> Result<Vec<DataGap>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT feed, EXTRACT(EPOCH FROM bucket)::int8, EXTRACT(EPOCH FROM detected_at)::int8, \
+             EXTRACT(EPOCH FROM filled_at)::int8 FROM data_gaps ORDER BY feed, bucket",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r: &PgRow| {
+                Ok(DataGap {
+                    feed: r.try_get(0)?,
+                    bucket: r.try_get(1)?,
+                    detected_at: r.try_get(2)?,
+                    filled_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_cover_their_span() {
+        // 2025-05-20 01:22:57 UTC
+        let (name, start, end) = partition_of(Span::Day, 1_747_704_177);
+        assert_eq!(name, "20250520");
+        assert_eq!((start, end - start), (1_747_699_200, 86_400));
+        let (name, start, end) = partition_of(Span::Month, 1_747_704_177);
+        assert_eq!(name, "202505");
+        assert_eq!(literal(start), "2025-05-01 00:00:00+00");
+        assert_eq!(literal(end), "2025-06-01 00:00:00+00");
+        let (name, _, end) = partition_of(Span::Month, 1_765_000_000); // December 2025
+        assert_eq!(name, "202512");
+        assert_eq!(literal(end), "2026-01-01 00:00:00+00");
+    }
+}

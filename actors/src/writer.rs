@@ -1,0 +1,193 @@
+//! The one batched store writer every collector writes through.
+//!
+//! Rows are buffered per table and flushed when a buffer reaches
+//! `batch_rows`, every `flush_interval`, and on [`Flush`]. A failed write keeps
+//! its rows and is retried at the next flush, so a database that goes away
+//! loses nothing; [`Flush`] reports the failure to whoever waits on it.
+//! Flushes hold the mailbox, so rows are stored in the order they arrived.
+
+use crate::store::Store;
+use actix::prelude::*;
+use gept_core::metrics as m;
+use gept_core::{BucketPrice, BucketStep, ItemMeta, LatestPrice, NewsItem, PlayerCount};
+use std::time::Duration;
+
+/// Rows of one table, handed to the writer.
+#[derive(Debug, Clone)]
+pub enum Rows {
+    Latest(Vec<LatestPrice>),
+    Buckets(BucketStep, Vec<BucketPrice>),
+    Items(Vec<ItemMeta>, i64),
+    News(Vec<NewsItem>, i64),
+    PlayerCounts(Vec<PlayerCount>),
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        match self {
+            Rows::Latest(r) => r.len(),
+            Rows::Buckets(_, r) => r.len(),
+            Rows::Items(r, _) => r.len(),
+            Rows::News(r, _) => r.len(),
+            Rows::PlayerCounts(r) => r.len(),
+        }
+    }
+}
+
+/// Buffer these rows for the next flush.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Write(pub Rows);
+
+/// Store everything buffered now; answers once it is stored (or why not).
+#[derive(Message)]
+#[rtype(result = "Result<(), String>")]
+pub struct Flush;
+
+#[derive(Default)]
+struct Buffers {
+    latest: Vec<LatestPrice>,
+    five_minute: Vec<BucketPrice>,
+    one_hour: Vec<BucketPrice>,
+    other: Vec<Rows>,
+}
+
+impl Buffers {
+    fn rows(&self) -> usize {
+        self.latest.len()
+            + self.five_minute.len()
+            + self.one_hour.len()
+            + self.other.iter().map(Rows::len).sum::<usize>()
+    }
+
+    fn push(&mut self, rows: Rows) {
+        match rows {
+            Rows::Latest(r) => self.latest.extend(r),
+            Rows::Buckets(BucketStep::FiveMinutes, r) => self.five_minute.extend(r),
+            Rows::Buckets(BucketStep::OneHour, r) => self.one_hour.extend(r),
+            other => self.other.push(other),
+        }
+    }
+
+    /// Puts back what a failed flush did not store, ahead of newer rows.
+    fn restore(&mut self, mut older: Buffers) {
+        older.latest.append(&mut self.latest);
+        older.five_minute.append(&mut self.five_minute);
+        older.one_hour.append(&mut self.one_hour);
+        older.other.append(&mut self.other);
+        *self = older;
+    }
+}
+
+/// The store writer actor.
+pub struct StoreWriter {
+    store: Store,
+    batch_rows: usize,
+    flush_interval: Duration,
+    buffers: Buffers,
+}
+
+impl StoreWriter {
+    pub fn new(store: Store, batch_rows: usize, flush_interval: Duration) -> Self {
+        Self {
+            store,
+            batch_rows,
+            flush_interval,
+            buffers: Buffers::default(),
+        }
+    }
+
+    /// Stores `b`; on failure returns what is left unstored.
+    async fn write(store: Store, mut b: Buffers) -> Result<(), (Buffers, String)> {
+        macro_rules! attempt {
+            ($table:expr, $fut:expr) => {
+                match $fut.await {
+                    Ok(n) => metrics::counter!(m::ROWS_STORED, "table" => $table).increment(n),
+                    Err(e) => {
+                        metrics::counter!(m::STORE_ERRORS, "table" => $table).increment(1);
+                        return Err((b, e.to_string()));
+                    }
+                }
+            };
+        }
+        if !b.latest.is_empty() {
+            attempt!("prices_latest_1m", store.insert_latest(&b.latest));
+            b.latest.clear();
+        }
+        if !b.five_minute.is_empty() {
+            attempt!(
+                "price_data_5min",
+                store.insert_buckets(BucketStep::FiveMinutes, &b.five_minute)
+            );
+            b.five_minute.clear();
+        }
+        if !b.one_hour.is_empty() {
+            attempt!(
+                "prices_1h",
+                store.insert_buckets(BucketStep::OneHour, &b.one_hour)
+            );
+            b.one_hour.clear();
+        }
+        while let Some(rows) = b.other.first().cloned() {
+            match &rows {
+                Rows::Items(items, now) => attempt!("items", store.upsert_items(items, *now)),
+                Rows::News(news, now) => attempt!("osrs_news", store.insert_news(news, *now)),
+                Rows::PlayerCounts(c) => attempt!("player_counts", store.insert_player_counts(c)),
+                Rows::Latest(_) | Rows::Buckets(..) => unreachable!("kept in their own buffers"),
+            }
+            b.other.remove(0);
+        }
+        Ok(())
+    }
+
+    /// A future that flushes the buffers, holding the mailbox until done.
+    fn flush(&mut self) -> impl ActorFuture<Self, Output = Result<(), String>> {
+        let taken = std::mem::take(&mut self.buffers);
+        let store = self.store.clone();
+        async move { Self::write(store, taken).await }.into_actor(self).map(|res, act, _| {
+            let res = res.map_err(|(left, e)| {
+                tracing::warn!(error = %e, rows = left.rows(), "store write failed; rows kept for the next flush");
+                act.buffers.restore(left);
+                e
+            });
+            metrics::gauge!(m::STORE_BUFFERED_ROWS).set(act.buffers.rows() as f64);
+            res
+        })
+    }
+}
+
+impl Actor for StoreWriter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(self.flush_interval, |act, ctx| {
+            if act.buffers.rows() > 0 {
+                let f = act.flush().map(|_, _, _| ());
+                ctx.wait(f);
+            }
+        });
+    }
+}
+
+impl Handler<Write> for StoreWriter {
+    type Result = ();
+
+    fn handle(&mut self, msg: Write, ctx: &mut Context<Self>) {
+        self.buffers.push(msg.0);
+        let buffered = self.buffers.rows();
+        metrics::gauge!(m::STORE_BUFFERED_ROWS).set(buffered as f64);
+        if buffered >= self.batch_rows {
+            let f = self.flush().map(|_, _, _| ());
+            ctx.wait(f);
+        }
+    }
+}
+
+impl Handler<Flush> for StoreWriter {
+    type Result = AtomicResponse<Self, Result<(), String>>;
+
+    fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
+        AtomicResponse::new(Box::pin(self.flush()))
+    }
+}

@@ -1,0 +1,476 @@
+//! Layered configuration: the embedded `config/default.toml`, then an optional
+//! file, then `GEPT__SECTION__KEY` environment variables.
+//!
+//! Unknown keys are errors, every error names its key, and secrets never come
+//! from a config file: a password in `database.url` or an `admin.token` written
+//! into a file is refused.
+
+use crate::duration::serde_text as dur;
+use figment::providers::{Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded default configuration.
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// Prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "GEPT__";
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub data: DataConfig,
+    pub database: DatabaseConfig,
+    pub api: ApiConfig,
+    pub upstream: UpstreamConfig,
+    pub collectors: CollectorsConfig,
+    pub supervisor: SupervisorConfig,
+    pub admin: AdminConfig,
+    pub chaos: ChaosConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Empty for the embedded SQLite default.
+    pub url: String,
+    pub password_file: String,
+    pub max_connections: u32,
+    pub batch_rows: usize,
+    #[serde(with = "dur")]
+    pub flush_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub base_url: String,
+    pub news_url: String,
+    pub player_count_url: String,
+    pub user_agent: String,
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+    #[serde(with = "dur")]
+    pub connect_timeout: Duration,
+    pub max_retries: u32,
+    #[serde(with = "dur")]
+    pub backoff_base: Duration,
+    #[serde(with = "dur")]
+    pub backoff_max: Duration,
+    pub breaker_failures: u32,
+    #[serde(with = "dur")]
+    pub breaker_cooldown: Duration,
+}
+
+/// Schedule of one collector.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    pub enabled: bool,
+    #[serde(with = "dur")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorsConfig {
+    pub latest: CollectorConfig,
+    #[serde(rename = "5m")]
+    pub five_minute: CollectorConfig,
+    #[serde(rename = "1h")]
+    pub one_hour: CollectorConfig,
+    pub mapping: CollectorConfig,
+    pub news: CollectorConfig,
+    pub player_count: CollectorConfig,
+    pub timeseries: CollectorConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisorConfig {
+    #[serde(with = "dur")]
+    pub restart_min: Duration,
+    #[serde(with = "dur")]
+    pub restart_max: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Only ever from the environment (`GEPT__ADMIN__TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub token_file: String,
+}
+
+/// Fault injection for crash tests; all zero in production.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosConfig {
+    pub collector_panic_rate: f64,
+}
+
+/// A configuration that cannot be used, with every problem found.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    /// One line per problem, each naming its key.
+    pub problems: Vec<String>,
+}
+
+impl ConfigError {
+    fn one(problem: String) -> Self {
+        Self {
+            problems: vec![problem],
+        }
+    }
+}
+
+impl Config {
+    /// Loads the default, then `file`, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (for tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut files = Figment::from(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::one(format!(
+                    "--config: no such file {}",
+                    path.display()
+                )));
+            }
+            files = files.merge(Toml::file(path));
+        }
+        let mut problems = Vec::new();
+        if let Ok(url) = files.extract_inner::<String>("database.url") {
+            if url_password(&url).is_some() {
+                problems.push(
+                    "database.url: a password written into a config file is refused; \
+                     set GEPT__DATABASE__URL in the environment or use database.password_file"
+                        .to_string(),
+                );
+            }
+        }
+        if files.find_value("admin.token").is_ok() {
+            problems.push(
+                "admin.token: a token written into a config file is refused; \
+                 set GEPT__ADMIN__TOKEN in the environment or use admin.token_file"
+                    .to_string(),
+            );
+        }
+        let env: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        let mut env_toml = toml::Table::new();
+        for (key, value) in env {
+            let path: Vec<String> = key[ENV_PREFIX.len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            insert_env(&mut env_toml, &path, &value);
+        }
+        let figment = files.merge(Toml::string(&env_toml.to_string()));
+        match figment.extract::<Config>() {
+            Ok(config) => {
+                if problems.is_empty() {
+                    config.validate().map(|_| config).map_err(|mut p| {
+                        problems.append(&mut p);
+                        ConfigError { problems }
+                    })
+                } else {
+                    Err(ConfigError { problems })
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    let key = e.path.join(".");
+                    let key = if key.is_empty() {
+                        "(top level)".to_string()
+                    } else {
+                        key
+                    };
+                    problems.push(format!("{key}: {}", e.kind));
+                }
+                Err(ConfigError { problems })
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.api.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "api.listen: {:?} is not an address like 127.0.0.1:8000",
+                self.api.listen
+            ));
+        }
+        if self.database.max_connections == 0 {
+            problems.push("database.max_connections: must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.chaos.collector_panic_rate) {
+            problems.push("chaos.collector_panic_rate: must be between 0 and 1".into());
+        }
+        if self.database.batch_rows == 0 {
+            problems.push("database.batch_rows: must be at least 1".into());
+        }
+        let u = &self.database.url;
+        if !(u.is_empty()
+            || u.starts_with("sqlite:")
+            || u.starts_with("postgres://")
+            || u.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "database.url: {:?} is neither sqlite: nor postgres://",
+                redact_url(u)
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The database URL to connect to, with the secret-file password merged in.
+    pub fn database_url(&self) -> Result<String, ConfigError> {
+        let url = if self.database.url.is_empty() {
+            let path = self.data.dir.join("gept.db");
+            format!("sqlite://{}?mode=rwc", path.display())
+        } else {
+            self.database.url.clone()
+        };
+        if self.database.password_file.is_empty() {
+            return Ok(url);
+        }
+        let password = read_secret(Path::new(&self.database.password_file))
+            .map_err(|e| ConfigError::one(format!("database.password_file: {e}")))?;
+        insert_password(&url, &password).ok_or_else(|| {
+            ConfigError::one("database.password_file: the URL takes no password".into())
+        })
+    }
+
+    /// The admin token from the environment or the token file; `None` turns
+    /// admin endpoints off.
+    pub fn admin_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = self.admin.token.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(t.clone()));
+        }
+        if self.admin.token_file.is_empty() {
+            return Ok(None);
+        }
+        read_secret(Path::new(&self.admin.token_file))
+            .map(Some)
+            .map_err(|e| ConfigError::one(format!("admin.token_file: {e}")))
+    }
+
+    /// The configuration as TOML with every secret replaced by `***`.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = redact_url(&shown.database.url);
+        if shown.admin.token.is_some() {
+            shown.admin.token = Some("***".into());
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}"))
+    }
+}
+
+fn insert_env(table: &mut toml::Table, path: &[String], value: &str) {
+    if path.len() == 1 {
+        // Values are typed by their text: booleans and numbers as such, else strings.
+        let v = if let Ok(b) = value.parse::<bool>() {
+            toml::Value::Boolean(b)
+        } else if let Ok(i) = value.parse::<i64>() {
+            toml::Value::Integer(i)
+        } else if let Ok(f) = value.parse::<f64>().map_err(|_| ()).and_then(|f| {
+            if f.is_finite() {
+                Ok(f)
+            } else {
+                Err(())
+            }
+        }) {
+            toml::Value::Float(f)
+        } else {
+            toml::Value::String(value.to_string())
+        };
+        table.insert(path[0].clone(), v);
+        return;
+    }
+    let entry = table
+        .entry(path[0].clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        insert_env(t, &path[1..], value);
+    }
+}
+
+fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let line = text.lines().next().unwrap_or("").trim().to_string();
+    if line.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(line)
+}
+
+/// The password of a `scheme://user:password@host/...` URL, if any.
+pub fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo
+        .split_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
+}
+
+/// The URL with its password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    match url_password(url) {
+        Some(p) => url.replacen(&format!(":{p}@"), ":***@", 1),
+        None => url.to_string(),
+    }
+}
+
+fn insert_password(url: &str, password: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let (userinfo, host) = rest.split_once('@')?;
+    let user = userinfo.split(':').next()?;
+    let encoded: String = password
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Some(format!("{scheme}://{user}:{encoded}@{host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn default_loads_with_documented_values() {
+        let c = Config::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(c.api.listen, "127.0.0.1:8000");
+        assert_eq!(c.collectors.latest.interval, Duration::from_secs(60));
+        assert_eq!(c.database_url().unwrap(), "sqlite://data/gept.db?mode=rwc");
+        assert_eq!(c.admin_token().unwrap(), None);
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys() {
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("GEPT__API__LISTEN", "0.0.0.0:9000"),
+                ("GEPT__COLLECTORS__LATEST__INTERVAL", "5s"),
+                ("GEPT__COLLECTORS__5M__ENABLED", "false"),
+                ("GEPT__DATABASE__URL", "postgres://u:pw@h/db"),
+                ("GEPT__ADMIN__TOKEN", "s3cret"),
+                ("GEPT_TEST_DATABASE_URL", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.api.listen, "0.0.0.0:9000");
+        assert_eq!(c.collectors.latest.interval, Duration::from_secs(5));
+        assert!(!c.collectors.five_minute.enabled);
+        assert_eq!(c.admin_token().unwrap().as_deref(), Some("s3cret"));
+        let shown = c.redacted_toml();
+        assert!(
+            !shown.contains("pw") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(shown.contains("postgres://u:***@h/db"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_key() {
+        let err = Config::load_with_env(
+            None,
+            env(&[("GEPT__API__LISTNE", "x"), ("GEPT__BOGUS__KEY", "1")]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listne"), "{text}");
+        let err =
+            Config::load_with_env(None, env(&[("GEPT__COLLECTORS__LATEST__INTERVAL", "soon")]))
+                .unwrap_err();
+        assert!(
+            err.to_string().contains("collectors.latest.interval"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn passwords_in_config_files_are_refused() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[database]\nurl = \"postgres://gept:hunter2@db/gept\"\n[admin]\ntoken = \"t\""
+        )
+        .unwrap();
+        let err = Config::load_with_env(Some(f.path()), env(&[])).unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].starts_with("database.url"));
+        assert!(err.problems[1].starts_with("admin.token"));
+        // A passwordless URL in a file is fine (trust or peer authentication).
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            f,
+            "[database]\nurl = \"postgres://postgres@127.0.0.1/test\""
+        )
+        .unwrap();
+        Config::load_with_env(Some(f.path()), env(&[])).unwrap();
+    }
+
+    #[test]
+    fn password_file_is_merged_encoded() {
+        let mut pw = tempfile::NamedTempFile::new().unwrap();
+        writeln!(pw, "p@ss word").unwrap();
+        let c = Config::load_with_env(
+            None,
+            env(&[
+                ("GEPT__DATABASE__URL", "postgres://gept@db:5432/gept"),
+                ("GEPT__DATABASE__PASSWORD_FILE", pw.path().to_str().unwrap()),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.database_url().unwrap(),
+            "postgres://gept:p%40ss%20word@db:5432/gept"
+        );
+    }
+}

@@ -1,0 +1,124 @@
+//! Every metric GePT emits: one name each, in one place, with its type,
+//! labels and meaning. `docs/METRICS.md` documents the same list. Names carry
+//! the `gept_` prefix and base units; counters end in `_total`.
+
+/// The type of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Observations (rows) ingested, by feed. Labels: `feed`.
+pub const OBSERVATIONS_INGESTED: &str = "gept_observations_ingested_total";
+/// Records kept out of parsed responses, by feed and reason. Labels: `feed`, `reason`.
+pub const RECORDS_REJECTED: &str = "gept_records_rejected_total";
+/// Rows actually stored (new), by table. Labels: `table`.
+pub const ROWS_STORED: &str = "gept_rows_stored_total";
+/// Store writes that failed and will be retried. Labels: `table`.
+pub const STORE_ERRORS: &str = "gept_store_errors_total";
+/// Rows waiting in the store writer.
+pub const STORE_BUFFERED_ROWS: &str = "gept_store_buffered_rows";
+/// Upstream request failures (each attempt). Labels: `kind`.
+pub const UPSTREAM_ERRORS: &str = "gept_upstream_errors_total";
+/// Times the upstream circuit breaker opened.
+pub const UPSTREAM_BREAKER_OPENED: &str = "gept_upstream_breaker_opened_total";
+/// Collector polls that failed. Labels: `collector`.
+pub const COLLECTOR_ERRORS: &str = "gept_collector_errors_total";
+/// Collector restarts by the supervisor. Labels: `collector`.
+pub const COLLECTOR_RESTARTS: &str = "gept_collector_restarts_total";
+/// Collector polls that succeeded. Labels: `collector`.
+pub const COLLECTOR_POLLS: &str = "gept_collector_polls_total";
+/// Consecutive failed polls of a collector, now. Labels: `collector`.
+pub const COLLECTOR_CONSECUTIVE_FAILURES: &str = "gept_collector_consecutive_failures";
+/// Unix time of a collector's last successful poll. Labels: `collector`.
+pub const COLLECTOR_LAST_SUCCESS: &str = "gept_collector_last_success_timestamp_seconds";
+/// Age of the newest data of a feed, in seconds (upstream time). Labels: `feed`.
+pub const DATA_AGE: &str = "gept_data_age_seconds";
+/// Missed buckets detected. Labels: `feed`.
+pub const GAPS_DETECTED: &str = "gept_data_gaps_detected_total";
+/// Missed buckets back-filled. Labels: `feed`.
+pub const GAPS_FILLED: &str = "gept_data_gaps_filled_total";
+/// HTTP requests served. Labels: `route`, `status`.
+pub const HTTP_REQUESTS: &str = "gept_http_requests_total";
+
+/// Every metric: (name, kind, help).
+pub const ALL: &[(&str, Kind, &str)] = &[
+    (
+        OBSERVATIONS_INGESTED,
+        Kind::Counter,
+        "Rows parsed from upstream responses, by feed.",
+    ),
+    (
+        RECORDS_REJECTED,
+        Kind::Counter,
+        "Records kept out of upstream responses, by feed and reason.",
+    ),
+    (ROWS_STORED, Kind::Counter, "New rows stored, by table."),
+    (
+        STORE_ERRORS,
+        Kind::Counter,
+        "Failed store writes (retried), by table.",
+    ),
+    (
+        STORE_BUFFERED_ROWS,
+        Kind::Gauge,
+        "Rows waiting in the store writer.",
+    ),
+    (
+        UPSTREAM_ERRORS,
+        Kind::Counter,
+        "Failed upstream request attempts, by kind.",
+    ),
+    (
+        UPSTREAM_BREAKER_OPENED,
+        Kind::Counter,
+        "Times the upstream circuit breaker opened.",
+    ),
+    (
+        COLLECTOR_ERRORS,
+        Kind::Counter,
+        "Failed collector polls, by collector.",
+    ),
+    (
+        COLLECTOR_RESTARTS,
+        Kind::Counter,
+        "Collector restarts by the supervisor, by collector.",
+    ),
+    (
+        COLLECTOR_POLLS,
+        Kind::Counter,
+        "Successful collector polls, by collector.",
+    ),
+    (
+        COLLECTOR_CONSECUTIVE_FAILURES,
+        Kind::Gauge,
+        "Consecutive failed polls, by collector.",
+    ),
+    (
+        COLLECTOR_LAST_SUCCESS,
+        Kind::Gauge,
+        "Unix time of the last successful poll, by collector.",
+    ),
+    (
+        DATA_AGE,
+        Kind::Gauge,
+        "Seconds since the newest data of a feed (upstream time).",
+    ),
+    (
+        GAPS_DETECTED,
+        Kind::Counter,
+        "Missed buckets detected, by feed.",
+    ),
+    (
+        GAPS_FILLED,
+        Kind::Counter,
+        "Missed buckets back-filled, by feed.",
+    ),
+    (
+        HTTP_REQUESTS,
+        Kind::Counter,
+        "HTTP requests served, by route and status.",
+    ),
+];

@@ -1,0 +1,1 @@
+//! Timely and differential-dataflow graphs of GePT.

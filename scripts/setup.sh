@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything the build and the tests need, idempotently; fast when done.
+#  - a project-local virtualenv (.venv, git-ignored) with torch==2.13.0, whose
+#    libtorch tch 0.26 builds and links against (.cargo/config.toml points there);
+#  - starts the local PostgreSQL cluster if it is installed but not running
+#    (the PostgreSQL tests skip with a printed reason when none is reachable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION="2.13.0"
+PYTHON="${PYTHON:-python3.11}"
+command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+VENV=.venv
+TORCH_DIR="$VENV/lib/python3.11/site-packages/torch"
+
+have_torch() {
+  [ -f "$TORCH_DIR/version.py" ] && grep -q "__version__ = '$TORCH_VERSION" "$TORCH_DIR/version.py" \
+    && [ -f "$TORCH_DIR/lib/libtorch_cpu.so" ]
+}
+
+if ! have_torch; then
+  echo "setup: installing torch==$TORCH_VERSION into $VENV (libtorch for tch; about 4.7 GB)" >&2
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+  have_torch || { echo "setup: torch $TORCH_VERSION not found under $TORCH_DIR after install" >&2; exit 1; }
+fi
+
+# Python tools used by benchmarks and the CatBoost peer script only.
+if [ "${GEPT_SETUP_PEERS:-0}" = 1 ] && ! "$VENV/bin/python" -c "import catboost, numpy" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check catboost numpy
+fi
+
+# PostgreSQL: start the local cluster when it is installed and stopped.
+if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
+    for v in /etc/postgresql/*; do
+      pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start 2>/dev/null || true
+    done
+  fi
+fi
+exit 0

@@ -1,0 +1,198 @@
+//! `gept bench store`: rows/s of the store loading the whole `/latest`
+//! recording, against each database's own bulk load of the same rows in the
+//! same run (`sqlite3 .import` of a CSV; PostgreSQL `COPY ... FROM STDIN`).
+
+use gept_actors::Store;
+use gept_core::recordings::latest_snapshots;
+use gept_core::{wire, LatestPrice};
+use sqlx::postgres::PgPoolCopyExt;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// Rows per store batch in the benchmark (the store writer's default).
+const BATCH_ROWS: usize = 20_000;
+
+pub async fn run(
+    latest: &Path,
+    postgres: &str,
+    work_dir: &Path,
+    snapshots: Option<usize>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(work_dir)?;
+    let t = Instant::now();
+    let mut rows: Vec<LatestPrice> = Vec::new();
+    let mut n_snapshots = 0;
+    for snap in latest_snapshots(latest)?.take(snapshots.unwrap_or(usize::MAX)) {
+        let snap = snap?;
+        rows.extend(wire::parse_latest(snap.body.as_bytes(), snap.timestamp)?.rows);
+        n_snapshots += 1;
+    }
+    let parse_s = t.elapsed().as_secs_f64();
+    println!(
+        "read and parsed {n_snapshots} snapshots, {} rows in {parse_s:.2} s ({:.0} rows/s)",
+        rows.len(),
+        rows.len() as f64 / parse_s
+    );
+
+    // SQLite through the store.
+    let ours_db = work_dir.join("store.db");
+    let peer_db = work_dir.join("peer.db");
+    for f in [&ours_db, &peer_db] {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", f.display()));
+        }
+    }
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", ours_db.display()), 4).await?;
+    store.migrate().await?;
+    let t = Instant::now();
+    for batch in rows.chunks(BATCH_ROWS) {
+        store.insert_latest(batch).await?;
+    }
+    let ours_sqlite = rows.len() as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        store.count("prices_latest_1m").await? as usize == rows.len(),
+        "row count mismatch"
+    );
+    store.close().await;
+
+    // SQLite's own bulk load: `.import` of a CSV into the same schema, same pragmas.
+    let csv = work_dir.join("latest.csv");
+    write_csv(&csv, &rows, |t| t.to_string())?;
+    let peer_store = Store::connect(&format!("sqlite://{}?mode=rwc", peer_db.display()), 1).await?;
+    peer_store.migrate().await?;
+    peer_store.close().await;
+    let t = Instant::now();
+    let status = std::process::Command::new("sqlite3")
+        .arg(&peer_db)
+        .arg("-cmd")
+        .arg("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        .arg(format!(
+            ".import --csv --skip 1 {} prices_latest_1m",
+            csv.display()
+        ))
+        .status();
+    let peer_sqlite = match status {
+        Ok(s) if s.success() => Some(rows.len() as f64 / t.elapsed().as_secs_f64()),
+        Ok(s) => {
+            println!("sqlite3 .import failed: {s}");
+            None
+        }
+        Err(e) => {
+            println!("sqlite3 not available ({e}): no SQLite peer figure");
+            None
+        }
+    };
+    report("SQLite", ours_sqlite, peer_sqlite, "sqlite3 .import");
+
+    // PostgreSQL, in a database of its own.
+    match bench_postgres(postgres, &rows, work_dir).await {
+        Ok((ours, peer)) => report("PostgreSQL", ours, Some(peer), "COPY FROM STDIN"),
+        Err(e) => println!("PostgreSQL skipped: {e:#}"),
+    }
+    Ok(())
+}
+
+fn report(backend: &str, ours: f64, peer: Option<f64>, peer_name: &str) {
+    match peer {
+        Some(peer) => println!(
+            "{backend}: store {ours:.0} rows/s, {peer_name} {peer:.0} rows/s, ratio {:.2}",
+            ours / peer
+        ),
+        None => println!("{backend}: store {ours:.0} rows/s"),
+    }
+}
+
+fn write_csv(
+    path: &Path,
+    rows: &[LatestPrice],
+    time: impl Fn(i64) -> String,
+) -> anyhow::Result<()> {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "item_id,timestamp,high,high_time,low,low_time")?;
+    let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
+    let opt_t = |v: Option<i64>| v.map(&time).unwrap_or_default();
+    for r in rows {
+        writeln!(
+            out,
+            "{},{},{},{},{},{}",
+            r.item_id,
+            time(r.timestamp),
+            opt(r.high),
+            opt_t(r.high_time),
+            opt(r.low),
+            opt_t(r.low_time)
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+async fn fresh_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let admin = sqlx::PgPool::connect(admin_url).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await?;
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
+    Ok(format!("{base}/{name}"))
+}
+
+async fn bench_postgres(
+    admin_url: &str,
+    rows: &[LatestPrice],
+    work_dir: &Path,
+) -> anyhow::Result<(f64, f64)> {
+    let ours_url = fresh_database(admin_url, "gept_bench_store").await?;
+    let store = Store::connect(&ours_url, 4).await?;
+    store.migrate().await?;
+    let t = Instant::now();
+    for batch in rows.chunks(BATCH_ROWS) {
+        store.insert_latest(batch).await?;
+    }
+    let ours = rows.len() as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        store.count("prices_latest_1m").await? as usize == rows.len(),
+        "row count mismatch"
+    );
+    store.close().await;
+
+    let peer_url = fresh_database(admin_url, "gept_bench_copy").await?;
+    let peer = Store::connect(&peer_url, 1).await?;
+    peer.migrate().await?;
+    let Store::Postgres(pg) = &peer else {
+        unreachable!()
+    };
+    pg.ensure_partitions("prices_latest_1m", rows.iter().map(|r| r.timestamp))
+        .await?;
+    let csv = work_dir.join("latest_pg.csv");
+    write_csv(&csv, rows, |t| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap_or_default()
+            .format("%Y-%m-%d %H:%M:%S+00")
+            .to_string()
+    })?;
+    let data = std::fs::read(&csv)?;
+    let pool = sqlx::PgPool::connect(&peer_url).await?;
+    let t = Instant::now();
+    let mut copy = pool
+        .copy_in_raw(
+            "COPY prices_latest_1m (item_id, timestamp, high, high_time, low, low_time) FROM STDIN WITH (FORMAT csv, HEADER true)",
+        )
+        .await?;
+    for chunk in data.chunks(1 << 20) {
+        copy.send(chunk).await?;
+    }
+    let copied = copy.finish().await?;
+    let peer_rate = rows.len() as f64 / t.elapsed().as_secs_f64();
+    anyhow::ensure!(copied as usize == rows.len(), "COPY stored {copied} rows");
+    pool.close().await;
+    peer.close().await;
+    Ok((ours, peer_rate))
+}

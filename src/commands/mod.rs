@@ -1,0 +1,45 @@
+//! One module per `gept` subcommand.
+
+pub mod bench_store;
+pub mod config;
+pub mod migrate;
+pub mod mock_api;
+pub mod serve;
+
+use crate::cli::{BenchCommand, Cli, Command};
+use gept_core::config::Config;
+
+/// Loads the configuration, printing every problem with its key.
+pub fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    Config::load(cli.config.as_deref()).map_err(|e| {
+        for p in &e.problems {
+            eprintln!("config error: {p}");
+        }
+        anyhow::anyhow!("invalid configuration ({} problem(s))", e.problems.len())
+    })
+}
+
+fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Runs the chosen subcommand on the runtime it needs.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Serve => serve::run(load_config(&cli)?),
+        Command::Migrate => {
+            let config = load_config(&cli)?;
+            tokio_runtime()?.block_on(migrate::run(&config))
+        }
+        Command::Config => config::run(&load_config(&cli)?),
+        Command::MockApi(args) => tokio_runtime()?.block_on(mock_api::run(args)),
+        Command::Bench(BenchCommand::Store {
+            latest,
+            postgres,
+            work_dir,
+            snapshots,
+        }) => tokio_runtime()?.block_on(bench_store::run(latest, postgres, work_dir, *snapshots)),
+    }
+}

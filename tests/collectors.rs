@@ -1,0 +1,360 @@
+//! Collectors end to end over real HTTP: `gept serve` against the replay
+//! server on the real recordings, into SQLite and PostgreSQL; with faults and
+//! crashes; across a gap in collection.
+
+mod common;
+
+use common::{serve_env, wait_for, Serve};
+use gept::mock_api::{self, Clock, FaultKind, Faults, MockOptions};
+use gept_actors::Store;
+use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
+use gept_core::{wire, BucketPrice, BucketStep, LatestPrice};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Exactly what the replay of the first `n` snapshots must leave in the store.
+struct Expected {
+    latest: Vec<LatestPrice>,
+    buckets: Vec<(BucketStep, Vec<BucketPrice>)>,
+}
+
+fn expected(dir: &Path, n: usize) -> Expected {
+    let mut latest = Vec::new();
+    let mut times = Vec::new();
+    for snap in latest_snapshots(&dir.join(recordings::LATEST_FILE))
+        .unwrap()
+        .take(n)
+    {
+        let snap = snap.unwrap();
+        times.push(snap.timestamp);
+        latest.extend(
+            wire::parse_latest(snap.body.as_bytes(), snap.timestamp)
+                .unwrap()
+                .rows,
+        );
+    }
+    latest.sort_by_key(|r| (r.timestamp, r.item_id));
+    let (first, last) = (times[0], *times.last().unwrap());
+    let mut buckets = Vec::new();
+    for (step, file) in [
+        (BucketStep::FiveMinutes, recordings::FIVE_MINUTE_FILE),
+        (BucketStep::OneHour, recordings::HOURLY_FILE),
+    ] {
+        let s = step.seconds();
+        // The first bucket a collector sees is the newest complete one at the
+        // first snapshot; from there on every complete bucket is fetched.
+        let first_seen = first.div_euclid(s) * s - s;
+        let mut rows: Vec<BucketPrice> = bucket_snapshots(&dir.join(file))
+            .unwrap()
+            .iter()
+            .filter(|b| b.timestamp >= first_seen && b.timestamp + s <= last)
+            .flat_map(|b| wire::parse_bucket(b.body.as_bytes()).unwrap().rows)
+            .collect();
+        rows.sort_by_key(|r| (r.timestamp, r.item_id));
+        buckets.push((step, rows));
+    }
+    Expected { latest, buckets }
+}
+
+async fn matches(store: &Store, e: &Expected) -> bool {
+    if store.count("prices_latest_1m").await.unwrap() != e.latest.len() as i64 {
+        return false;
+    }
+    for (step, rows) in &e.buckets {
+        if store.count(step.table()).await.unwrap() != rows.len() as i64 {
+            return false;
+        }
+    }
+    true
+}
+
+async fn assert_exact(store: &Store, e: &Expected) {
+    let latest = store.load_latest(0, i64::MAX / 2).await.unwrap();
+    assert_eq!(latest.len(), e.latest.len());
+    assert!(
+        latest == e.latest,
+        "prices_latest_1m differs from the recording"
+    );
+    for (step, rows) in &e.buckets {
+        let back = store.load_buckets(*step, 0, i64::MAX / 2).await.unwrap();
+        assert!(&back == rows, "{} differs from the recording", step.table());
+    }
+}
+
+async fn mock_status(addr: std::net::SocketAddr) -> serde_json::Value {
+    reqwest::get(format!("http://{addr}/_mock/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Replays `n` snapshots into a fresh database at `url` and checks the store
+/// holds exactly the recording.
+async fn replay_exact(url: &str, n: Option<usize>, faults: Faults, panic_rate: f64) -> String {
+    let dir = common::recordings();
+    let options = MockOptions {
+        clock: Clock::Step,
+        faults,
+        seed: 7,
+        max_snapshots: n,
+    };
+    let mock = mock_api::start(&dir, "127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let total = mock_status(mock.addr).await["total"].as_u64().unwrap() as usize;
+    let exp = expected(&dir, total);
+    let mut env = serve_env(mock.addr, url);
+    env.push((
+        "GEPT__CHAOS__COLLECTOR_PANIC_RATE".into(),
+        panic_rate.to_string(),
+    ));
+    if panic_rate > 0.0 {
+        env.push(("GEPT__UPSTREAM__TIMEOUT".into(), "500ms".into()));
+    }
+    let serve = Serve::start(&env);
+    let addr = mock.addr;
+    wait_for("the replay to finish", 600, || async move {
+        mock_status(addr).await["finished"] == true
+    })
+    .await;
+    // Faults stop; the collectors must converge on exactly the recording.
+    reqwest::Client::new()
+        .post(format!("http://{addr}/_mock/faults"))
+        .json(&Faults::default())
+        .send()
+        .await
+        .unwrap();
+    let store = Store::connect(url, 2).await.unwrap();
+    wait_for("the store to hold the recording", 300, || {
+        let (store, exp) = (&store, &exp);
+        async move { matches(store, exp).await }
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", serve.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serve.stop();
+    assert_exact(&store, &exp).await;
+    // Collectors report themselves.
+    let statuses = store.collector_statuses().await.unwrap();
+    let names: BTreeSet<&str> = statuses.iter().map(|s| s.collector.as_str()).collect();
+    for name in ["latest", "5m", "1h", "mapping"] {
+        assert!(
+            names.contains(name),
+            "no collector_status row for {name}: {statuses:?}"
+        );
+    }
+    let latest = statuses.iter().find(|s| s.collector == "latest").unwrap();
+    assert!(latest.rows_written >= exp.latest.len() as i64);
+    assert!(latest.last_success.is_some());
+    assert_eq!(
+        store.count("items").await.unwrap() > 0,
+        dir.join(recordings::MAPPING_FILE).is_file()
+    );
+    store.close().await;
+    mock.stop().await;
+    metrics
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_into_sqlite_stores_exactly_the_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("gept.db").display());
+    let metrics = replay_exact(&url, None, Faults::default(), 0.0).await;
+    assert!(
+        metrics.contains("gept_observations_ingested_total{feed=\"latest\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_into_postgres_stores_exactly_the_recording() {
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    replay_exact(&url, None, Faults::default(), 0.0).await;
+    common::drop_postgres_database(&url).await;
+}
+
+fn metric(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_and_crashes_lose_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("gept.db").display());
+    let faults = Faults {
+        rate: 0.25,
+        kinds: vec![
+            FaultKind::ServerError,
+            FaultKind::TooManyRequests,
+            FaultKind::Slow,
+            FaultKind::Truncated,
+            FaultKind::Malformed,
+        ],
+        slow_ms: 1_500,
+    };
+    let metrics = replay_exact(&url, Some(120), faults, 0.1).await;
+    assert!(
+        metric(
+            &metrics,
+            "gept_collector_restarts_total",
+            "collector=\"latest\""
+        ) > 0.0,
+        "{metrics}"
+    );
+    assert!(
+        metric(
+            &metrics,
+            "gept_collector_errors_total",
+            "collector=\"latest\""
+        ) > 0.0
+    );
+    assert!(metric(&metrics, "gept_upstream_errors_total", "kind=\"status\"") > 0.0);
+    assert!(metric(&metrics, "gept_upstream_errors_total", "kind=\"body\"") > 0.0);
+    assert!(metric(&metrics, "gept_upstream_errors_total", "kind=\"timeout\"") > 0.0);
+    assert!(
+        metric(
+            &metrics,
+            "gept_upstream_errors_total",
+            "kind=\"rate_limited\""
+        ) > 0.0
+    );
+    let store = Store::connect(&url, 1).await.unwrap();
+    let statuses = store.collector_statuses().await.unwrap();
+    let latest = statuses.iter().find(|s| s.collector == "latest").unwrap();
+    assert!(
+        latest.restarts > 0 && latest.last_error.is_some(),
+        "{latest:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_buckets_are_recorded_and_back_filled() {
+    let dir = common::recordings();
+    let options = MockOptions {
+        clock: Clock::Step,
+        faults: Faults::default(),
+        seed: 1,
+        max_snapshots: Some(45),
+    };
+    let mock = mock_api::start(&dir, "127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let addr = mock.addr;
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", db.path().join("gept.db").display());
+    let mut env = serve_env(addr, &url);
+    // The test drives the clock itself, one /latest request per 5 minutes.
+    env.push(("GEPT__COLLECTORS__LATEST__ENABLED".into(), "false".into()));
+    let advance = |n: usize| async move {
+        for _ in 0..n {
+            reqwest::get(format!("http://{addr}/api/v1/osrs/latest"))
+                .await
+                .unwrap();
+        }
+    };
+    let store = Store::connect(&url, 2).await.unwrap();
+    let hour_now = |now: i64| now.div_euclid(3600) * 3600 - 3600;
+
+    advance(12).await;
+    let serve = Serve::start(&env);
+    let now = mock_status(addr).await["now"].as_i64().unwrap();
+    wait_for("the first hours to be stored", 60, || {
+        let store = &store;
+        async move {
+            store
+                .bucket_times(BucketStep::OneHour)
+                .await
+                .unwrap()
+                .last()
+                == Some(&hour_now(now))
+        }
+    })
+    .await;
+    serve.stop();
+    let before = store.bucket_times(BucketStep::OneHour).await.unwrap();
+
+    // Down for 30 snapshots (2.5 hours of recorded time).
+    advance(30).await;
+    let now = mock_status(addr).await["now"].as_i64().unwrap();
+    let serve = Serve::start(&env);
+    wait_for("the missed hours to be back-filled", 60, || {
+        let store = &store;
+        async move {
+            let gaps = store.gaps().await.unwrap();
+            !gaps.is_empty()
+                && gaps.iter().all(|g| g.filled_at.is_some())
+                && store
+                    .bucket_times(BucketStep::OneHour)
+                    .await
+                    .unwrap()
+                    .last()
+                    == Some(&hour_now(now))
+        }
+    })
+    .await;
+    serve.stop();
+    let gaps = store.gaps().await.unwrap();
+    let last_before = *before.last().unwrap();
+    let missed: Vec<i64> = (1..)
+        .map(|k| last_before + k * 3600)
+        .take_while(|t| *t < hour_now(now))
+        .collect();
+    let gap_buckets: Vec<i64> = gaps
+        .iter()
+        .filter(|g| g.feed == "1h")
+        .map(|g| g.bucket)
+        .collect();
+    assert_eq!(
+        gap_buckets, missed,
+        "recorded gaps are not the missed hours"
+    );
+    // Every recorded hour up to now is stored, the back-filled ones included.
+    let exp = expected(&dir, 42);
+    let hourly: Vec<BucketPrice> = exp
+        .buckets
+        .iter()
+        .find(|(s, _)| *s == BucketStep::OneHour)
+        .unwrap()
+        .1
+        .iter()
+        .filter(|r| r.timestamp >= before[0])
+        .cloned()
+        .collect();
+    let back = store
+        .load_buckets(BucketStep::OneHour, 0, i64::MAX / 2)
+        .await
+        .unwrap();
+    assert_eq!(back, hourly);
+    assert!(
+        missed
+            .iter()
+            .all(|m| back.iter().any(|r| r.timestamp == *m)),
+        "a missed hour is still missing"
+    );
+    store.close().await;
+    mock.stop().await;
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_user_agent() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gept"))
+        .arg("serve")
+        .env("GEPT__UPSTREAM__USER_AGENT", "")
+        .env("GEPT__DATA__DIR", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("User-Agent"), "{err}");
+}

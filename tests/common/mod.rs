@@ -1,0 +1,233 @@
+//! Shared helpers of the integration tests: where the recordings are, and
+//! fresh databases on each backend.
+#![allow(dead_code)]
+
+use gept_actors::Store;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The full development recordings, if this checkout sits beside them.
+pub fn shared_recordings() -> Option<PathBuf> {
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/osrs/ernestoreza-ge_data");
+    dir.join("latest_snapshots.jsonl.zst")
+        .is_file()
+        .then_some(dir)
+}
+
+/// The full recordings when present, else the small in-repo excerpt
+/// (`tests/fixtures/osrs`, cut by `scripts/cut_fixture.py`).
+pub fn recordings() -> PathBuf {
+    shared_recordings().unwrap_or_else(|| {
+        eprintln!(
+            "note: ../shared/data/osrs is absent; using the in-repo excerpt tests/fixtures/osrs"
+        );
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/osrs")
+    })
+}
+
+/// A fresh SQLite database in a temporary folder (kept alive by the guard).
+pub async fn sqlite_store() -> (Store, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("gept.db").display());
+    let store = Store::connect(&url, 4).await.unwrap();
+    (store, dir)
+}
+
+/// The PostgreSQL server of the tests: `GEPT_TEST_DATABASE_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/test`.
+pub fn postgres_admin_url() -> String {
+    std::env::var("GEPT_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh PostgreSQL database (its URL), or `None` with a printed reason
+/// when the server is unreachable. With `GEPT_REQUIRE_POSTGRES=1` an
+/// unreachable server fails the test instead.
+pub async fn postgres_database() -> Option<String> {
+    let admin_url = postgres_admin_url();
+    let admin = match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        sqlx::PgPool::connect(&admin_url),
+    )
+    .await
+    {
+        Ok(Ok(pool)) => pool,
+        other => {
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => "timed out".into(),
+            };
+            if std::env::var("GEPT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!("PostgreSQL required but unreachable at {admin_url}: {why}");
+            }
+            eprintln!(
+                "SKIP PostgreSQL: unreachable at {admin_url} ({why}); set GEPT_TEST_DATABASE_URL"
+            );
+            return None;
+        }
+    };
+    let name = format!(
+        "gept_test_{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::SeqCst)
+    );
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_string())
+        .unwrap();
+    Some(format!("{base}/{name}"))
+}
+
+/// Drops a database made by [`postgres_database`].
+pub async fn drop_postgres_database(url: &str) {
+    let name = url.rsplit_once('/').unwrap().1;
+    if let Ok(admin) = sqlx::PgPool::connect(&postgres_admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&admin)
+            .await;
+        admin.close().await;
+    }
+}
+
+/// A `gept serve` child process.
+pub struct Serve {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:port`
+    pub url: String,
+}
+
+/// Environment of a `gept serve` against a replay server at `mock_base`,
+/// storing into `database_url`, with fast schedules for tests.
+pub fn serve_env(mock_addr: std::net::SocketAddr, database_url: &str) -> Vec<(String, String)> {
+    [
+        ("GEPT__DATABASE__URL", database_url.to_string()),
+        ("GEPT__API__LISTEN", "127.0.0.1:0".into()),
+        (
+            "GEPT__UPSTREAM__BASE_URL",
+            format!("http://{mock_addr}/api/v1/osrs"),
+        ),
+        (
+            "GEPT__UPSTREAM__NEWS_URL",
+            format!("http://{mock_addr}/m=news/latest_news.rss"),
+        ),
+        (
+            "GEPT__UPSTREAM__PLAYER_COUNT_URL",
+            format!("http://{mock_addr}/"),
+        ),
+        (
+            "GEPT__UPSTREAM__USER_AGENT",
+            "gept-tests (tests@gept.invalid)".into(),
+        ),
+        ("GEPT__UPSTREAM__TIMEOUT", "5s".into()),
+        ("GEPT__UPSTREAM__BACKOFF_BASE", "10ms".into()),
+        ("GEPT__UPSTREAM__BACKOFF_MAX", "200ms".into()),
+        ("GEPT__UPSTREAM__BREAKER_COOLDOWN", "200ms".into()),
+        ("GEPT__COLLECTORS__LATEST__INTERVAL", "1ms".into()),
+        ("GEPT__COLLECTORS__5M__INTERVAL", "20ms".into()),
+        ("GEPT__COLLECTORS__1H__INTERVAL", "20ms".into()),
+        ("GEPT__COLLECTORS__MAPPING__INTERVAL", "1h".into()),
+        ("GEPT__COLLECTORS__NEWS__INTERVAL", "1s".into()),
+        ("GEPT__COLLECTORS__PLAYER_COUNT__INTERVAL", "1s".into()),
+        ("GEPT__COLLECTORS__TIMESERIES__ENABLED", "false".into()),
+        ("GEPT__SUPERVISOR__RESTART_MIN", "10ms".into()),
+        ("GEPT__SUPERVISOR__RESTART_MAX", "200ms".into()),
+        ("GEPT__DATABASE__FLUSH_INTERVAL", "100ms".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+impl Serve {
+    /// Starts `gept serve` with `env` (overriding the process's GEPT__ variables)
+    /// and waits (bounded) until it listens.
+    pub fn start(env: &[(String, String)]) -> Serve {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gept"));
+        cmd.arg("serve")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("GEPT__")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("gept serve starts");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(url) = line.strip_prefix("gept: listening on ") {
+                    let _ = tx.send(url.to_string());
+                }
+                eprintln!("[serve] {line}");
+            }
+        });
+        let url = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("gept serve did not start listening within 60 s");
+        Serve { child, url }
+    }
+
+    /// Sends SIGTERM and waits (bounded) for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -TERM failed");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "gept serve exited with {status}");
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gept serve did not stop within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+/// Waits until `check` holds, polling every 50 ms, for at most `secs` seconds.
+pub async fn wait_for<F, Fut>(what: &str, secs: u64, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
