@@ -190,6 +190,8 @@ pub struct BucketCollector {
     last: Option<i64>,
     initialised: bool,
     pending: Option<ParsedBucket>,
+    /// Whether `data_gaps` may hold open gaps of this feed.
+    gaps_open: bool,
     /// Most gaps back-filled per poll.
     backfill_per_poll: usize,
 }
@@ -201,6 +203,7 @@ impl BucketCollector {
             last: None,
             initialised: false,
             pending: None,
+            gaps_open: true,
             backfill_per_poll: 24,
         }
     }
@@ -249,6 +252,7 @@ impl Collector for BucketCollector {
                     let mut missed = last + step;
                     while missed < bucket.timestamp {
                         env.store.record_gap(feed, missed, now()).await?;
+                        self.gaps_open = true;
                         metrics::counter!(m::GAPS_DETECTED, "feed" => feed).increment(1);
                         missed += step;
                     }
@@ -474,7 +478,13 @@ pub struct CollectorActor {
     /// Restarts since the last successful poll (drives the backoff).
     failures_in_row: u32,
     stopping: bool,
+    /// When the status row was last written after a success.
+    persisted_at: Option<Instant>,
 }
+
+/// Successful polls write `collector_status` at most this often; failures,
+/// restarts and shutdown write it at once.
+const PERSIST_EVERY: Duration = Duration::from_secs(2);
 
 impl CollectorActor {
     pub fn new(reg: &Registration, env: Arc<CollectorEnv>, config: &Config) -> Self {
@@ -488,6 +498,7 @@ impl CollectorActor {
             restart_max: config.supervisor.restart_max,
             failures_in_row: 0,
             stopping: false,
+            persisted_at: None,
         }
     }
 
@@ -511,7 +522,10 @@ impl CollectorActor {
                 Ok(Ok(rows)) => {
                     act.failures_in_row = 0;
                     let status = act.env.health.success(act.name, rows, now());
-                    act.persist(status);
+                    if act.persisted_at.is_none_or(|t| t.elapsed() >= PERSIST_EVERY) {
+                        act.persisted_at = Some(Instant::now());
+                        act.persist(status);
+                    }
                     None
                 }
                 Ok(Err(e)) => Some(e.to_string()),
@@ -584,9 +598,20 @@ impl Handler<Shutdown> for CollectorActor {
     fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
         let collector = self.collector.clone();
+        let (name, env) = (self.name, self.env.clone());
         Box::pin(async move {
             // A poll in flight holds the lock: taking it waits for that poll.
             drop(collector.lock().await);
+            if let Some(status) = env
+                .health
+                .collectors()
+                .into_iter()
+                .find(|s| s.collector == name)
+            {
+                if let Err(e) = env.store.put_collector_status(&status, now()).await {
+                    tracing::warn!(error = %e, "cannot write collector_status");
+                }
+            }
         })
     }
 }

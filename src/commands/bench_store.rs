@@ -10,15 +10,14 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-/// Rows per store batch in the benchmark (the store writer's default).
-const BATCH_ROWS: usize = 20_000;
-
 pub async fn run(
     latest: &Path,
     postgres: &str,
     work_dir: &Path,
     snapshots: Option<usize>,
 ) -> anyhow::Result<()> {
+    // Batches as the store writer makes them under a backlog.
+    let batch_rows = gept_core::config::Config::load(None)?.database.batch_rows;
     std::fs::create_dir_all(work_dir)?;
     let t = Instant::now();
     let mut rows: Vec<LatestPrice> = Vec::new();
@@ -46,7 +45,7 @@ pub async fn run(
     let store = Store::connect(&format!("sqlite://{}?mode=rwc", ours_db.display()), 4).await?;
     store.migrate().await?;
     let t = Instant::now();
-    for batch in rows.chunks(BATCH_ROWS) {
+    for batch in rows.chunks(batch_rows) {
         store.insert_latest(batch).await?;
     }
     let ours_sqlite = rows.len() as f64 / t.elapsed().as_secs_f64();
@@ -66,7 +65,10 @@ pub async fn run(
     let status = std::process::Command::new("sqlite3")
         .arg(&peer_db)
         .arg("-cmd")
-        .arg("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        .arg(format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size={};",
+            gept_actors::store::sqlite::CACHE_SIZE_PRAGMA
+        ))
         .arg(format!(
             ".import --csv --skip 1 {} prices_latest_1m",
             csv.display()
@@ -86,7 +88,7 @@ pub async fn run(
     report("SQLite", ours_sqlite, peer_sqlite, "sqlite3 .import");
 
     // PostgreSQL, in a database of its own.
-    match bench_postgres(postgres, &rows, work_dir).await {
+    match bench_postgres(postgres, &rows, work_dir, batch_rows).await {
         Ok((ours, peer)) => report("PostgreSQL", ours, Some(peer), "COPY FROM STDIN"),
         Err(e) => println!("PostgreSQL skipped: {e:#}"),
     }
@@ -148,12 +150,13 @@ async fn bench_postgres(
     admin_url: &str,
     rows: &[LatestPrice],
     work_dir: &Path,
+    batch_rows: usize,
 ) -> anyhow::Result<(f64, f64)> {
     let ours_url = fresh_database(admin_url, "gept_bench_store").await?;
     let store = Store::connect(&ours_url, 4).await?;
     store.migrate().await?;
     let t = Instant::now();
-    for batch in rows.chunks(BATCH_ROWS) {
+    for batch in rows.chunks(batch_rows) {
         store.insert_latest(batch).await?;
     }
     let ours = rows.len() as f64 / t.elapsed().as_secs_f64();

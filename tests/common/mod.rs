@@ -143,7 +143,6 @@ pub fn serve_env(mock_addr: std::net::SocketAddr, database_url: &str) -> Vec<(St
         ("GEPT__COLLECTORS__TIMESERIES__ENABLED", "false".into()),
         ("GEPT__SUPERVISOR__RESTART_MIN", "10ms".into()),
         ("GEPT__SUPERVISOR__RESTART_MAX", "200ms".into()),
-        ("GEPT__DATABASE__FLUSH_INTERVAL", "100ms".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

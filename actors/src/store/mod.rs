@@ -7,7 +7,7 @@
 //! module; PostgreSQL stores them as `timestamptz`.
 
 pub mod postgres;
-mod sqlite;
+pub mod sqlite;
 
 use gept_core::{
     BucketPrice, BucketStep, CollectorStatus, ItemMeta, LatestPrice, NewsItem, PlayerCount,
@@ -200,6 +200,30 @@ impl Store {
         Ok(match self {
             Store::Sqlite(p) => sqlx::query_scalar(&sql).fetch_one(p).await?,
             Store::Postgres(p) => sqlx::query_scalar(&sql).fetch_one(&p.pool).await?,
+        })
+    }
+
+    /// The newest `timestamp` in a time-series table (`prices_latest_1m`,
+    /// `price_data_5min`, `prices_1h`), Unix seconds; `None` when empty.
+    pub async fn newest_time(&self, table: &str) -> Result<Option<i64>, StoreError> {
+        if !["prices_latest_1m", "price_data_5min", "prices_1h"].contains(&table) {
+            return Err(StoreError::Invalid(format!(
+                "{table} is not a time-series table"
+            )));
+        }
+        Ok(match self {
+            Store::Sqlite(p) => {
+                sqlx::query_scalar(&format!("SELECT MAX(timestamp) FROM {table}"))
+                    .fetch_one(p)
+                    .await?
+            }
+            Store::Postgres(p) => {
+                sqlx::query_scalar(&format!(
+                    "SELECT EXTRACT(EPOCH FROM MAX(timestamp))::int8 FROM {table}"
+                ))
+                .fetch_one(&p.pool)
+                .await?
+            }
         })
     }
 
