@@ -34,9 +34,37 @@ pub enum Command {
     /// Replay recorded API responses over HTTP, in the API's exact format and
     /// paths, for tests and offline runs.
     MockApi(MockApiArgs),
+    /// Run a recording through the feature dataflow and write one CSV row per
+    /// (item, tick): `item_id,timestamp,<features>`, empty cells for nulls.
+    /// Arguments after `--` go to timely: `-w N` worker threads, and for a
+    /// cluster of processes `-n N -p I -h HOSTFILE` (process 0 writes the CSV).
+    Features(FeaturesArgs),
     /// Run a benchmark against its named peer or limit and print the ratio.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Options of `gept features`.
+#[derive(Debug, clap::Args)]
+pub struct FeaturesArgs {
+    /// The `/latest` recording (latest_snapshots.jsonl.zst).
+    #[arg(long, value_name = "FILE")]
+    pub latest: PathBuf,
+    /// The `/1h` recording, for volume features.
+    #[arg(long, value_name = "FILE")]
+    pub hourly: Option<PathBuf>,
+    /// The `/5m` recording (accepted; no feature reads it yet).
+    #[arg(long, value_name = "FILE")]
+    pub five_minute: Option<PathBuf>,
+    /// Where to write the CSV.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Use only the first N snapshots.
+    #[arg(long)]
+    pub max_snapshots: Option<usize>,
+    /// timely's own options: `-w N`, `-n N -p I -h HOSTFILE`.
+    #[arg(last = true)]
+    pub timely: Vec<String>,
 }
 
 /// Options of `gept mock-api`.

@@ -1,1 +1,4 @@
-//! Timely and differential-dataflow graphs of GePT.
+//! Timely and differential-dataflow graphs of GePT: per-tick incremental
+//! features (`features`).
+
+pub mod features;

@@ -2,6 +2,7 @@
 
 pub mod bench_store;
 pub mod config;
+pub mod features;
 pub mod migrate;
 pub mod mock_api;
 pub mod serve;
@@ -34,6 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             tokio_runtime()?.block_on(migrate::run(&config))
         }
         Command::Config => config::run(&load_config(&cli)?),
+        Command::Features(args) => features::run(args),
         Command::MockApi(args) => tokio_runtime()?.block_on(mock_api::run(args)),
         Command::Bench(BenchCommand::Store {
             latest,

@@ -1,0 +1,621 @@
+//! Per-tick incremental features in differential dataflow.
+//!
+//! The graph (see [`build`]) keeps, for every item and window (1 h, 4 h,
+//! 24 h), the observations inside the window as a collection. Windows are
+//! inserts at `t` and retractions at `t + w`; the retractions are held outside
+//! the dataflow in a schedule keyed by due time and fed in at the first tick
+//! that reaches it (so differential's batcher never parks future updates).
+//! Invertible aggregates (counts, sums, sums of squares, gains and losses) are
+//! carried in the difference type [`Agg`] and accumulated by `count_total`;
+//! min and max come from a `reduce` over the window's members. Every sum is an
+//! exact integer (prices are integers; log returns, spreads and Parkinson
+//! terms are fixed point), so insert-then-retract returns exactly to where it
+//! was. A final `reduce` per item assembles its parts into a [`FeatureState`],
+//! from which [`feature_vector`] computes the floating-point features.
+//!
+//! Definitions: `docs/FEATURES.md`.
+
+use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
+use differential_dataflow::input::InputSession;
+use differential_dataflow::operators::CountTotal;
+use differential_dataflow::AsCollection;
+use gept_core::{BucketPrice, ItemId, LatestPrice};
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::Exchange;
+
+/// Window lengths in seconds and their names.
+pub const WINDOWS: [(i64, &str); 3] = [(3_600, "1h"), (14_400, "4h"), (86_400, "24h")];
+
+/// Fixed-point scale of log returns and Parkinson terms (2^52).
+const SCALE_R: f64 = 4_503_599_627_370_496.0;
+/// Fixed-point scale of spread ratios (2^60).
+const SCALE_S: f64 = 1_152_921_504_606_846_976.0;
+
+/// Invertible window aggregates, carried as the difference type.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Agg {
+    pub n: i64,
+    pub s_mid2: i128,
+    pub s_high: i128,
+    pub s_low: i128,
+    pub s_spread_q: i128,
+    pub s_park_q: i128,
+    pub nr: i64,
+    pub s_r_q: i128,
+    pub s_r2_q: i128,
+    pub s_gain2: i128,
+    pub s_loss2: i128,
+}
+
+impl IsZero for Agg {
+    fn is_zero(&self) -> bool {
+        *self == Agg::default()
+    }
+}
+
+impl Semigroup for Agg {
+    fn plus_equals(&mut self, o: &Self) {
+        self.n += o.n;
+        self.s_mid2 += o.s_mid2;
+        self.s_high += o.s_high;
+        self.s_low += o.s_low;
+        self.s_spread_q += o.s_spread_q;
+        self.s_park_q += o.s_park_q;
+        self.nr += o.nr;
+        self.s_r_q += o.s_r_q;
+        self.s_r2_q += o.s_r2_q;
+        self.s_gain2 += o.s_gain2;
+        self.s_loss2 += o.s_loss2;
+    }
+}
+
+impl Monoid for Agg {
+    fn zero() -> Self {
+        Agg::default()
+    }
+}
+
+impl differential_dataflow::difference::Abelian for Agg {
+    fn negate(&mut self) {
+        let z = Agg::default();
+        let mut neg = z;
+        neg.n = -self.n;
+        neg.s_mid2 = -self.s_mid2;
+        neg.s_high = -self.s_high;
+        neg.s_low = -self.s_low;
+        neg.s_spread_q = -self.s_spread_q;
+        neg.s_park_q = -self.s_park_q;
+        neg.nr = -self.nr;
+        neg.s_r_q = -self.s_r_q;
+        neg.s_r2_q = -self.s_r2_q;
+        neg.s_gain2 = -self.s_gain2;
+        neg.s_loss2 = -self.s_loss2;
+        *self = neg;
+    }
+}
+
+impl Multiply<isize> for Agg {
+    type Output = Agg;
+    fn multiply(mut self, rhs: &isize) -> Agg {
+        let k = *rhs as i128;
+        self.n *= *rhs as i64;
+        self.s_mid2 *= k;
+        self.s_high *= k;
+        self.s_low *= k;
+        self.s_spread_q *= k;
+        self.s_park_q *= k;
+        self.nr *= *rhs as i64;
+        self.s_r_q *= k;
+        self.s_r2_q *= k;
+        self.s_gain2 *= k;
+        self.s_loss2 *= k;
+        self
+    }
+}
+
+/// One observation of an item's series, with what it contributes to windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Member {
+    pub t: i64,
+    /// high + low, i.e. twice the mid price (exact).
+    pub mid2: i64,
+    pub high: i64,
+    pub low: i64,
+    /// round(ln(mid_t / mid_prev) · 2^52), if there is a previous observation.
+    pub r_q: Option<i64>,
+    /// round(spread_pct · 2^60).
+    pub spread_q: i64,
+    /// round(ln(high / low)^2 · 2^52).
+    pub park_q: i64,
+    /// max(mid2_t − mid2_prev, 0) and max(mid2_prev − mid2_t, 0), if a previous observation exists.
+    pub gain2: Option<i64>,
+    pub loss2: Option<i64>,
+}
+
+impl Member {
+    fn agg(&self) -> Agg {
+        let r = self.r_q.unwrap_or(0) as i128;
+        Agg {
+            n: 1,
+            s_mid2: self.mid2 as i128,
+            s_high: self.high as i128,
+            s_low: self.low as i128,
+            s_spread_q: self.spread_q as i128,
+            s_park_q: self.park_q as i128,
+            nr: self.r_q.is_some() as i64,
+            s_r_q: r,
+            s_r2_q: r * r,
+            s_gain2: self.gain2.unwrap_or(0) as i128,
+            s_loss2: self.loss2.unwrap_or(0) as i128,
+        }
+    }
+}
+
+/// The parts of an item's state that the assembly joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Part {
+    /// The item's latest observation.
+    Obs(Member),
+    /// Window aggregates of window index `w`.
+    Agg(u8, Agg),
+    /// Window extremes: (min mid2, max mid2, max high, min low).
+    Extremes(u8, [i64; 4]),
+    /// mid2 as of T − w.
+    Lag(u8, i64),
+    /// The newest complete `/1h` bucket holding the item: (start, high volume, low volume).
+    Volume(i64, i64, i64),
+}
+
+/// Everything the features of one item at one tick are computed from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct FeatureState {
+    pub obs: Option<Member>,
+    pub aggs: [Option<Agg>; 3],
+    pub extremes: [Option<[i64; 4]>; 3],
+    pub lags: [Option<i64>; 3],
+    pub volume: Option<(i64, i64, i64)>,
+}
+
+/// Names of the features, in vector order.
+pub fn feature_names() -> Vec<String> {
+    let mut names: Vec<String> = ["mid", "high", "low", "spread_pct"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for (_, w) in WINDOWS {
+        for f in [
+            "mid_ma",
+            "high_ma",
+            "low_ma",
+            "spread_ma",
+            "return",
+            "volatility",
+            "parkinson",
+            "range_pos",
+            "dist_high",
+            "dist_low",
+            "rsi",
+            "n_obs",
+        ] {
+            names.push(format!("{f}_{w}"));
+        }
+    }
+    for f in [
+        "momentum_divergence",
+        "hour_sin",
+        "hour_cos",
+        "dow_sin",
+        "dow_cos",
+        "is_weekend",
+        "peak_hour",
+        "volume_1h",
+        "volume_imbalance_1h",
+    ] {
+        names.push(f.to_string());
+    }
+    names
+}
+
+/// The feature vector of `state` at tick `t`; `latest_bucket` is the start of
+/// the newest `/1h` bucket complete at `t` (None: no bucket yet).
+pub fn feature_vector(
+    t: i64,
+    state: &FeatureState,
+    latest_bucket: Option<i64>,
+) -> Vec<Option<f64>> {
+    let obs = state.obs.expect("a state with features has an observation");
+    let mid = obs.mid2 as f64 / 2.0;
+    let mut v = vec![
+        Some(mid),
+        Some(obs.high as f64),
+        Some(obs.low as f64),
+        Some((obs.high - obs.low) as f64 / mid),
+    ];
+    let mut returns = [None; 3];
+    for w in 0..3 {
+        let agg = state.aggs[w];
+        let ext = state.extremes[w];
+        let n = agg.map(|a| a.n).unwrap_or(0);
+        let mean = |s: i128| (n > 0).then(|| s as f64 / n as f64);
+        let a = agg.unwrap_or_default();
+        let ret = state.lags[w].map(|lag2| obs.mid2 as f64 / lag2 as f64 - 1.0);
+        returns[w] = ret;
+        let volatility = (a.nr >= 2).then(|| {
+            let nr = a.nr as i128;
+            let num = nr
+                .checked_mul(a.s_r2_q)
+                .and_then(|x| x.checked_sub(a.s_r_q * a.s_r_q))
+                .map(|x| x as f64)
+                .unwrap_or_else(|| nr as f64 * a.s_r2_q as f64 - (a.s_r_q as f64).powi(2));
+            (num.max(0.0)).sqrt() / (a.nr as f64 * SCALE_R)
+        });
+        let parkinson = (n > 0).then(|| {
+            (a.s_park_q as f64 / SCALE_R / (4.0 * std::f64::consts::LN_2 * n as f64)).sqrt()
+        });
+        let range_pos = ext.map(|[lo, hi, _, _]| {
+            if hi == lo {
+                0.5
+            } else {
+                (obs.mid2 - lo) as f64 / (hi - lo) as f64
+            }
+        });
+        let dist_high = ext.map(|[_, _, max_high, _]| mid / max_high as f64 - 1.0);
+        let dist_low = ext.map(|[_, _, _, min_low]| mid / min_low as f64 - 1.0);
+        let rsi = (a.nr > 0).then(|| {
+            let total = a.s_gain2 + a.s_loss2;
+            if total == 0 {
+                50.0
+            } else {
+                100.0 * a.s_gain2 as f64 / total as f64
+            }
+        });
+        v.extend([
+            mean(a.s_mid2).map(|m| m / 2.0),
+            mean(a.s_high),
+            mean(a.s_low),
+            mean(a.s_spread_q).map(|s| s / SCALE_S),
+            ret,
+            volatility,
+            parkinson,
+            range_pos,
+            dist_high,
+            dist_low,
+            rsi,
+            Some(n as f64),
+        ]);
+    }
+    let momentum = match (returns[0], returns[1]) {
+        (Some(r1), Some(r4)) => Some(r1 - r4 / 4.0),
+        _ => None,
+    };
+    let secs_of_day = t.rem_euclid(86_400) as f64;
+    let hour = secs_of_day / 3600.0;
+    let angle = std::f64::consts::TAU * hour / 24.0;
+    // 1970-01-01 was a Thursday: day 0 = Monday after shifting by 3.
+    let dow = (t.div_euclid(86_400) + 3).rem_euclid(7);
+    let dow_angle = std::f64::consts::TAU * (dow as f64 + hour / 24.0) / 7.0;
+    let volume = match (latest_bucket, state.volume) {
+        (None, _) => None,
+        (Some(b), Some((start, hv, lv))) if start == b => Some((hv, lv)),
+        (Some(_), _) => Some((0, 0)),
+    };
+    v.extend([
+        momentum,
+        Some(angle.sin()),
+        Some(angle.cos()),
+        Some(dow_angle.sin()),
+        Some(dow_angle.cos()),
+        Some((dow >= 5) as i64 as f64),
+        Some((16.0..22.0).contains(&hour) as i64 as f64),
+        volume.map(|(h, l)| (h + l) as f64),
+        volume.map(|(h, l)| {
+            if h + l == 0 {
+                0.0
+            } else {
+                (h - l) as f64 / (h + l) as f64
+            }
+        }),
+    ]);
+    v
+}
+
+/// One row of output: an item's features at a tick where it was observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureRow {
+    pub item_id: ItemId,
+    pub timestamp: i64,
+    pub values: Vec<Option<f64>>,
+}
+
+/// One `/latest` tick of input.
+#[derive(Debug, Clone)]
+pub struct TickInput {
+    pub time: i64,
+    pub rows: Vec<LatestPrice>,
+}
+
+/// One `/1h` bucket of input.
+#[derive(Debug, Clone)]
+pub struct HourInput {
+    pub start: i64,
+    pub rows: Vec<BucketPrice>,
+}
+
+/// Per-item series state kept by the input driver (carry-forward of nulls).
+#[derive(Default, Clone, Copy)]
+struct Series {
+    high: Option<i64>,
+    low: Option<i64>,
+    prev: Option<Member>,
+}
+
+/// A future update held outside the dataflow until its tick.
+enum Due {
+    Leave { item: ItemId, w: u8, member: Member },
+    Lag { item: ItemId, w: u8, mid2: i64 },
+}
+
+fn quantize(x: f64, scale: f64) -> i64 {
+    (x * scale).round() as i64
+}
+
+/// Builds the observation of `item` at `t` from its carried-forward series.
+fn observe(series: &mut Series, row: &LatestPrice) -> Option<Member> {
+    if row.high.is_some() {
+        series.high = row.high;
+    }
+    if row.low.is_some() {
+        series.low = row.low;
+    }
+    let (high, low) = (series.high?, series.low?);
+    let mid2 = high + low;
+    let prev = series.prev;
+    let member = Member {
+        t: row.timestamp,
+        mid2,
+        high,
+        low,
+        r_q: prev.map(|p| quantize((mid2 as f64 / p.mid2 as f64).ln(), SCALE_R)),
+        spread_q: quantize(2.0 * (high - low) as f64 / mid2 as f64, SCALE_S),
+        park_q: quantize((high as f64 / low as f64).ln().powi(2), SCALE_R),
+        gain2: prev.map(|p| (mid2 - p.mid2).max(0)),
+        loss2: prev.map(|p| (p.mid2 - mid2).max(0)),
+    };
+    series.prev = Some(member);
+    Some(member)
+}
+
+type Time = u64;
+
+/// The input sessions of one worker's graph.
+struct Inputs {
+    members: InputSession<Time, ((ItemId, u8), Member), isize>,
+    current: InputSession<Time, (ItemId, Member), isize>,
+    lags: InputSession<Time, ((ItemId, u8), i64), isize>,
+    volumes: InputSession<Time, (ItemId, (i64, i64, i64)), isize>,
+}
+
+impl Inputs {
+    fn advance_to(&mut self, t: Time) {
+        self.members.advance_to(t);
+        self.current.advance_to(t);
+        self.lags.advance_to(t);
+        self.volumes.advance_to(t);
+    }
+
+    fn flush(&mut self) {
+        self.members.flush();
+        self.current.flush();
+        self.lags.flush();
+        self.volumes.flush();
+    }
+}
+
+/// Output of one worker: (item, state) updates with their tick and diff.
+type Sink = Rc<RefCell<Vec<((ItemId, FeatureState), Time, isize)>>>;
+
+/// Builds the feature graph in `worker`; returns its inputs, the probe and
+/// the sink where (on worker 0) the assembled states arrive.
+fn build(worker: &mut timely::worker::Worker) -> (Inputs, ProbeHandle<Time>, Sink) {
+    let sink: Sink = Rc::new(RefCell::new(Vec::new()));
+    let sink_in = sink.clone();
+    let mut members_in = InputSession::new();
+    let mut current_in = InputSession::new();
+    let mut lags_in = InputSession::new();
+    let mut volumes_in = InputSession::new();
+    let probe = worker.dataflow::<Time, _, _>(|scope| {
+        let members = members_in.to_collection(scope.clone());
+        let current = current_in.to_collection(scope.clone());
+        let lags = lags_in.to_collection(scope.clone());
+        let volumes = volumes_in.to_collection(scope.clone());
+
+        let aggs = members
+            .clone()
+            .explode(|(key, m): ((ItemId, u8), Member)| Some((key, m.agg())))
+            .count_total()
+            .map(|((item, w), agg): ((ItemId, u8), Agg)| (item, Part::Agg(w, agg)));
+        let extremes = members
+            .reduce(
+                |_key, input: &[(&Member, isize)], output: &mut Vec<([i64; 4], isize)>| {
+                    let mut e = [i64::MAX, i64::MIN, i64::MIN, i64::MAX];
+                    for (m, _) in input {
+                        e[0] = e[0].min(m.mid2);
+                        e[1] = e[1].max(m.mid2);
+                        e[2] = e[2].max(m.high);
+                        e[3] = e[3].min(m.low);
+                    }
+                    output.push((e, 1));
+                },
+            )
+            .map(|((item, w), e)| (item, Part::Extremes(w, e)));
+        let parts = current
+            .map(|(item, m)| (item, Part::Obs(m)))
+            .concat(aggs)
+            .concat(extremes)
+            .concat(lags.map(|((item, w), mid2)| (item, Part::Lag(w, mid2))))
+            .concat(volumes.map(|(item, (s, h, l))| (item, Part::Volume(s, h, l))));
+        let states = parts.reduce(
+            |_item, input: &[(&Part, isize)], output: &mut Vec<(FeatureState, isize)>| {
+                let mut s = FeatureState::default();
+                for (part, _) in input {
+                    match **part {
+                        Part::Obs(m) => s.obs = Some(m),
+                        Part::Agg(w, a) => s.aggs[w as usize] = Some(a),
+                        Part::Extremes(w, e) => s.extremes[w as usize] = Some(e),
+                        Part::Lag(w, l) => s.lags[w as usize] = Some(l),
+                        Part::Volume(st, h, l) => s.volume = Some((st, h, l)),
+                    }
+                }
+                if s.obs.is_some() {
+                    output.push((s, 1));
+                }
+            },
+        );
+        let (probe, _) = states
+            .inner
+            .exchange(|_| 0)
+            .as_collection()
+            .inspect(move |update: &((ItemId, FeatureState), Time, isize)| {
+                if update.2 > 0 && update.0 .1.obs.map(|m| m.t as Time) == Some(update.1) {
+                    sink_in.borrow_mut().push(update.clone());
+                }
+            })
+            .probe();
+        probe
+    });
+    (
+        Inputs {
+            members: members_in,
+            current: current_in,
+            lags: lags_in,
+            volumes: volumes_in,
+        },
+        probe,
+        sink,
+    )
+}
+
+/// Drives one worker's graph through `ticks`; on worker 0, calls `emit` with
+/// each completed tick's rows, sorted by item.
+pub fn drive(
+    worker: &mut timely::worker::Worker,
+    ticks: &[TickInput],
+    hours: &[HourInput],
+    mut emit: impl FnMut(i64, Vec<FeatureRow>),
+) {
+    let (index, peers) = (worker.index(), worker.peers());
+    let owns = move |item: ItemId| item as usize % peers == index;
+    let (mut inputs, probe, sink) = build(worker);
+    let mut series: HashMap<ItemId, Series> = HashMap::new();
+    let mut schedule: BTreeMap<i64, Vec<Due>> = BTreeMap::new();
+    let mut lags: HashMap<(ItemId, u8), i64> = HashMap::new();
+    let mut volume_rows: Vec<(ItemId, (i64, i64, i64))> = Vec::new();
+    let mut next_hour = 0;
+    let mut latest_bucket: Option<i64> = None;
+
+    for tick in ticks {
+        let t = tick.time;
+        inputs.advance_to(t as Time);
+        // The newest /1h bucket complete at t replaces the previous one.
+        let mut newest = None;
+        while next_hour < hours.len() && hours[next_hour].start + 3600 <= t {
+            newest = Some(next_hour);
+            next_hour += 1;
+        }
+        if let Some(h) = newest {
+            for row in volume_rows.drain(..) {
+                inputs.volumes.remove(row);
+            }
+            let hour = &hours[h];
+            latest_bucket = Some(hour.start);
+            for r in hour.rows.iter().filter(|r| owns(r.item_id)) {
+                let row = (
+                    r.item_id,
+                    (hour.start, r.high_price_volume, r.low_price_volume),
+                );
+                inputs.volumes.insert(row);
+                volume_rows.push(row);
+            }
+        }
+        // Window exits and as-of lags that fall due by t.
+        let later = schedule.split_off(&(t + 1));
+        for (_, dues) in std::mem::replace(&mut schedule, later) {
+            for due in dues {
+                match due {
+                    Due::Leave { item, w, member } => inputs.members.remove(((item, w), member)),
+                    Due::Lag { item, w, mid2 } => {
+                        if let Some(old) = lags.insert((item, w), mid2) {
+                            inputs.lags.remove(((item, w), old));
+                        }
+                        inputs.lags.insert(((item, w), mid2));
+                    }
+                }
+            }
+        }
+        // New observations.
+        for row in tick.rows.iter().filter(|r| owns(r.item_id)) {
+            let s = series.entry(row.item_id).or_default();
+            let previous = s.prev;
+            let Some(member) = observe(
+                s,
+                &LatestPrice {
+                    timestamp: t,
+                    ..*row
+                },
+            ) else {
+                continue;
+            };
+            if let Some(p) = previous {
+                inputs.current.remove((row.item_id, p));
+            }
+            inputs.current.insert((row.item_id, member));
+            for (w, (len, _)) in WINDOWS.iter().enumerate() {
+                let w = w as u8;
+                inputs.members.insert(((row.item_id, w), member));
+                let due = schedule.entry(t + len).or_default();
+                due.push(Due::Leave {
+                    item: row.item_id,
+                    w,
+                    member,
+                });
+                due.push(Due::Lag {
+                    item: row.item_id,
+                    w,
+                    mid2: member.mid2,
+                });
+            }
+        }
+        inputs.advance_to(t as Time + 1);
+        inputs.flush();
+        worker.step_while(|| probe.less_than(&(t as Time + 1)));
+        if index == 0 {
+            let mut updates = std::mem::take(&mut *sink.borrow_mut());
+            updates.sort_by_key(|((item, _), _, _)| *item);
+            let rows = updates
+                .into_iter()
+                .map(|((item_id, state), time, _)| FeatureRow {
+                    item_id,
+                    timestamp: time as i64,
+                    values: feature_vector(time as i64, &state, latest_bucket),
+                })
+                .collect();
+            emit(t, rows);
+        }
+    }
+}
+
+/// Ticks from a recording, in time order (each row stamped with its tick).
+pub fn ticks_from(mut snapshots: Vec<(i64, Vec<LatestPrice>)>) -> Vec<TickInput> {
+    snapshots.sort_by_key(|(t, _)| *t);
+    snapshots.dedup_by_key(|(t, _)| *t);
+    snapshots
+        .into_iter()
+        .map(|(time, rows)| TickInput { time, rows })
+        .collect()
+}
