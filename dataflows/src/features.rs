@@ -30,8 +30,11 @@ use timely::dataflow::operators::Exchange;
 /// Window lengths in seconds and their names.
 pub const WINDOWS: [(i64, &str); 3] = [(3_600, "1h"), (14_400, "4h"), (86_400, "24h")];
 
-/// Fixed-point scale of log returns and Parkinson terms (2^52).
+/// Fixed-point scale of log returns (2^52).
 const SCALE_R: f64 = 4_503_599_627_370_496.0;
+/// Fixed-point scale of Parkinson terms ln(high/low)^2 (2^100): they can be
+/// as small as 1e-12 on items with a one-coin spread.
+const SCALE_P: f64 = 1_267_650_600_228_229_401_496_703_205_376.0;
 /// Fixed-point scale of spread ratios (2^60).
 const SCALE_S: f64 = 1_152_921_504_606_846_976.0;
 
@@ -131,8 +134,8 @@ pub struct Member {
     pub r_q: Option<i64>,
     /// round(spread_pct · 2^60).
     pub spread_q: i64,
-    /// round(ln(high / low)^2 · 2^52).
-    pub park_q: i64,
+    /// round(ln(high / low)^2 · 2^100).
+    pub park_q: i128,
     /// max(mid2_t − mid2_prev, 0) and max(mid2_prev − mid2_t, 0), if a previous observation exists.
     pub gain2: Option<i64>,
     pub loss2: Option<i64>,
@@ -147,7 +150,7 @@ impl Member {
             s_high: self.high as i128,
             s_low: self.low as i128,
             s_spread_q: self.spread_q as i128,
-            s_park_q: self.park_q as i128,
+            s_park_q: self.park_q,
             nr: self.r_q.is_some() as i64,
             s_r_q: r,
             s_r2_q: r * r,
@@ -256,7 +259,7 @@ pub fn feature_vector(
             (num.max(0.0)).sqrt() / (a.nr as f64 * SCALE_R)
         });
         let parkinson = (n > 0).then(|| {
-            (a.s_park_q as f64 / SCALE_R / (4.0 * std::f64::consts::LN_2 * n as f64)).sqrt()
+            (a.s_park_q as f64 / SCALE_P / (4.0 * std::f64::consts::LN_2 * n as f64)).sqrt()
         });
         let range_pos = ext.map(|[lo, hi, _, _]| {
             if hi == lo {
@@ -383,7 +386,7 @@ fn observe(series: &mut Series, row: &LatestPrice) -> Option<Member> {
         low,
         r_q: prev.map(|p| quantize((mid2 as f64 / p.mid2 as f64).ln(), SCALE_R)),
         spread_q: quantize(2.0 * (high - low) as f64 / mid2 as f64, SCALE_S),
-        park_q: quantize((high as f64 / low as f64).ln().powi(2), SCALE_R),
+        park_q: ((high as f64 / low as f64).ln().powi(2) * SCALE_P).round() as i128,
         gain2: prev.map(|p| (mid2 - p.mid2).max(0)),
         loss2: prev.map(|p| (p.mid2 - mid2).max(0)),
     };
