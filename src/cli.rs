@@ -105,6 +105,23 @@ pub struct MockApiArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Per-tick latency (p50, p99), replay throughput and peak memory of the
+    /// feature dataflow, against recomputing every feature from the last
+    /// 24 h at each tick (the batch peer), in the same run.
+    Features {
+        /// The `/latest` recording.
+        #[arg(long, value_name = "FILE")]
+        latest: PathBuf,
+        /// The `/1h` recording.
+        #[arg(long, value_name = "FILE")]
+        hourly: Option<PathBuf>,
+        /// Use only the first N snapshots.
+        #[arg(long)]
+        snapshots: Option<usize>,
+        /// Timely worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
     /// Rows/s loading the whole `/latest` recording into SQLite and
     /// PostgreSQL through the store, against each database's own bulk load
     /// (`sqlite3 .import`, PostgreSQL `COPY`) of the same rows.

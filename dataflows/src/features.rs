@@ -350,12 +350,65 @@ pub struct HourInput {
     pub rows: Vec<BucketPrice>,
 }
 
+/// Sliding-window extremes of one item and window: monotonic deques of
+/// (time, value), amortised O(1) per observation. Min and max are not
+/// invertible, so they are kept here rather than in a dataflow `reduce`
+/// that would rescan the whole window on every tick.
+#[derive(Default, Clone)]
+struct Extremes {
+    min_mid2: std::collections::VecDeque<(i64, i64)>,
+    max_mid2: std::collections::VecDeque<(i64, i64)>,
+    max_high: std::collections::VecDeque<(i64, i64)>,
+    min_low: std::collections::VecDeque<(i64, i64)>,
+    /// What the dataflow holds now.
+    sent: Option<[i64; 4]>,
+}
+
+fn push_mono(
+    q: &mut std::collections::VecDeque<(i64, i64)>,
+    t: i64,
+    v: i64,
+    keep: impl Fn(i64, i64) -> bool,
+) {
+    while q.back().is_some_and(|&(_, b)| !keep(b, v)) {
+        q.pop_back();
+    }
+    q.push_back((t, v));
+}
+
+impl Extremes {
+    /// Adds observation `m` and drops what left the window `(t − len, t]`.
+    fn observe(&mut self, m: &Member, len: i64) -> [i64; 4] {
+        push_mono(&mut self.min_mid2, m.t, m.mid2, |b, v| b < v);
+        push_mono(&mut self.max_mid2, m.t, m.mid2, |b, v| b > v);
+        push_mono(&mut self.max_high, m.t, m.high, |b, v| b > v);
+        push_mono(&mut self.min_low, m.t, m.low, |b, v| b < v);
+        for q in [
+            &mut self.min_mid2,
+            &mut self.max_mid2,
+            &mut self.max_high,
+            &mut self.min_low,
+        ] {
+            while q.front().is_some_and(|&(t, _)| t <= m.t - len) {
+                q.pop_front();
+            }
+        }
+        [
+            self.min_mid2[0].1,
+            self.max_mid2[0].1,
+            self.max_high[0].1,
+            self.min_low[0].1,
+        ]
+    }
+}
+
 /// Per-item series state kept by the input driver (carry-forward of nulls).
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Series {
     high: Option<i64>,
     low: Option<i64>,
     prev: Option<Member>,
+    extremes: [Extremes; 3],
 }
 
 /// A future update held outside the dataflow until its tick.
@@ -402,6 +455,7 @@ struct Inputs {
     current: InputSession<Time, (ItemId, Member), isize>,
     lags: InputSession<Time, ((ItemId, u8), i64), isize>,
     volumes: InputSession<Time, (ItemId, (i64, i64, i64)), isize>,
+    extremes: InputSession<Time, ((ItemId, u8), [i64; 4]), isize>,
 }
 
 impl Inputs {
@@ -410,6 +464,7 @@ impl Inputs {
         self.current.advance_to(t);
         self.lags.advance_to(t);
         self.volumes.advance_to(t);
+        self.extremes.advance_to(t);
     }
 
     fn flush(&mut self) {
@@ -417,11 +472,12 @@ impl Inputs {
         self.current.flush();
         self.lags.flush();
         self.volumes.flush();
+        self.extremes.flush();
     }
 }
 
-/// Output of one worker: (item, state) updates with their tick and diff.
-type Sink = Rc<RefCell<Vec<((ItemId, FeatureState), Time, isize)>>>;
+/// Output of the graph on worker 0: changes of items' parts, with tick and diff.
+type Sink = Rc<RefCell<Vec<((ItemId, Part), Time, isize)>>>;
 
 /// Builds the feature graph in `worker`; returns its inputs, the probe and
 /// the sink where (on worker 0) the assembled states arrive.
@@ -432,62 +488,32 @@ fn build(worker: &mut timely::worker::Worker) -> (Inputs, ProbeHandle<Time>, Sin
     let mut current_in = InputSession::new();
     let mut lags_in = InputSession::new();
     let mut volumes_in = InputSession::new();
+    let mut extremes_in = InputSession::new();
     let probe = worker.dataflow::<Time, _, _>(|scope| {
         let members = members_in.to_collection(scope.clone());
         let current = current_in.to_collection(scope.clone());
         let lags = lags_in.to_collection(scope.clone());
         let volumes = volumes_in.to_collection(scope.clone());
+        let extremes = extremes_in.to_collection(scope.clone());
 
+        // Window sums: each member contributes its aggregate as a difference.
         let aggs = members
-            .clone()
             .explode(|(key, m): ((ItemId, u8), Member)| Some((key, m.agg())))
             .count_total()
             .map(|((item, w), agg): ((ItemId, u8), Agg)| (item, Part::Agg(w, agg)));
-        let extremes = members
-            .reduce(
-                |_key, input: &[(&Member, isize)], output: &mut Vec<([i64; 4], isize)>| {
-                    let mut e = [i64::MAX, i64::MIN, i64::MIN, i64::MAX];
-                    for (m, _) in input {
-                        e[0] = e[0].min(m.mid2);
-                        e[1] = e[1].max(m.mid2);
-                        e[2] = e[2].max(m.high);
-                        e[3] = e[3].min(m.low);
-                    }
-                    output.push((e, 1));
-                },
-            )
-            .map(|((item, w), e)| (item, Part::Extremes(w, e)));
         let parts = current
             .map(|(item, m)| (item, Part::Obs(m)))
             .concat(aggs)
-            .concat(extremes)
+            .concat(extremes.map(|((item, w), e)| (item, Part::Extremes(w, e))))
             .concat(lags.map(|((item, w), mid2)| (item, Part::Lag(w, mid2))))
             .concat(volumes.map(|(item, (s, h, l))| (item, Part::Volume(s, h, l))));
-        let states = parts.reduce(
-            |_item, input: &[(&Part, isize)], output: &mut Vec<(FeatureState, isize)>| {
-                let mut s = FeatureState::default();
-                for (part, _) in input {
-                    match **part {
-                        Part::Obs(m) => s.obs = Some(m),
-                        Part::Agg(w, a) => s.aggs[w as usize] = Some(a),
-                        Part::Extremes(w, e) => s.extremes[w as usize] = Some(e),
-                        Part::Lag(w, l) => s.lags[w as usize] = Some(l),
-                        Part::Volume(st, h, l) => s.volume = Some((st, h, l)),
-                    }
-                }
-                if s.obs.is_some() {
-                    output.push((s, 1));
-                }
-            },
-        );
-        let (probe, _) = states
+        // Changed parts go to worker 0, which assembles feature vectors.
+        let (probe, _) = parts
             .inner
             .exchange(|_| 0)
             .as_collection()
-            .inspect(move |update: &((ItemId, FeatureState), Time, isize)| {
-                if update.2 > 0 && update.0 .1.obs.map(|m| m.t as Time) == Some(update.1) {
-                    sink_in.borrow_mut().push(update.clone());
-                }
+            .inspect(move |update: &((ItemId, Part), Time, isize)| {
+                sink_in.borrow_mut().push(update.clone())
             })
             .probe();
         probe
@@ -498,10 +524,54 @@ fn build(worker: &mut timely::worker::Worker) -> (Inputs, ProbeHandle<Time>, Sin
             current: current_in,
             lags: lags_in,
             volumes: volumes_in,
+            extremes: extremes_in,
         },
         probe,
         sink,
     )
+}
+
+/// Applies part changes to the assembled states: retractions first, then
+/// insertions, so a part replaced within one tick ends as the new one.
+/// Returns the items observed at `t`.
+fn assemble(
+    states: &mut HashMap<ItemId, FeatureState>,
+    updates: Vec<((ItemId, Part), Time, isize)>,
+    t: i64,
+) -> Vec<ItemId> {
+    let mut observed = Vec::new();
+    for pass in [false, true] {
+        for ((item, part), _, diff) in &updates {
+            if (*diff > 0) != pass {
+                continue;
+            }
+            let s = states.entry(*item).or_default();
+            macro_rules! apply {
+                ($slot:expr, $value:expr) => {
+                    if pass {
+                        $slot = Some($value);
+                    } else if $slot == Some($value) {
+                        $slot = None;
+                    }
+                };
+            }
+            match *part {
+                Part::Obs(m) => {
+                    apply!(s.obs, m);
+                    if pass && m.t == t {
+                        observed.push(*item);
+                    }
+                }
+                Part::Agg(w, a) => apply!(s.aggs[w as usize], a),
+                Part::Extremes(w, e) => apply!(s.extremes[w as usize], e),
+                Part::Lag(w, l) => apply!(s.lags[w as usize], l),
+                Part::Volume(st, h, l) => apply!(s.volume, (st, h, l)),
+            }
+        }
+    }
+    observed.sort_unstable();
+    observed.dedup();
+    observed
 }
 
 /// Drives one worker's graph through `ticks`; on worker 0, calls `emit` with
@@ -521,6 +591,7 @@ pub fn drive(
     let mut volume_rows: Vec<(ItemId, (i64, i64, i64))> = Vec::new();
     let mut next_hour = 0;
     let mut latest_bucket: Option<i64> = None;
+    let mut states: HashMap<ItemId, FeatureState> = HashMap::new();
 
     for tick in ticks {
         let t = tick.time;
@@ -579,6 +650,14 @@ pub fn drive(
             }
             inputs.current.insert((row.item_id, member));
             for (w, (len, _)) in WINDOWS.iter().enumerate() {
+                let ext = &mut s.extremes[w];
+                let e = ext.observe(&member, *len);
+                if ext.sent != Some(e) {
+                    if let Some(old) = ext.sent.replace(e) {
+                        inputs.extremes.remove(((row.item_id, w as u8), old));
+                    }
+                    inputs.extremes.insert(((row.item_id, w as u8), e));
+                }
                 let w = w as u8;
                 inputs.members.insert(((row.item_id, w), member));
                 let due = schedule.entry(t + len).or_default();
@@ -598,14 +677,14 @@ pub fn drive(
         inputs.flush();
         worker.step_while(|| probe.less_than(&(t as Time + 1)));
         if index == 0 {
-            let mut updates = std::mem::take(&mut *sink.borrow_mut());
-            updates.sort_by_key(|((item, _), _, _)| *item);
-            let rows = updates
+            let updates = std::mem::take(&mut *sink.borrow_mut());
+            let observed = assemble(&mut states, updates, t);
+            let rows = observed
                 .into_iter()
-                .map(|((item_id, state), time, _)| FeatureRow {
+                .map(|item_id| FeatureRow {
                     item_id,
-                    timestamp: time as i64,
-                    values: feature_vector(time as i64, &state, latest_bucket),
+                    timestamp: t,
+                    values: feature_vector(t, &states[&item_id], latest_bucket),
                 })
                 .collect();
             emit(t, rows);

@@ -1,5 +1,6 @@
 //! One module per `gept` subcommand.
 
+pub mod bench_features;
 pub mod bench_store;
 pub mod config;
 pub mod features;
@@ -37,6 +38,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config => config::run(&load_config(&cli)?),
         Command::Features(args) => features::run(args),
         Command::MockApi(args) => tokio_runtime()?.block_on(mock_api::run(args)),
+        Command::Bench(BenchCommand::Features {
+            latest,
+            hourly,
+            snapshots,
+            workers,
+        }) => bench_features::run(latest, hourly.as_deref(), *snapshots, *workers),
         Command::Bench(BenchCommand::Store {
             latest,
             postgres,

@@ -1,0 +1,163 @@
+//! The batch peer of the feature dataflow: every feature computed from
+//! scratch, straight from the definitions in docs/FEATURES.md, in plain f64.
+//! It shares no code with the dataflow. Tests compare the dataflow against it;
+//! `gept bench features` times it as what a batch system does every tick.
+
+use crate::features::{FeatureRow, HourInput, TickInput};
+use std::collections::HashMap;
+
+/// Features of every (item, tick) of `ticks`, or only of the last tick.
+pub fn reference(ticks: &[TickInput], hours: &[HourInput], only_last: bool) -> Vec<FeatureRow> {
+    struct Obs {
+        t: i64,
+        high: f64,
+        low: f64,
+        mid: f64,
+    }
+    let mut series: HashMap<u32, Vec<Obs>> = HashMap::new();
+    let mut carried: HashMap<u32, (Option<i64>, Option<i64>)> = HashMap::new();
+    let mut rows = Vec::new();
+    let windows = [3_600i64, 14_400, 86_400];
+    let last_tick = ticks.last().map(|t| t.time).unwrap_or(i64::MIN);
+    for tick in ticks {
+        let t = tick.time;
+        let latest_hour = hours
+            .iter()
+            .filter(|h| h.start + 3600 <= t)
+            .max_by_key(|h| h.start);
+        for r in &tick.rows {
+            let c = carried.entry(r.item_id).or_default();
+            if r.high.is_some() {
+                c.0 = r.high;
+            }
+            if r.low.is_some() {
+                c.1 = r.low;
+            }
+            let (Some(high), Some(low)) = *c else {
+                continue;
+            };
+            let s = series.entry(r.item_id).or_default();
+            s.push(Obs {
+                t,
+                high: high as f64,
+                low: low as f64,
+                mid: (high + low) as f64 / 2.0,
+            });
+            if only_last && t != last_tick {
+                continue;
+            }
+            let now = s.last().unwrap();
+            let mut v: Vec<Option<f64>> = vec![
+                Some(now.mid),
+                Some(now.high),
+                Some(now.low),
+                Some((now.high - now.low) / now.mid),
+            ];
+            let mut rets = vec![];
+            for w in windows {
+                let idx: Vec<usize> = (0..s.len())
+                    .filter(|&j| s[j].t > t - w && s[j].t <= t)
+                    .collect();
+                let n = idx.len() as f64;
+                let mean = |f: &dyn Fn(&Obs) -> f64| idx.iter().map(|&j| f(&s[j])).sum::<f64>() / n;
+                let ret = s
+                    .iter()
+                    .rev()
+                    .find(|o| o.t <= t - w)
+                    .map(|o| now.mid / o.mid - 1.0);
+                rets.push(ret);
+                let lr: Vec<f64> = idx
+                    .iter()
+                    .filter(|&&j| j > 0)
+                    .map(|&j| (s[j].mid / s[j - 1].mid).ln())
+                    .collect();
+                let vol = (lr.len() >= 2).then(|| {
+                    let m = lr.iter().sum::<f64>() / lr.len() as f64;
+                    (lr.iter().map(|x| (x - m).powi(2)).sum::<f64>() / lr.len() as f64).sqrt()
+                });
+                let park = (mean(&|o| (o.high / o.low).ln().powi(2))
+                    / (4.0 * std::f64::consts::LN_2))
+                    .sqrt();
+                let lo = idx.iter().map(|&j| s[j].mid).fold(f64::INFINITY, f64::min);
+                let hi = idx
+                    .iter()
+                    .map(|&j| s[j].mid)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let max_high = idx
+                    .iter()
+                    .map(|&j| s[j].high)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let min_low = idx.iter().map(|&j| s[j].low).fold(f64::INFINITY, f64::min);
+                let pairs: Vec<f64> = idx
+                    .iter()
+                    .filter(|&&j| j > 0)
+                    .map(|&j| s[j].mid - s[j - 1].mid)
+                    .collect();
+                let gain: f64 = pairs.iter().filter(|d| **d > 0.0).sum();
+                let loss: f64 = -pairs.iter().filter(|d| **d < 0.0).sum::<f64>();
+                let rsi = (!pairs.is_empty()).then(|| {
+                    if gain + loss == 0.0 {
+                        50.0
+                    } else {
+                        100.0 * gain / (gain + loss)
+                    }
+                });
+                v.extend([
+                    Some(mean(&|o| o.mid)),
+                    Some(mean(&|o| o.high)),
+                    Some(mean(&|o| o.low)),
+                    Some(mean(&|o| (o.high - o.low) / o.mid)),
+                    ret,
+                    vol,
+                    Some(park),
+                    Some(if hi == lo {
+                        0.5
+                    } else {
+                        (now.mid - lo) / (hi - lo)
+                    }),
+                    Some(now.mid / max_high - 1.0),
+                    Some(now.mid / min_low - 1.0),
+                    rsi,
+                    Some(n),
+                ]);
+            }
+            let hour = (t % 86_400) as f64 / 3600.0;
+            let day = ((t / 86_400) + 3) % 7;
+            let vol = latest_hour.map(|h| {
+                h.rows
+                    .iter()
+                    .find(|b| b.item_id == r.item_id)
+                    .map(|b| (b.high_price_volume, b.low_price_volume))
+                    .unwrap_or((0, 0))
+            });
+            v.extend([
+                rets[0].zip(rets[1]).map(|(a, b)| a - b / 4.0),
+                Some((std::f64::consts::TAU * hour / 24.0).sin()),
+                Some((std::f64::consts::TAU * hour / 24.0).cos()),
+                Some((std::f64::consts::TAU * (day as f64 + hour / 24.0) / 7.0).sin()),
+                Some((std::f64::consts::TAU * (day as f64 + hour / 24.0) / 7.0).cos()),
+                Some(if day >= 5 { 1.0 } else { 0.0 }),
+                Some(if (16.0..22.0).contains(&hour) {
+                    1.0
+                } else {
+                    0.0
+                }),
+                vol.map(|(h, l)| (h + l) as f64),
+                vol.map(|(h, l)| {
+                    if h + l == 0 {
+                        0.0
+                    } else {
+                        (h - l) as f64 / (h + l) as f64
+                    }
+                }),
+            ]);
+            rows.push(FeatureRow {
+                item_id: r.item_id,
+                timestamp: t,
+                values: v,
+            });
+        }
+    }
+    rows.sort_by_key(|r| (r.timestamp, r.item_id));
+    rows
+}
