@@ -8,7 +8,6 @@ use gept::commands::features::{load_hours, load_ticks};
 use gept_core::recordings;
 use gept_dataflows::batch::reference;
 use gept_dataflows::features::{drive, feature_names, FeatureRow, HourInput, TickInput};
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Snapshots used: just over 24 hours at the recording's 5-minute cadence.

@@ -137,7 +137,7 @@ pub fn target_name(horizon_h: u32, offset_bp: u32) -> String {
     let frac = offset_bp % 100;
     let pct = if frac == 0 {
         format!("{whole}.0")
-    } else if frac % 10 == 0 {
+    } else if frac.is_multiple_of(10) {
         format!("{whole}.{}", frac / 10)
     } else {
         format!("{whole}.{frac:02}")

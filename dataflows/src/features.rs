@@ -241,6 +241,7 @@ pub fn feature_vector(
         Some((obs.high - obs.low) as f64 / mid),
     ];
     let mut returns = [None; 3];
+    #[allow(clippy::needless_range_loop)] // w indexes four parallel arrays
     for w in 0..3 {
         let agg = state.aggs[w];
         let ext = state.extremes[w];
@@ -490,11 +491,11 @@ fn build(worker: &mut timely::worker::Worker) -> (Inputs, ProbeHandle<Time>, Sin
     let mut volumes_in = InputSession::new();
     let mut extremes_in = InputSession::new();
     let probe = worker.dataflow::<Time, _, _>(|scope| {
-        let members = members_in.to_collection(scope.clone());
-        let current = current_in.to_collection(scope.clone());
-        let lags = lags_in.to_collection(scope.clone());
-        let volumes = volumes_in.to_collection(scope.clone());
-        let extremes = extremes_in.to_collection(scope.clone());
+        let members = members_in.to_collection(scope);
+        let current = current_in.to_collection(scope);
+        let lags = lags_in.to_collection(scope);
+        let volumes = volumes_in.to_collection(scope);
+        let extremes = extremes_in.to_collection(scope);
 
         // Window sums: each member contributes its aggregate as a difference.
         let aggs = members
@@ -513,7 +514,7 @@ fn build(worker: &mut timely::worker::Worker) -> (Inputs, ProbeHandle<Time>, Sin
             .exchange(|_| 0)
             .as_collection()
             .inspect(move |update: &((ItemId, Part), Time, isize)| {
-                sink_in.borrow_mut().push(update.clone())
+                sink_in.borrow_mut().push(*update)
             })
             .probe();
         probe
