@@ -183,13 +183,14 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
+        let defaults: toml::Table = DEFAULT_TOML.parse().expect("embedded default is valid TOML");
         let mut env_toml = toml::Table::new();
         for (key, value) in env {
             let path: Vec<String> = key[ENV_PREFIX.len()..]
                 .split("__")
                 .map(|s| s.to_ascii_lowercase())
                 .collect();
-            insert_env(&mut env_toml, &path, &value);
+            insert_env(&mut env_toml, Some(&defaults), &path, &value);
         }
         let figment = files.merge(Toml::string(&env_toml.to_string()));
         match figment.extract::<Config>() {
@@ -296,24 +297,19 @@ impl Config {
     }
 }
 
-fn insert_env(table: &mut toml::Table, path: &[String], value: &str) {
+/// Inserts an environment value at `path`. A value is typed (boolean,
+/// integer, float) only where the default configuration holds such a type;
+/// anywhere else, a token or a password of digits stays a string.
+fn insert_env(table: &mut toml::Table, defaults: Option<&toml::Table>, path: &[String], value: &str) {
+    let default = defaults.and_then(|d| d.get(&path[0]));
     if path.len() == 1 {
-        // Values are typed by their text: booleans and numbers as such, else strings.
-        let v = if let Ok(b) = value.parse::<bool>() {
-            toml::Value::Boolean(b)
-        } else if let Ok(i) = value.parse::<i64>() {
-            toml::Value::Integer(i)
-        } else if let Ok(f) = value.parse::<f64>().map_err(|_| ()).and_then(|f| {
-            if f.is_finite() {
-                Ok(f)
-            } else {
-                Err(())
-            }
-        }) {
-            toml::Value::Float(f)
-        } else {
-            toml::Value::String(value.to_string())
-        };
+        let v = match default {
+            Some(toml::Value::Boolean(_)) => value.parse().map(toml::Value::Boolean).ok(),
+            Some(toml::Value::Integer(_)) => value.parse().map(toml::Value::Integer).ok(),
+            Some(toml::Value::Float(_)) => value.parse().map(toml::Value::Float).ok(),
+            _ => None,
+        }
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
         table.insert(path[0].clone(), v);
         return;
     }
@@ -321,7 +317,11 @@ fn insert_env(table: &mut toml::Table, path: &[String], value: &str) {
         .entry(path[0].clone())
         .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     if let toml::Value::Table(t) = entry {
-        insert_env(t, &path[1..], value);
+        let sub = match default {
+            Some(toml::Value::Table(d)) => Some(d),
+            _ => None,
+        };
+        insert_env(t, sub, &path[1..], value);
     }
 }
 
@@ -399,7 +399,7 @@ mod tests {
                 ("GEPT__COLLECTORS__LATEST__INTERVAL", "5s"),
                 ("GEPT__COLLECTORS__5M__ENABLED", "false"),
                 ("GEPT__DATABASE__URL", "postgres://u:pw@h/db"),
-                ("GEPT__ADMIN__TOKEN", "s3cret"),
+                ("GEPT__ADMIN__TOKEN", "12345"),
                 ("GEPT_TEST_DATABASE_URL", "ignored"),
             ]),
         )
