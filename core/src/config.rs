@@ -183,7 +183,9 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
-        let defaults: toml::Table = DEFAULT_TOML.parse().expect("embedded default is valid TOML");
+        let defaults: toml::Table = DEFAULT_TOML
+            .parse()
+            .expect("embedded default is valid TOML");
         let mut env_toml = toml::Table::new();
         for (key, value) in env {
             let path: Vec<String> = key[ENV_PREFIX.len()..]
@@ -300,7 +302,12 @@ impl Config {
 /// Inserts an environment value at `path`. A value is typed (boolean,
 /// integer, float) only where the default configuration holds such a type;
 /// anywhere else, a token or a password of digits stays a string.
-fn insert_env(table: &mut toml::Table, defaults: Option<&toml::Table>, path: &[String], value: &str) {
+fn insert_env(
+    table: &mut toml::Table,
+    defaults: Option<&toml::Table>,
+    path: &[String],
+    value: &str,
+) {
     let default = defaults.and_then(|d| d.get(&path[0]));
     if path.len() == 1 {
         let v = match default {
