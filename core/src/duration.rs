@@ -64,9 +64,17 @@ mod tests {
 
     #[test]
     fn parses_and_formats_round_trip() {
-        for (text, secs) in [("60s", 60), ("5m", 300), ("1h", 3600), ("1d", 86400)] {
-            assert_eq!(parse(text).unwrap(), Duration::from_secs(secs));
-            assert_eq!(format(Duration::from_secs(secs)), text);
+        for (text, secs, shown) in [
+            ("60s", 60, "1m"),
+            ("90s", 90, "90s"),
+            ("5m", 300, "5m"),
+            ("1h", 3600, "1h"),
+            ("1d", 86400, "1d"),
+        ] {
+            let d = parse(text).unwrap();
+            assert_eq!(d, Duration::from_secs(secs));
+            assert_eq!(format(d), shown);
+            assert_eq!(parse(&format(d)).unwrap(), d);
         }
         assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
         assert!(parse("60").is_err());
