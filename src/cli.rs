@@ -105,6 +105,20 @@ pub struct MockApiArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Snapshots/s end to end (replay server → client → parser → SQLite
+    /// store) on the step clock, the share of time in HTTP, parsing and
+    /// storage, against the raw store load rate of the same rows.
+    Ingest {
+        /// Folder with the recordings (as for `gept mock-api`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Replay only the first N snapshots.
+        #[arg(long)]
+        snapshots: Option<usize>,
+        /// Work folder for the SQLite files.
+        #[arg(long, default_value = "bench-out")]
+        work_dir: PathBuf,
+    },
     /// Per-tick latency (p50, p99), replay throughput and peak memory of the
     /// feature dataflow, against recomputing every feature from the last
     /// 24 h at each tick (the batch peer), in the same run.

@@ -455,6 +455,8 @@ fn player_count(state: &State) -> Response<Bytes> {
 /// A running replay server.
 pub struct MockServer {
     pub addr: SocketAddr,
+    /// Recorded `/latest` snapshots it serves.
+    pub total_snapshots: usize,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -483,6 +485,7 @@ pub async fn start(
     let dir = dir.to_owned();
     let max = options.max_snapshots;
     let rec = tokio::task::spawn_blocking(move || load(&dir, max)).await??;
+    let total_snapshots = rec.latest.len();
     let state = Arc::new(State {
         rec,
         clock: options.clock,
@@ -562,6 +565,7 @@ pub async fn start(
     });
     Ok(MockServer {
         addr,
+        total_snapshots,
         shutdown: Some(tx),
         task,
     })

@@ -364,3 +364,85 @@ fn serve_refuses_to_start_without_a_user_agent() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("User-Agent"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_items_history_is_back_filled_from_timeseries() {
+    // The small excerpt: every item of its mapping is new to an empty store.
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/osrs");
+    let options = MockOptions {
+        clock: Clock::Step,
+        faults: Faults::default(),
+        seed: 1,
+        max_snapshots: None,
+    };
+    let mock = mock_api::start(&dir, "127.0.0.1:0".parse().unwrap(), options)
+        .await
+        .unwrap();
+    let addr = mock.addr;
+    for _ in 0..24 {
+        reqwest::get(format!("http://{addr}/api/v1/osrs/latest"))
+            .await
+            .unwrap();
+    }
+    let now = mock_status(addr).await["now"].as_i64().unwrap();
+    let mapping =
+        wire::parse_mapping(&recordings::read_all(&dir.join(recordings::MAPPING_FILE)).unwrap())
+            .unwrap();
+    let items: BTreeSet<u32> = mapping.rows.iter().map(|m| m.item_id).collect();
+    let expect = |file: &str, step: i64| {
+        let mut rows: Vec<BucketPrice> = bucket_snapshots(&dir.join(file))
+            .unwrap()
+            .iter()
+            .flat_map(|b| wire::parse_bucket(b.body.as_bytes()).unwrap().rows)
+            .filter(|r| items.contains(&r.item_id) && r.timestamp + step <= now)
+            .collect();
+        rows.sort_by_key(|r| (r.timestamp, r.item_id));
+        rows
+    };
+    let (hourly, five) = (
+        expect(recordings::HOURLY_FILE, 3600),
+        expect(recordings::FIVE_MINUTE_FILE, 300),
+    );
+    assert!(!hourly.is_empty() && !five.is_empty());
+
+    let db = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", db.path().join("gept.db").display());
+    let mut env = serve_env(addr, &url);
+    for (k, v) in [
+        ("GEPT__COLLECTORS__LATEST__ENABLED", "false"),
+        ("GEPT__COLLECTORS__5M__ENABLED", "false"),
+        ("GEPT__COLLECTORS__1H__ENABLED", "false"),
+        ("GEPT__COLLECTORS__TIMESERIES__ENABLED", "true"),
+        ("GEPT__COLLECTORS__TIMESERIES__INTERVAL", "10ms"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let serve = Serve::start(&env);
+    let store = Store::connect(&url, 2).await.unwrap();
+    wait_for("the history of every new item", 120, || {
+        let (store, hourly, five) = (&store, &hourly, &five);
+        async move {
+            store.count("prices_1h").await.unwrap() == hourly.len() as i64
+                && store.count("price_data_5min").await.unwrap() == five.len() as i64
+        }
+    })
+    .await;
+    serve.stop();
+    assert_eq!(
+        store
+            .load_buckets(BucketStep::OneHour, 0, i64::MAX / 2)
+            .await
+            .unwrap(),
+        hourly
+    );
+    assert_eq!(
+        store
+            .load_buckets(BucketStep::FiveMinutes, 0, i64::MAX / 2)
+            .await
+            .unwrap(),
+        five
+    );
+    assert_eq!(store.count("items").await.unwrap(), items.len() as i64);
+    store.close().await;
+    mock.stop().await;
+}

@@ -245,6 +245,12 @@ impl UpstreamClient {
         }
     }
 
+    /// GETs an API path (e.g. `latest`) with retries, without parsing it:
+    /// for benchmarks that time HTTP and parsing apart.
+    pub async fn get_api(&self, path: &str) -> Result<Response, FetchError> {
+        Ok(self.fetch(&self.api(path), |_| Ok(())).await?.1)
+    }
+
     /// `/latest`, stamped with the response's `Date`.
     pub async fn latest(&self) -> Result<(Parsed<LatestPrice>, Response), FetchError> {
         self.fetch(&self.api("latest"), |r| {

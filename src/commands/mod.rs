@@ -1,6 +1,7 @@
 //! One module per `gept` subcommand.
 
 pub mod bench_features;
+pub mod bench_ingest;
 pub mod bench_store;
 pub mod config;
 pub mod features;
@@ -44,6 +45,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             snapshots,
             workers,
         }) => bench_features::run(latest, hourly.as_deref(), *snapshots, *workers),
+        Command::Bench(BenchCommand::Ingest {
+            data_dir,
+            snapshots,
+            work_dir,
+        }) => tokio_runtime()?.block_on(bench_ingest::run(data_dir, *snapshots, work_dir)),
         Command::Bench(BenchCommand::Store {
             latest,
             postgres,
