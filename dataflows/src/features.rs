@@ -10,8 +10,10 @@
 //! min and max come from a `reduce` over the window's members. Every sum is an
 //! exact integer (prices are integers; log returns, spreads and Parkinson
 //! terms are fixed point), so insert-then-retract returns exactly to where it
-//! was. A final `reduce` per item assembles its parts into a [`FeatureState`],
-//! from which [`feature_vector`] computes the floating-point features.
+//! was. Window extremes (not invertible) come from monotonic deques and the
+//! as-of lags from the same schedule, in the input driver that owns the item;
+//! the owner keeps each item's [`FeatureState`] and computes its row with
+//! [`feature_vector`]; rows travel to worker 0 through a second dataflow.
 //!
 //! Definitions: `docs/FEATURES.md`.
 
@@ -25,7 +27,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
-use timely::dataflow::operators::Exchange;
 
 /// Window lengths in seconds and their names.
 pub const WINDOWS: [(i64, &str); 3] = [(3_600, "1h"), (14_400, "4h"), (86_400, "24h")];
@@ -158,21 +159,6 @@ impl Member {
             s_loss2: self.loss2.unwrap_or(0) as i128,
         }
     }
-}
-
-/// The parts of an item's state that the assembly joins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub enum Part {
-    /// The item's latest observation.
-    Obs(Member),
-    /// Window aggregates of window index `w`.
-    Agg(u8, Agg),
-    /// Window extremes: (min mid2, max mid2, max high, min low).
-    Extremes(u8, [i64; 4]),
-    /// mid2 as of T − w.
-    Lag(u8, i64),
-    /// The newest complete `/1h` bucket holding the item: (start, high volume, low volume).
-    Volume(i64, i64, i64),
 }
 
 /// Everything the features of one item at one tick are computed from.
@@ -330,7 +316,7 @@ pub fn feature_vector(
 }
 
 /// One row of output: an item's features at a tick where it was observed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureRow {
     pub item_id: ItemId,
     pub timestamp: i64,
@@ -361,8 +347,6 @@ struct Extremes {
     max_mid2: std::collections::VecDeque<(i64, i64)>,
     max_high: std::collections::VecDeque<(i64, i64)>,
     min_low: std::collections::VecDeque<(i64, i64)>,
-    /// What the dataflow holds now.
-    sent: Option<[i64; 4]>,
 }
 
 fn push_mono(
@@ -450,129 +434,88 @@ fn observe(series: &mut Series, row: &LatestPrice) -> Option<Member> {
 
 type Time = u64;
 
-/// The input sessions of one worker's graph.
-struct Inputs {
+/// Window-sum changes arriving at an item's owner: ((item, window), aggregate).
+type AggSink = Rc<RefCell<Vec<(((ItemId, u8), Agg), Time, isize)>>>;
+/// Finished rows arriving at worker 0.
+type RowSink = Rc<RefCell<Vec<FeatureRow>>>;
+
+/// One worker's two dataflows: the window sums, and the rows' way to worker 0.
+struct Graph {
     members: InputSession<Time, ((ItemId, u8), Member), isize>,
-    current: InputSession<Time, (ItemId, Member), isize>,
-    lags: InputSession<Time, ((ItemId, u8), i64), isize>,
-    volumes: InputSession<Time, (ItemId, (i64, i64, i64)), isize>,
-    extremes: InputSession<Time, ((ItemId, u8), [i64; 4]), isize>,
+    sums_probe: ProbeHandle<Time>,
+    sums: AggSink,
+    rows_in: timely::dataflow::operators::core::input::Handle<
+        Time,
+        timely::container::CapacityContainerBuilder<Vec<FeatureRow>>,
+    >,
+    rows_probe: ProbeHandle<Time>,
+    rows: RowSink,
 }
 
-impl Inputs {
-    fn advance_to(&mut self, t: Time) {
-        self.members.advance_to(t);
-        self.current.advance_to(t);
-        self.lags.advance_to(t);
-        self.volumes.advance_to(t);
-        self.extremes.advance_to(t);
-    }
-
-    fn flush(&mut self) {
-        self.members.flush();
-        self.current.flush();
-        self.lags.flush();
-        self.volumes.flush();
-        self.extremes.flush();
-    }
-}
-
-/// Output of the graph on worker 0: changes of items' parts, with tick and diff.
-type Sink = Rc<RefCell<Vec<((ItemId, Part), Time, isize)>>>;
-
-/// Builds the feature graph in `worker`; returns its inputs, the probe and
-/// the sink where (on worker 0) the assembled states arrive.
-fn build(worker: &mut timely::worker::Worker) -> (Inputs, ProbeHandle<Time>, Sink) {
-    let sink: Sink = Rc::new(RefCell::new(Vec::new()));
-    let sink_in = sink.clone();
-    let mut members_in = InputSession::new();
-    let mut current_in = InputSession::new();
-    let mut lags_in = InputSession::new();
-    let mut volumes_in = InputSession::new();
-    let mut extremes_in = InputSession::new();
-    let probe = worker.dataflow::<Time, _, _>(|scope| {
-        let members = members_in.to_collection(scope);
-        let current = current_in.to_collection(scope);
-        let lags = lags_in.to_collection(scope);
-        let volumes = volumes_in.to_collection(scope);
-        let extremes = extremes_in.to_collection(scope);
-
-        // Window sums: each member contributes its aggregate as a difference.
-        let aggs = members
+/// Builds the graphs in `worker`.
+///
+/// Window sums: each member of an (item, window) contributes its [`Agg`] as a
+/// difference; `count_total` keeps the total, and its changes go back to the
+/// worker that owns the item (`item % workers`, timely's exchange routing).
+/// Rows: each worker computes its items' rows and sends them to worker 0.
+fn build(worker: &mut timely::worker::Worker) -> Graph {
+    use timely::dataflow::operators::core::{Exchange as _, Input as _, Inspect as _, Probe as _};
+    let sums: AggSink = Rc::new(RefCell::new(Vec::new()));
+    let sums_in = sums.clone();
+    let mut members = InputSession::new();
+    let sums_probe = worker.dataflow::<Time, _, _>(|scope| {
+        let (probe, _) = members
+            .to_collection(scope)
             .explode(|(key, m): ((ItemId, u8), Member)| Some((key, m.agg())))
             .count_total()
-            .map(|((item, w), agg): ((ItemId, u8), Agg)| (item, Part::Agg(w, agg)));
-        let parts = current
-            .map(|(item, m)| (item, Part::Obs(m)))
-            .concat(aggs)
-            .concat(extremes.map(|((item, w), e)| (item, Part::Extremes(w, e))))
-            .concat(lags.map(|((item, w), mid2)| (item, Part::Lag(w, mid2))))
-            .concat(volumes.map(|(item, (s, h, l))| (item, Part::Volume(s, h, l))));
-        // Changed parts go to worker 0, which assembles feature vectors.
-        let (probe, _) = parts
             .inner
-            .exchange(|_| 0)
+            .exchange(|(((item, _), _), _, _)| *item as u64)
             .as_collection()
-            .inspect(move |update: &((ItemId, Part), Time, isize)| {
-                sink_in.borrow_mut().push(*update)
+            .inspect(move |update: &(((ItemId, u8), Agg), Time, isize)| {
+                sums_in.borrow_mut().push(*update)
             })
             .probe();
         probe
     });
-    (
-        Inputs {
-            members: members_in,
-            current: current_in,
-            lags: lags_in,
-            volumes: volumes_in,
-            extremes: extremes_in,
-        },
-        probe,
-        sink,
-    )
+    let rows: RowSink = Rc::new(RefCell::new(Vec::new()));
+    let rows_sink = rows.clone();
+    let (rows_in, rows_probe) = worker.dataflow::<Time, _, _>(|scope| {
+        let (input, stream) = scope.new_input::<Vec<FeatureRow>>();
+        let (probe, _) = stream
+            .exchange(|_| 0)
+            .inspect(move |row: &FeatureRow| rows_sink.borrow_mut().push(row.clone()))
+            .probe();
+        (input, probe)
+    });
+    Graph {
+        members,
+        sums_probe,
+        sums,
+        rows_in,
+        rows_probe,
+        rows,
+    }
 }
 
-/// Applies part changes to the assembled states: retractions first, then
-/// insertions, so a part replaced within one tick ends as the new one.
-/// Returns the items observed at `t`.
-fn assemble(
+/// Applies window-sum changes: retractions first, then insertions, so a sum
+/// replaced within a tick ends as the new one and an emptied window as none.
+fn apply_sums(
     states: &mut HashMap<ItemId, FeatureState>,
-    updates: Vec<((ItemId, Part), Time, isize)>,
-    t: i64,
-) -> Vec<ItemId> {
-    let mut observed = Vec::new();
+    updates: &[(((ItemId, u8), Agg), Time, isize)],
+) {
     for pass in [false, true] {
-        for ((item, part), _, diff) in &updates {
-            if (*diff > 0) != pass {
+        for &(((item, w), agg), _, diff) in updates {
+            if (diff > 0) != pass {
                 continue;
             }
-            let s = states.entry(*item).or_default();
-            macro_rules! apply {
-                ($slot:expr, $value:expr) => {
-                    if pass {
-                        $slot = Some($value);
-                    } else if $slot == Some($value) {
-                        $slot = None;
-                    }
-                };
-            }
-            match *part {
-                Part::Obs(m) => {
-                    apply!(s.obs, m);
-                    if pass && m.t == t {
-                        observed.push(*item);
-                    }
-                }
-                Part::Agg(w, a) => apply!(s.aggs[w as usize], a),
-                Part::Extremes(w, e) => apply!(s.extremes[w as usize], e),
-                Part::Lag(w, l) => apply!(s.lags[w as usize], l),
-                Part::Volume(st, h, l) => apply!(s.volume, (st, h, l)),
+            let slot = &mut states.entry(item).or_default().aggs[w as usize];
+            if pass {
+                *slot = Some(agg);
+            } else if *slot == Some(agg) {
+                *slot = None;
             }
         }
     }
-    observed.sort_unstable();
-    observed.dedup();
-    observed
 }
 
 /// Drives one worker's graph through `ticks`; on worker 0, calls `emit` with
@@ -585,18 +528,17 @@ pub fn drive(
 ) {
     let (index, peers) = (worker.index(), worker.peers());
     let owns = move |item: ItemId| item as usize % peers == index;
-    let (mut inputs, probe, sink) = build(worker);
+    let mut g = build(worker);
     let mut series: HashMap<ItemId, Series> = HashMap::new();
+    let mut states: HashMap<ItemId, FeatureState> = HashMap::new();
     let mut schedule: BTreeMap<i64, Vec<Due>> = BTreeMap::new();
-    let mut lags: HashMap<(ItemId, u8), i64> = HashMap::new();
-    let mut volume_rows: Vec<(ItemId, (i64, i64, i64))> = Vec::new();
     let mut next_hour = 0;
     let mut latest_bucket: Option<i64> = None;
-    let mut states: HashMap<ItemId, FeatureState> = HashMap::new();
 
     for tick in ticks {
         let t = tick.time;
-        inputs.advance_to(t as Time);
+        g.members.advance_to(t as Time);
+        g.rows_in.advance_to(t as Time);
         // The newest /1h bucket complete at t replaces the previous one.
         let mut newest = None;
         while next_hour < hours.len() && hours[next_hour].start + 3600 <= t {
@@ -604,18 +546,11 @@ pub fn drive(
             next_hour += 1;
         }
         if let Some(h) = newest {
-            for row in volume_rows.drain(..) {
-                inputs.volumes.remove(row);
-            }
             let hour = &hours[h];
             latest_bucket = Some(hour.start);
             for r in hour.rows.iter().filter(|r| owns(r.item_id)) {
-                let row = (
-                    r.item_id,
-                    (hour.start, r.high_price_volume, r.low_price_volume),
-                );
-                inputs.volumes.insert(row);
-                volume_rows.push(row);
+                states.entry(r.item_id).or_default().volume =
+                    Some((hour.start, r.high_price_volume, r.low_price_volume));
             }
         }
         // Window exits and as-of lags that fall due by t.
@@ -623,20 +558,17 @@ pub fn drive(
         for (_, dues) in std::mem::replace(&mut schedule, later) {
             for due in dues {
                 match due {
-                    Due::Leave { item, w, member } => inputs.members.remove(((item, w), member)),
+                    Due::Leave { item, w, member } => g.members.remove(((item, w), member)),
                     Due::Lag { item, w, mid2 } => {
-                        if let Some(old) = lags.insert((item, w), mid2) {
-                            inputs.lags.remove(((item, w), old));
-                        }
-                        inputs.lags.insert(((item, w), mid2));
+                        states.entry(item).or_default().lags[w as usize] = Some(mid2)
                     }
                 }
             }
         }
         // New observations.
+        let mut observed = Vec::new();
         for row in tick.rows.iter().filter(|r| owns(r.item_id)) {
             let s = series.entry(row.item_id).or_default();
-            let previous = s.prev;
             let Some(member) = observe(
                 s,
                 &LatestPrice {
@@ -646,21 +578,12 @@ pub fn drive(
             ) else {
                 continue;
             };
-            if let Some(p) = previous {
-                inputs.current.remove((row.item_id, p));
-            }
-            inputs.current.insert((row.item_id, member));
+            let state = states.entry(row.item_id).or_default();
+            state.obs = Some(member);
             for (w, (len, _)) in WINDOWS.iter().enumerate() {
-                let ext = &mut s.extremes[w];
-                let e = ext.observe(&member, *len);
-                if ext.sent != Some(e) {
-                    if let Some(old) = ext.sent.replace(e) {
-                        inputs.extremes.remove(((row.item_id, w as u8), old));
-                    }
-                    inputs.extremes.insert(((row.item_id, w as u8), e));
-                }
+                state.extremes[w] = Some(s.extremes[w].observe(&member, *len));
                 let w = w as u8;
-                inputs.members.insert(((row.item_id, w), member));
+                g.members.insert(((row.item_id, w), member));
                 let due = schedule.entry(t + len).or_default();
                 due.push(Due::Leave {
                     item: row.item_id,
@@ -673,21 +596,30 @@ pub fn drive(
                     mid2: member.mid2,
                 });
             }
+            observed.push(row.item_id);
         }
-        inputs.advance_to(t as Time + 1);
-        inputs.flush();
+        g.members.advance_to(t as Time + 1);
+        g.members.flush();
+        let probe = g.sums_probe.clone();
+        worker.step_while(|| probe.less_than(&(t as Time + 1)));
+        apply_sums(&mut states, &std::mem::take(&mut *g.sums.borrow_mut()));
+        // This worker's rows, to worker 0.
+        observed.sort_unstable();
+        observed.dedup();
+        for item_id in observed {
+            let values = feature_vector(t, &states[&item_id], latest_bucket);
+            g.rows_in.send(FeatureRow {
+                item_id,
+                timestamp: t,
+                values,
+            });
+        }
+        g.rows_in.advance_to(t as Time + 1);
+        let probe = g.rows_probe.clone();
         worker.step_while(|| probe.less_than(&(t as Time + 1)));
         if index == 0 {
-            let updates = std::mem::take(&mut *sink.borrow_mut());
-            let observed = assemble(&mut states, updates, t);
-            let rows = observed
-                .into_iter()
-                .map(|item_id| FeatureRow {
-                    item_id,
-                    timestamp: t,
-                    values: feature_vector(t, &states[&item_id], latest_bucket),
-                })
-                .collect();
+            let mut rows = std::mem::take(&mut *g.rows.borrow_mut());
+            rows.sort_unstable_by_key(|r| r.item_id);
             emit(t, rows);
         }
     }
