@@ -434,8 +434,10 @@ fn observe(series: &mut Series, row: &LatestPrice) -> Option<Member> {
 
 type Time = u64;
 
-/// Window-sum changes arriving at an item's owner: ((item, window), aggregate).
-type AggSink = Rc<RefCell<Vec<(((ItemId, u8), Agg), Time, isize)>>>;
+/// A change of one window sum: ((item, window), aggregate), tick, diff.
+type SumUpdate = (((ItemId, u8), Agg), Time, isize);
+/// Window-sum changes arriving at an item's owner.
+type AggSink = Rc<RefCell<Vec<SumUpdate>>>;
 /// Finished rows arriving at worker 0.
 type RowSink = Rc<RefCell<Vec<FeatureRow>>>;
 
@@ -499,10 +501,7 @@ fn build(worker: &mut timely::worker::Worker) -> Graph {
 
 /// Applies window-sum changes: retractions first, then insertions, so a sum
 /// replaced within a tick ends as the new one and an emptied window as none.
-fn apply_sums(
-    states: &mut HashMap<ItemId, FeatureState>,
-    updates: &[(((ItemId, u8), Agg), Time, isize)],
-) {
+fn apply_sums(states: &mut HashMap<ItemId, FeatureState>, updates: &[SumUpdate]) {
     for pass in [false, true] {
         for &(((item, w), agg), _, diff) in updates {
             if (diff > 0) != pass {
