@@ -36,25 +36,28 @@ const SCALE_R: f64 = 4_503_599_627_370_496.0;
 /// Fixed-point scale of Parkinson terms ln(high/low)^2 (2^100): they can be
 /// as small as 1e-12 on items with a one-coin spread.
 const SCALE_P: f64 = 1_267_650_600_228_229_401_496_703_205_376.0;
-/// Fixed-point scale of spread ratios (2^60).
-const SCALE_S: f64 = 1_152_921_504_606_846_976.0;
+/// Fixed-point scale of spread ratios (2^50).
+const SCALE_S: f64 = 1_125_899_906_842_624.0;
 
 /// Invertible window aggregates, carried as the difference type.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
 pub struct Agg {
+    // Bounded sums in i64: prices < 2^31 and at most 2^11 observations per
+    // window (one a minute for a day) keep them under 2^62.
     pub n: i64,
-    pub s_mid2: i128,
-    pub s_high: i128,
-    pub s_low: i128,
-    pub s_spread_q: i128,
-    pub s_park_q: i128,
+    pub s_mid2: i64,
+    pub s_high: i64,
+    pub s_low: i64,
+    pub s_spread_q: i64,
     pub nr: i64,
+    pub s_gain2: i64,
+    pub s_loss2: i64,
+    // Fixed-point sums that need the range of i128.
+    pub s_park_q: i128,
     pub s_r_q: i128,
     pub s_r2_q: i128,
-    pub s_gain2: i128,
-    pub s_loss2: i128,
 }
 
 impl IsZero for Agg {
@@ -107,18 +110,18 @@ impl differential_dataflow::difference::Abelian for Agg {
 impl Multiply<isize> for Agg {
     type Output = Agg;
     fn multiply(mut self, rhs: &isize) -> Agg {
-        let k = *rhs as i128;
-        self.n *= *rhs as i64;
+        let (k, k128) = (*rhs as i64, *rhs as i128);
+        self.n *= k;
         self.s_mid2 *= k;
         self.s_high *= k;
         self.s_low *= k;
         self.s_spread_q *= k;
-        self.s_park_q *= k;
-        self.nr *= *rhs as i64;
-        self.s_r_q *= k;
-        self.s_r2_q *= k;
+        self.nr *= k;
         self.s_gain2 *= k;
         self.s_loss2 *= k;
+        self.s_park_q *= k128;
+        self.s_r_q *= k128;
+        self.s_r2_q *= k128;
         self
     }
 }
@@ -133,7 +136,7 @@ pub struct Member {
     pub low: i64,
     /// round(ln(mid_t / mid_prev) · 2^52), if there is a previous observation.
     pub r_q: Option<i64>,
-    /// round(spread_pct · 2^60).
+    /// round(spread_pct · 2^50).
     pub spread_q: i64,
     /// round(ln(high / low)^2 · 2^100).
     pub park_q: i128,
@@ -147,16 +150,16 @@ impl Member {
         let r = self.r_q.unwrap_or(0) as i128;
         Agg {
             n: 1,
-            s_mid2: self.mid2 as i128,
-            s_high: self.high as i128,
-            s_low: self.low as i128,
-            s_spread_q: self.spread_q as i128,
+            s_mid2: self.mid2,
+            s_high: self.high,
+            s_low: self.low,
+            s_spread_q: self.spread_q,
             s_park_q: self.park_q,
             nr: self.r_q.is_some() as i64,
             s_r_q: r,
             s_r2_q: r * r,
-            s_gain2: self.gain2.unwrap_or(0) as i128,
-            s_loss2: self.loss2.unwrap_or(0) as i128,
+            s_gain2: self.gain2.unwrap_or(0),
+            s_loss2: self.loss2.unwrap_or(0),
         }
     }
 }
@@ -232,7 +235,7 @@ pub fn feature_vector(
         let agg = state.aggs[w];
         let ext = state.extremes[w];
         let n = agg.map(|a| a.n).unwrap_or(0);
-        let mean = |s: i128| (n > 0).then(|| s as f64 / n as f64);
+        let mean = |s: i64| (n > 0).then(|| s as f64 / n as f64);
         let a = agg.unwrap_or_default();
         let ret = state.lags[w].map(|lag2| obs.mid2 as f64 / lag2 as f64 - 1.0);
         returns[w] = ret;
