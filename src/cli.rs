@@ -56,6 +56,9 @@ pub struct FeaturesArgs {
     /// The `/5m` recording (accepted; no feature reads it yet).
     #[arg(long, value_name = "FILE")]
     pub five_minute: Option<PathBuf>,
+    /// The `/mapping` recording, for item constants (buy limit, alch value).
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
     /// Where to write the CSV.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
@@ -129,6 +132,9 @@ pub enum BenchCommand {
         /// The `/1h` recording.
         #[arg(long, value_name = "FILE")]
         hourly: Option<PathBuf>,
+        /// The `/mapping` recording.
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
         /// Use only the first N snapshots.
         #[arg(long)]
         snapshots: Option<usize>,

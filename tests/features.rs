@@ -4,25 +4,35 @@
 
 mod common;
 
-use gept::commands::features::{load_hours, load_ticks};
+use gept::commands::features::{load_hours, load_items, load_ticks};
 use gept_core::recordings;
+use gept_core::{ItemId, ItemMeta};
 use gept_dataflows::batch::reference;
 use gept_dataflows::features::{drive, feature_names, FeatureRow, HourInput, TickInput};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Snapshots used: just over 24 hours at the recording's 5-minute cadence.
 const SNAPSHOTS: usize = 300;
 
-fn run_dataflow(ticks: &[TickInput], hours: &[HourInput], workers: usize) -> Vec<FeatureRow> {
+type Items = HashMap<ItemId, ItemMeta>;
+
+fn run_dataflow(
+    ticks: &[TickInput],
+    hours: &[HourInput],
+    items: &Items,
+    workers: usize,
+) -> Vec<FeatureRow> {
     let out = Arc::new(Mutex::new(Vec::new()));
     let (t, h, o) = (
         Arc::new(ticks.to_vec()),
         Arc::new(hours.to_vec()),
         out.clone(),
     );
+    let i = Arc::new(items.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let o = o.clone();
-        drive(worker, &t, &h, move |_, rows| {
+        drive(worker, &t, &h, &i, move |_, rows| {
             o.lock().unwrap().extend(rows)
         });
     })
@@ -70,30 +80,31 @@ fn assert_close(ours: &[FeatureRow], reference: &[FeatureRow]) {
     eprintln!("largest relative difference: {:.3e} ({})", worst.0, worst.1);
 }
 
-fn recording() -> (Vec<TickInput>, Vec<HourInput>) {
+fn recording() -> (Vec<TickInput>, Vec<HourInput>, Items) {
     let dir = common::recordings();
     let ticks = load_ticks(&dir.join(recordings::LATEST_FILE), Some(SNAPSHOTS)).unwrap();
     let hours = load_hours(Some(&dir.join(recordings::HOURLY_FILE))).unwrap();
-    (ticks, hours)
+    let items = load_items(Some(&dir.join(recordings::MAPPING_FILE))).unwrap();
+    (ticks, hours, items)
 }
 
 #[test]
 fn features_equal_the_batch_computation_on_the_recording() {
-    let (ticks, hours) = recording();
+    let (ticks, hours, items) = recording();
     if common::shared_recordings().is_some() {
         assert!(
             ticks.last().unwrap().time - ticks[0].time >= 86_400,
             "less than a day of ticks"
         );
     }
-    let ours = run_dataflow(&ticks, &hours, 1);
+    let ours = run_dataflow(&ticks, &hours, &items, 1);
     assert!(ours.len() > ticks.len() * 30);
-    assert_close(&ours, &reference(&ticks, &hours, false));
+    assert_close(&ours, &reference(&ticks, &hours, &items, false));
 }
 
 #[test]
 fn incremental_equals_recompute_with_missing_items_and_nulls() {
-    let (mut ticks, hours) = recording();
+    let (mut ticks, hours, items) = recording();
     ticks.truncate(120);
     // Deterministic perturbation: drop items from ticks, null sides.
     let mut state = 0x2545_f491_4f6c_dd1du64;
@@ -116,16 +127,16 @@ fn incremental_equals_recompute_with_missing_items_and_nulls() {
     }
     // A tick that arrives with no items at all.
     ticks[50].rows.clear();
-    let ours = run_dataflow(&ticks, &hours, 1);
-    assert_close(&ours, &reference(&ticks, &hours, false));
+    let ours = run_dataflow(&ticks, &hours, &items, 1);
+    assert_close(&ours, &reference(&ticks, &hours, &items, false));
 }
 
 #[test]
 fn two_workers_give_exactly_the_single_worker_output() {
-    let (mut ticks, hours) = recording();
+    let (mut ticks, hours, items) = recording();
     ticks.truncate(100);
-    let one = run_dataflow(&ticks, &hours, 1);
-    let two = run_dataflow(&ticks, &hours, 2);
+    let one = run_dataflow(&ticks, &hours, &items, 1);
+    let two = run_dataflow(&ticks, &hours, &items, 2);
     assert!(one == two, "two workers differ from one");
 }
 

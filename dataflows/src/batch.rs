@@ -4,10 +4,16 @@
 //! `gept bench features` times it as what a batch system does every tick.
 
 use crate::features::{FeatureRow, HourInput, TickInput};
+use gept_core::ItemMeta;
 use std::collections::HashMap;
 
 /// Features of every (item, tick) of `ticks`, or only of the last tick.
-pub fn reference(ticks: &[TickInput], hours: &[HourInput], only_last: bool) -> Vec<FeatureRow> {
+pub fn reference(
+    ticks: &[TickInput],
+    hours: &[HourInput],
+    items: &HashMap<u32, ItemMeta>,
+    only_last: bool,
+) -> Vec<FeatureRow> {
     struct Obs {
         t: i64,
         high: f64,
@@ -150,6 +156,17 @@ pub fn reference(ticks: &[TickInput], hours: &[HourInput], only_last: bool) -> V
                         (h - l) as f64 / (h + l) as f64
                     }
                 }),
+            ]);
+            let meta = items.get(&r.item_id);
+            let limit = meta.and_then(|m| m.buy_limit).map(|l| l as f64);
+            let highalch = meta.and_then(|m| m.highalch).map(|h| h as f64);
+            v.extend([
+                limit,
+                limit.map(|l| l * now.mid),
+                highalch,
+                highalch.map(|h| (h - now.mid) / now.mid),
+                meta.and_then(|m| m.value).map(|x| x as f64),
+                meta.map(|m| if m.members { 1.0 } else { 0.0 }),
             ]);
             rows.push(FeatureRow {
                 item_id: r.item_id,

@@ -21,7 +21,7 @@ use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::input::InputSession;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
-use gept_core::{BucketPrice, ItemId, LatestPrice};
+use gept_core::{BucketPrice, ItemId, ItemMeta, LatestPrice};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -208,6 +208,12 @@ pub fn feature_names() -> Vec<String> {
         "peak_hour",
         "volume_1h",
         "volume_imbalance_1h",
+        "buy_limit",
+        "buy_limit_value",
+        "highalch",
+        "alch_margin_pct",
+        "item_value",
+        "members",
     ] {
         names.push(f.to_string());
     }
@@ -215,11 +221,13 @@ pub fn feature_names() -> Vec<String> {
 }
 
 /// The feature vector of `state` at tick `t`; `latest_bucket` is the start of
-/// the newest `/1h` bucket complete at `t` (None: no bucket yet).
+/// the newest `/1h` bucket complete at `t` (None: no bucket yet); `meta` is
+/// the item's `/mapping` entry, if known.
 pub fn feature_vector(
     t: i64,
     state: &FeatureState,
     latest_bucket: Option<i64>,
+    meta: Option<&ItemMeta>,
 ) -> Vec<Option<f64>> {
     let obs = state.obs.expect("a state with features has an observation");
     let mid = obs.mid2 as f64 / 2.0;
@@ -314,6 +322,16 @@ pub fn feature_vector(
                 (h - l) as f64 / (h + l) as f64
             }
         }),
+    ]);
+    let limit = meta.and_then(|m| m.buy_limit);
+    let highalch = meta.and_then(|m| m.highalch);
+    v.extend([
+        limit.map(|l| l as f64),
+        limit.map(|l| l as f64 * mid),
+        highalch.map(|h| h as f64),
+        highalch.map(|h| (h as f64 - mid) / mid),
+        meta.and_then(|m| m.value).map(|x| x as f64),
+        meta.map(|m| m.members as i64 as f64),
     ]);
     v
 }
@@ -526,6 +544,7 @@ pub fn drive(
     worker: &mut timely::worker::Worker,
     ticks: &[TickInput],
     hours: &[HourInput],
+    items: &HashMap<ItemId, ItemMeta>,
     mut emit: impl FnMut(i64, Vec<FeatureRow>),
 ) {
     let (index, peers) = (worker.index(), worker.peers());
@@ -609,7 +628,7 @@ pub fn drive(
         observed.sort_unstable();
         observed.dedup();
         for item_id in observed {
-            let values = feature_vector(t, &states[&item_id], latest_bucket);
+            let values = feature_vector(t, &states[&item_id], latest_bucket, items.get(&item_id));
             g.rows_in.send(FeatureRow {
                 item_id,
                 timestamp: t,

@@ -2,7 +2,7 @@
 //! of the feature dataflow on a recording, against the batch peer (every
 //! feature of every item recomputed from the last 24 h at a tick) in the same run.
 
-use crate::commands::features::{load_hours, load_ticks};
+use crate::commands::features::{load_hours, load_items, load_ticks};
 use gept_dataflows::batch;
 use gept_dataflows::features::{self, TickInput};
 use std::path::Path;
@@ -23,11 +23,13 @@ fn peak_rss_mib() -> Option<f64> {
 pub fn run(
     latest: &Path,
     hourly: Option<&Path>,
+    mapping: Option<&Path>,
     snapshots: Option<usize>,
     workers: usize,
 ) -> anyhow::Result<()> {
     let ticks = Arc::new(load_ticks(latest, snapshots)?);
     let hours = Arc::new(load_hours(hourly)?);
+    let items = Arc::new(load_items(mapping)?);
     let rss_input = peak_rss_mib();
     let observations: usize = ticks.iter().map(|t| t.rows.len()).sum();
     println!(
@@ -37,12 +39,12 @@ pub fn run(
     );
 
     let times = Arc::new(Mutex::new(Vec::<(i64, Duration, usize)>::new()));
-    let (t2, h2, times2) = (ticks.clone(), hours.clone(), times.clone());
+    let (t2, h2, i2, times2) = (ticks.clone(), hours.clone(), items.clone(), times.clone());
     let started = Instant::now();
     timely::execute(timely::Config::process(workers), move |worker| {
         let mut last = Instant::now();
         let times = times2.clone();
-        features::drive(worker, &t2, &h2, move |t, rows| {
+        features::drive(worker, &t2, &h2, &i2, move |t, rows| {
             let now = Instant::now();
             times.lock().unwrap().push((t, now - last, rows.len()));
             last = now;
@@ -102,7 +104,7 @@ pub fn run(
             .cloned()
             .collect();
         let start = Instant::now();
-        let rows = batch::reference(&window, &hours, true);
+        let rows = batch::reference(&window, &hours, &items, true);
         peer.push(start.elapsed());
         anyhow::ensure!(!rows.is_empty(), "the peer computed nothing");
     }

@@ -1,9 +1,11 @@
 //! `gept features`: a recording through the feature dataflow, out as CSV.
 
 use crate::cli::FeaturesArgs;
-use gept_core::recordings::{bucket_snapshots, latest_snapshots};
+use gept_core::recordings::{bucket_snapshots, latest_snapshots, read_all};
 use gept_core::wire;
+use gept_core::{ItemId, ItemMeta};
 use gept_dataflows::features::{self, FeatureRow, HourInput, TickInput};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +40,15 @@ pub fn load_hours(path: Option<&Path>) -> anyhow::Result<Vec<HourInput>> {
         .collect()
 }
 
+/// Reads a `/mapping` recording as item constants by id (empty without one).
+pub fn load_items(path: Option<&Path>) -> anyhow::Result<HashMap<ItemId, ItemMeta>> {
+    let Some(path) = path else {
+        return Ok(HashMap::new());
+    };
+    let parsed = wire::parse_mapping(&read_all(path)?)?;
+    Ok(parsed.rows.into_iter().map(|m| (m.item_id, m)).collect())
+}
+
 /// Writes rows as CSV lines (no header).
 pub fn write_rows(out: &mut impl Write, rows: &[FeatureRow]) -> std::io::Result<()> {
     for r in rows {
@@ -62,6 +73,7 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<()> {
     };
     let ticks = Arc::new(load_ticks(&args.latest, args.max_snapshots)?);
     let hours = Arc::new(load_hours(args.hourly.as_deref())?);
+    let items = Arc::new(load_items(args.mapping.as_deref())?);
     if args.five_minute.is_some() {
         eprintln!("note: --five-minute is accepted but no feature reads /5m data yet");
     }
@@ -80,7 +92,7 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<()> {
         };
         let mut written = 0;
         let mut failed = None;
-        features::drive(worker, &ticks, &hours, |_, rows| {
+        features::drive(worker, &ticks, &hours, &items, |_, rows| {
             if let Some(f) = file.as_mut() {
                 written += rows.len();
                 if let Err(e) = write_rows(f, &rows) {

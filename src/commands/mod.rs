@@ -42,9 +42,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Features {
             latest,
             hourly,
+            mapping,
             snapshots,
             workers,
-        }) => bench_features::run(latest, hourly.as_deref(), *snapshots, *workers),
+        }) => bench_features::run(
+            latest,
+            hourly.as_deref(),
+            mapping.as_deref(),
+            *snapshots,
+            *workers,
+        ),
         Command::Bench(BenchCommand::Ingest {
             data_dir,
             snapshots,
