@@ -176,6 +176,11 @@ async fn replay_into_sqlite_stores_exactly_the_recording() {
         metrics.contains("gept_observations_ingested_total{feed=\"latest\"}"),
         "{metrics}"
     );
+    // The feature engine consumed the collectors' ticks.
+    assert!(
+        metric(&metrics, "gept_feature_rows_total", "") > 0.0,
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Long-lived concerns of GePT: the store, the upstream client, the batched
-//! store writer and the supervised collector actors.
+//! store writer, the supervised collector actors and the feature engine.
 
 pub mod collectors;
+pub mod features;
 pub mod health;
 pub mod store;
 pub mod upstream;

@@ -40,6 +40,12 @@ pub const DATA_AGE: &str = "gept_data_age_seconds";
 pub const GAPS_DETECTED: &str = "gept_data_gaps_detected_total";
 /// Missed buckets back-filled. Labels: `feed`.
 pub const GAPS_FILLED: &str = "gept_data_gaps_filled_total";
+/// Feature rows computed by the serving engine.
+pub const FEATURE_ROWS: &str = "gept_feature_rows_total";
+/// Seconds the serving engine takes per tick, from receiving it to its rows.
+pub const FEATURE_TICK_SECONDS: &str = "gept_feature_tick_seconds";
+/// Collector events the feature engine missed because it fell behind.
+pub const FEATURE_EVENTS_LAGGED: &str = "gept_feature_events_lagged_total";
 /// HTTP requests served. Labels: `route`, `status`.
 pub const HTTP_REQUESTS: &str = "gept_http_requests_total";
 

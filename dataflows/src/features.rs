@@ -538,50 +538,84 @@ fn apply_sums(states: &mut HashMap<ItemId, FeatureState>, updates: &[SumUpdate])
     }
 }
 
-/// Drives one worker's graph through `ticks`; on worker 0, calls `emit` with
-/// each completed tick's rows, sorted by item.
-pub fn drive(
-    worker: &mut timely::worker::Worker,
-    ticks: &[TickInput],
-    hours: &[HourInput],
-    items: &HashMap<ItemId, ItemMeta>,
-    mut emit: impl FnMut(i64, Vec<FeatureRow>),
-) {
-    let (index, peers) = (worker.index(), worker.peers());
-    let owns = move |item: ItemId| item as usize % peers == index;
-    let mut g = build(worker);
-    let mut series: HashMap<ItemId, Series> = HashMap::new();
-    let mut states: HashMap<ItemId, FeatureState> = HashMap::new();
-    let mut schedule: BTreeMap<i64, Vec<Due>> = BTreeMap::new();
-    let mut next_hour = 0;
-    let mut latest_bucket: Option<i64> = None;
+/// One worker's incremental feature engine: the graph and the per-item
+/// state of the items this worker owns. Feed it `/1h` buckets as they arrive
+/// and `/latest` ticks in time order; every worker of a timely computation
+/// must be fed the same sequence.
+pub struct Engine {
+    g: Graph,
+    index: usize,
+    peers: usize,
+    series: HashMap<ItemId, Series>,
+    states: HashMap<ItemId, FeatureState>,
+    schedule: BTreeMap<i64, Vec<Due>>,
+    /// `/1h` buckets received and not yet in force, by start.
+    hours: BTreeMap<i64, HourInput>,
+    latest_bucket: Option<i64>,
+}
 
-    for tick in ticks {
-        let t = tick.time;
-        g.members.advance_to(t as Time);
-        g.rows_in.advance_to(t as Time);
-        // The newest /1h bucket complete at t replaces the previous one.
-        let mut newest = None;
-        while next_hour < hours.len() && hours[next_hour].start + 3600 <= t {
-            newest = Some(next_hour);
-            next_hour += 1;
+impl Engine {
+    /// Builds the graph in `worker`.
+    pub fn new(worker: &mut timely::worker::Worker) -> Self {
+        Engine {
+            g: build(worker),
+            index: worker.index(),
+            peers: worker.peers(),
+            series: HashMap::new(),
+            states: HashMap::new(),
+            schedule: BTreeMap::new(),
+            hours: BTreeMap::new(),
+            latest_bucket: None,
         }
-        if let Some(h) = newest {
-            let hour = &hours[h];
-            latest_bucket = Some(hour.start);
-            for r in hour.rows.iter().filter(|r| owns(r.item_id)) {
-                states.entry(r.item_id).or_default().volume =
-                    Some((hour.start, r.high_price_volume, r.low_price_volume));
+    }
+
+    /// Whether this worker owns `item` (timely's exchange routing by id).
+    fn owner(index: usize, peers: usize) -> impl Fn(ItemId) -> bool {
+        move |item| item as usize % peers == index
+    }
+
+    /// A `/1h` bucket; it is in force from the first tick at or after its end.
+    pub fn add_hour(&mut self, hour: HourInput) {
+        if self.latest_bucket.is_none_or(|b| hour.start > b) {
+            self.hours.insert(hour.start, hour);
+        }
+    }
+
+    /// Processes the tick at `tick.time` (after every earlier one). Returns,
+    /// on worker 0, the rows of every item observed at that tick, by item.
+    pub fn tick(
+        &mut self,
+        worker: &mut timely::worker::Worker,
+        tick: &TickInput,
+        items: &HashMap<ItemId, ItemMeta>,
+    ) -> Option<Vec<FeatureRow>> {
+        let t = tick.time;
+        let owns = Self::owner(self.index, self.peers);
+        self.g.members.advance_to(t as Time);
+        self.g.rows_in.advance_to(t as Time);
+        // The newest /1h bucket complete at t replaces the previous one.
+        let due: Vec<i64> = self.hours.range(..=t - 3600).map(|(s, _)| *s).collect();
+        if let Some(&newest) = due.last() {
+            let hour = self.hours.remove(&newest).expect("listed above");
+            for s in &due {
+                self.hours.remove(s);
+            }
+            self.latest_bucket = Some(hour.start);
+            for r in &hour.rows {
+                if owns(r.item_id) {
+                    self.states.entry(r.item_id).or_default().volume =
+                        Some((hour.start, r.high_price_volume, r.low_price_volume));
+                }
             }
         }
         // Window exits and as-of lags that fall due by t.
-        let later = schedule.split_off(&(t + 1));
-        for (_, dues) in std::mem::replace(&mut schedule, later) {
+        let later = self.schedule.split_off(&(t + 1));
+        for (_, dues) in std::mem::replace(&mut self.schedule, later) {
             for due in dues {
                 match due {
-                    Due::Leave { item, w, member } => g.members.remove(((item, w), member)),
+                    Due::Leave { item, w, member } => self.g.members.remove(((item, w), member)),
                     Due::Lag { item, w, mid2 } => {
-                        states.entry(item).or_default().lags[w as usize] = Some(mid2)
+                        self.states.entry(item).or_default().lags[w as usize] = Some(mid2)
                     }
                 }
             }
@@ -589,7 +623,7 @@ pub fn drive(
         // New observations.
         let mut observed = Vec::new();
         for row in tick.rows.iter().filter(|r| owns(r.item_id)) {
-            let s = series.entry(row.item_id).or_default();
+            let s = self.series.entry(row.item_id).or_default();
             let Some(member) = observe(
                 s,
                 &LatestPrice {
@@ -599,13 +633,13 @@ pub fn drive(
             ) else {
                 continue;
             };
-            let state = states.entry(row.item_id).or_default();
+            let state = self.states.entry(row.item_id).or_default();
             state.obs = Some(member);
             for (w, (len, _)) in WINDOWS.iter().enumerate() {
                 state.extremes[w] = Some(s.extremes[w].observe(&member, *len));
                 let w = w as u8;
-                g.members.insert(((row.item_id, w), member));
-                let due = schedule.entry(t + len).or_default();
+                self.g.members.insert(((row.item_id, w), member));
+                let due = self.schedule.entry(t + len).or_default();
                 due.push(Due::Leave {
                     item: row.item_id,
                     w,
@@ -619,29 +653,57 @@ pub fn drive(
             }
             observed.push(row.item_id);
         }
-        g.members.advance_to(t as Time + 1);
-        g.members.flush();
-        let probe = g.sums_probe.clone();
+        self.g.members.advance_to(t as Time + 1);
+        self.g.members.flush();
+        let probe = self.g.sums_probe.clone();
         worker.step_while(|| probe.less_than(&(t as Time + 1)));
-        apply_sums(&mut states, &std::mem::take(&mut *g.sums.borrow_mut()));
+        apply_sums(
+            &mut self.states,
+            &std::mem::take(&mut *self.g.sums.borrow_mut()),
+        );
         // This worker's rows, to worker 0.
         observed.sort_unstable();
         observed.dedup();
         for item_id in observed {
-            let values = feature_vector(t, &states[&item_id], latest_bucket, items.get(&item_id));
-            g.rows_in.send(FeatureRow {
+            let values = feature_vector(
+                t,
+                &self.states[&item_id],
+                self.latest_bucket,
+                items.get(&item_id),
+            );
+            self.g.rows_in.send(FeatureRow {
                 item_id,
                 timestamp: t,
                 values,
             });
         }
-        g.rows_in.advance_to(t as Time + 1);
-        let probe = g.rows_probe.clone();
+        self.g.rows_in.advance_to(t as Time + 1);
+        let probe = self.g.rows_probe.clone();
         worker.step_while(|| probe.less_than(&(t as Time + 1)));
-        if index == 0 {
-            let mut rows = std::mem::take(&mut *g.rows.borrow_mut());
+        (self.index == 0).then(|| {
+            let mut rows = std::mem::take(&mut *self.g.rows.borrow_mut());
             rows.sort_unstable_by_key(|r| r.item_id);
-            emit(t, rows);
+            rows
+        })
+    }
+}
+
+/// Drives one worker's engine through a recording; on worker 0, calls `emit`
+/// with each completed tick's rows, sorted by item.
+pub fn drive(
+    worker: &mut timely::worker::Worker,
+    ticks: &[TickInput],
+    hours: &[HourInput],
+    items: &HashMap<ItemId, ItemMeta>,
+    mut emit: impl FnMut(i64, Vec<FeatureRow>),
+) {
+    let mut engine = Engine::new(worker);
+    for hour in hours {
+        engine.add_hour(hour.clone());
+    }
+    for tick in ticks {
+        if let Some(rows) = engine.tick(worker, tick, items) {
+            emit(tick.time, rows);
         }
     }
 }

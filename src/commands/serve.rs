@@ -2,7 +2,8 @@
 //!
 //! Start-up: refuse without a User-Agent, connect and migrate the store, bind
 //! the HTTP listener (`/healthz` and `/metrics` answer from the start), start
-//! the store writer and every enabled collector under its supervisor. On
+//! the store writer, the feature engine (fed by the collectors' broadcast)
+//! and every enabled collector under its supervisor. On
 //! SIGINT or SIGTERM: stop polling, wait for polls in flight, flush every
 //! buffered row, close the store, exit.
 
@@ -77,6 +78,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .start();
     let (events, _) = tokio::sync::broadcast::channel(1024);
+    let items = store
+        .load_items()
+        .await?
+        .into_iter()
+        .map(|m| (m.item_id, m))
+        .collect();
+    let _features = gept_actors::features::spawn(events.subscribe(), items)?;
     let env = Arc::new(CollectorEnv {
         client,
         writer: writer.clone(),
