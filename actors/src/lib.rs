@@ -8,4 +8,4 @@ pub mod store;
 pub mod upstream;
 pub mod writer;
 
-pub use store::{Backend, Store, StoreError};
+pub use store::{Store, StoreError};

@@ -140,11 +140,6 @@ impl UpstreamClient {
         }
     }
 
-    /// Whether the circuit breaker is open now.
-    pub fn circuit_open(&self) -> bool {
-        self.check_breaker().is_err()
-    }
-
     async fn get_once(&self, url: &str) -> Result<Response, FetchError> {
         let resp = self.http.get(url).send().await.map_err(|e| {
             if e.is_timeout() {

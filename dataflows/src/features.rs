@@ -90,20 +90,7 @@ impl Monoid for Agg {
 
 impl differential_dataflow::difference::Abelian for Agg {
     fn negate(&mut self) {
-        let z = Agg::default();
-        let mut neg = z;
-        neg.n = -self.n;
-        neg.s_mid2 = -self.s_mid2;
-        neg.s_high = -self.s_high;
-        neg.s_low = -self.s_low;
-        neg.s_spread_q = -self.s_spread_q;
-        neg.s_park_q = -self.s_park_q;
-        neg.nr = -self.nr;
-        neg.s_r_q = -self.s_r_q;
-        neg.s_r2_q = -self.s_r2_q;
-        neg.s_gain2 = -self.s_gain2;
-        neg.s_loss2 = -self.s_loss2;
-        *self = neg;
+        *self = self.multiply(&-1);
     }
 }
 
@@ -165,7 +152,7 @@ impl Member {
 }
 
 /// Everything the features of one item at one tick are computed from.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct FeatureState {
     pub obs: Option<Member>,
     pub aggs: [Option<Agg>; 3],

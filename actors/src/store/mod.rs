@@ -28,13 +28,6 @@ pub enum StoreError {
     Invalid(String),
 }
 
-/// Which database a store talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
 /// A pooled connection to the configured database.
 #[derive(Clone, Debug)]
 pub enum Store {
@@ -75,14 +68,6 @@ impl Store {
                 "unsupported database URL scheme in {:?}",
                 gept_core::config::redact_url(url)
             )))
-        }
-    }
-
-    /// Which backend this is.
-    pub fn backend(&self) -> Backend {
-        match self {
-            Store::Sqlite(_) => Backend::Sqlite,
-            Store::Postgres(_) => Backend::Postgres,
         }
     }
 
