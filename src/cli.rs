@@ -39,9 +39,171 @@ pub enum Command {
     /// Arguments after `--` go to timely: `-w N` worker threads, and for a
     /// cluster of processes `-n N -p I -h HOSTFILE` (process 0 writes the CSV).
     Features(FeaturesArgs),
+    /// Train the fill model on history (recordings or the configured
+    /// database), with early stopping on a time-based validation split, and
+    /// write a self-describing model directory.
+    Train(TrainArgs),
+    /// Score a model on a period it never saw: report.json, a reliability
+    /// diagram and an AUC heatmap (SVG) in the report directory.
+    Eval(EvalArgs),
+    /// The model registry of the configured database.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Run a benchmark against its named peer or limit and print the ratio.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+/// Where history comes from: recordings, or the configured database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HistoryArgs {
+    /// The `/latest` recording (latest_snapshots.jsonl.zst).
+    #[arg(long, value_name = "FILE", required_unless_present = "from_db")]
+    pub latest: Option<PathBuf>,
+    /// A `/1h` recording, for volume features; may be given more than once.
+    #[arg(long, value_name = "FILE")]
+    pub hourly: Vec<PathBuf>,
+    /// The `/5m` recording (accepted; no feature reads it yet).
+    #[arg(long, value_name = "FILE")]
+    pub five_minute: Option<PathBuf>,
+    /// The `/mapping` recording, for item constants.
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+    /// Read history from the configured database instead of recordings.
+    #[arg(long, conflicts_with_all = ["latest", "hourly", "mapping"])]
+    pub from_db: bool,
+    /// Use only ticks at or before this time (RFC 3339 or Unix seconds).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub until: Option<i64>,
+}
+
+/// RFC 3339 (`2025-05-23T12:00:00Z`) or Unix seconds.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(t) = s.parse::<i64>() {
+        return Ok(t);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp())
+        .map_err(|e| format!("{s:?} is neither Unix seconds nor RFC 3339: {e}"))
+}
+
+/// `cpu`, `cuda` or `auto` (CUDA when available).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+impl DeviceArg {
+    pub fn device(self) -> anyhow::Result<tch::Device> {
+        Ok(match self {
+            DeviceArg::Auto => tch::Device::cuda_if_available(),
+            DeviceArg::Cpu => tch::Device::Cpu,
+            DeviceArg::Cuda => {
+                anyhow::ensure!(
+                    tch::Cuda::is_available(),
+                    "--device cuda: no CUDA device is available"
+                );
+                tch::Device::Cuda(0)
+            }
+        })
+    }
+}
+
+/// Options of `gept train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// The model directory to write (model.json, weights.safetensors).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// Share of the period, at its end, held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+    /// Keep every Nth tick as a row (neighbouring 5-minute rows are near duplicates).
+    #[arg(long, default_value_t = 2)]
+    pub stride: usize,
+    #[arg(long, default_value_t = 12)]
+    pub epochs: usize,
+    /// Epochs without a better validation AUC before stopping.
+    #[arg(long, default_value_t = 2)]
+    pub patience: usize,
+    /// Stop after the epoch that passes this many minutes.
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: i64,
+    /// Hidden layer widths, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "256,128")]
+    pub hidden: Vec<i64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Options of `gept eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// The model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// A `/latest` recording before the evaluated period: features may use
+    /// it, nothing in it is scored.
+    #[arg(long, value_name = "FILE")]
+    pub history: Option<PathBuf>,
+    /// The evaluated period's `/latest` recording; only its ticks are scored.
+    #[arg(long, value_name = "FILE")]
+    pub latest: PathBuf,
+    /// `/1h` recordings; may be given more than once.
+    #[arg(long, value_name = "FILE")]
+    pub hourly: Vec<PathBuf>,
+    /// The `/mapping` recording, for item constants.
+    #[arg(long, value_name = "FILE")]
+    pub mapping: Option<PathBuf>,
+    /// Score only ticks at or after this time (RFC 3339 or Unix seconds);
+    /// earlier ticks of `--latest` then serve as history.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// Longest horizon scored, e.g. `12h`.
+    #[arg(long, default_value = "12h")]
+    pub max_horizon: String,
+    /// Where to write report.json, reliability.svg and auc_heatmap.svg.
+    #[arg(long, value_name = "DIR")]
+    pub report: PathBuf,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Register a trained model directory as PENDING; with --activate, make it
+    /// ACTIVE if it passes the gates (mean AUC ≥ 0.55, half the targets above
+    /// 0.52, within 0.02 of the active model's mean AUC).
+    Register {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        activate: bool,
+    },
+    /// Activate a registered model (the gates apply); the ACTIVE one becomes DEPRECATED.
+    Activate {
+        version: String,
+        /// Skip the gates (recorded in the output).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Archive a model that is not ACTIVE.
+    Archive { version: String },
+    /// List the registry.
+    List {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Options of `gept features`.
@@ -108,6 +270,23 @@ pub struct MockApiArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// One batched forward pass (with calibration) over every item of a
+    /// full tick, p50 and p99, against the 5 ms limit.
+    Inference {
+        /// The model directory.
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// The `/latest` recording; its last tick's rows are predicted.
+        #[arg(long, value_name = "FILE")]
+        latest: PathBuf,
+        /// Use only the first N snapshots.
+        #[arg(long, default_value_t = 300)]
+        snapshots: usize,
+        #[arg(long, default_value_t = 200)]
+        repeats: usize,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+    },
     /// Snapshots/s end to end (replay server → client → parser → SQLite
     /// store) on the step clock, the share of time in HTTP, parsing and
     /// storage, against the raw store load rate of the same rows.

@@ -8,6 +8,7 @@ pub mod config;
 pub mod duration;
 pub mod metrics;
 pub mod recordings;
+pub mod tax;
 pub mod types;
 pub mod wire;
 

@@ -1,5 +1,7 @@
 //! Timely and differential-dataflow graphs of GePT: per-tick incremental
-//! features (`features`), and their plain batch peer (`batch`).
+//! features (`features`), their plain batch peer (`batch`), and the fill
+//! labels of the 108 targets (`labels`).
 
 pub mod batch;
 pub mod features;
+pub mod labels;

@@ -1,13 +1,18 @@
 //! One module per `gept` subcommand.
 
 pub mod bench_features;
+pub mod bench_inference;
 pub mod bench_ingest;
 pub mod bench_store;
 pub mod config;
+pub mod eval;
 pub mod features;
+pub mod history;
 pub mod migrate;
 pub mod mock_api;
+pub mod model;
 pub mod serve;
+pub mod train;
 
 use crate::cli::{BenchCommand, Cli, Command};
 use gept_core::config::Config;
@@ -38,6 +43,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Config => config::run(&load_config(&cli)?),
         Command::Features(args) => features::run(args),
+        Command::Train(args) => {
+            let config = if args.history.from_db {
+                Some(load_config(&cli)?)
+            } else {
+                None
+            };
+            train::run(args, config.as_ref())
+        }
+        Command::Eval(args) => eval::run(args),
+        Command::Model(command) => {
+            let config = load_config(&cli)?;
+            tokio_runtime()?.block_on(model::run(&config, command))
+        }
+        Command::Bench(BenchCommand::Inference {
+            model,
+            latest,
+            snapshots,
+            repeats,
+            device,
+        }) => bench_inference::run(model, latest, *snapshots, *repeats, *device),
         Command::MockApi(args) => tokio_runtime()?.block_on(mock_api::run(args)),
         Command::Bench(BenchCommand::Features {
             latest,

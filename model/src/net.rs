@@ -1,0 +1,377 @@
+//! The fill model: input encoding, the network and its training loop.
+//!
+//! Inputs: each feature is scaled (a signed log first for heavy-tailed ones,
+//! then standardised and clipped to ±5); a null becomes 0 with a missing flag
+//! beside it, so the network sees 2 × features inputs.
+//!
+//! Network: a shared MLP trunk, then one non-negative increment per target
+//! (softplus) and one base logit per row. The logit of (horizon h, offset o)
+//! is base + Σ_{h' ≤ h} Σ_{o' ≥ o} increment(h', o'): by construction it never
+//! falls with a longer horizon and never rises with a farther offset.
+
+use crate::dataset::Features;
+use crate::metrics;
+use gept_core::{HORIZONS_H, N_TARGETS, OFFSETS_BP};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
+
+/// Scaling of one input feature.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Scaling {
+    pub log: bool,
+    pub mean: f32,
+    pub std: f32,
+}
+
+fn signed_log(x: f32) -> f32 {
+    x.signum() * x.abs().ln_1p()
+}
+
+impl Scaling {
+    /// Fits one scaling per column of `features` on at most 200,000 rows.
+    pub fn fit(features: &Features) -> Vec<Scaling> {
+        let stride = (features.len() / 200_000).max(1);
+        (0..features.width())
+            .map(|f| {
+                let mut v: Vec<f32> = (0..features.len())
+                    .step_by(stride)
+                    .map(|r| features.row(r)[f])
+                    .filter(|x| x.is_finite())
+                    .collect();
+                if v.is_empty() {
+                    return Scaling {
+                        log: false,
+                        mean: 0.0,
+                        std: 1.0,
+                    };
+                }
+                v.sort_unstable_by(f32::total_cmp);
+                let p99 = v[(v.len() - 1) * 99 / 100]
+                    .abs()
+                    .max(v[(v.len() - 1) / 100].abs());
+                let log = p99 > 1000.0;
+                let t: Vec<f64> = v
+                    .iter()
+                    .map(|&x| if log { signed_log(x) } else { x } as f64)
+                    .collect();
+                let mean = t.iter().sum::<f64>() / t.len() as f64;
+                let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / t.len() as f64;
+                Scaling {
+                    log,
+                    mean: mean as f32,
+                    std: var.sqrt().max(1e-6) as f32,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Encodes rows (row-major, NaN for null) as network inputs: per feature the
+/// scaled value (0 when null) and a missing flag.
+pub fn encode(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
+    let f = scaling.len();
+    let mut out = Vec::with_capacity(x.len() * 2);
+    for row in x.chunks_exact(f) {
+        for (v, s) in row.iter().zip(scaling) {
+            if v.is_finite() {
+                let t = if s.log { signed_log(*v) } else { *v };
+                out.push(((t - s.mean) / s.std).clamp(-5.0, 5.0));
+                out.push(0.0);
+            } else {
+                out.push(0.0);
+                out.push(1.0);
+            }
+        }
+    }
+    out
+}
+
+/// The network.
+#[derive(Debug)]
+pub struct Net {
+    trunk: nn::Sequential,
+    increments: nn::Linear,
+    base: nn::Linear,
+}
+
+impl Net {
+    pub fn new(p: &nn::Path, inputs: i64, hidden: &[i64]) -> Net {
+        let mut trunk = nn::seq();
+        let mut width = inputs;
+        for (i, &h) in hidden.iter().enumerate() {
+            trunk = trunk
+                .add(nn::linear(
+                    p / format!("trunk{i}"),
+                    width,
+                    h,
+                    Default::default(),
+                ))
+                .add_fn(|x| x.relu());
+            width = h;
+        }
+        let mut increments = nn::linear(
+            p / "increments",
+            width,
+            N_TARGETS as i64,
+            Default::default(),
+        );
+        if let Some(bs) = increments.bs.as_mut() {
+            // softplus(−3) ≈ 0.05: the 108 increments start small.
+            tch::no_grad(|| {
+                let _ = bs.fill_(-3.0);
+            });
+        }
+        let base = nn::linear(p / "base", width, 1, Default::default());
+        Net {
+            trunk,
+            increments,
+            base,
+        }
+    }
+
+    /// Logits [rows, N_TARGETS] of encoded inputs [rows, inputs].
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        let h = self.trunk.forward(x);
+        let rows = x.size()[0];
+        let inc = self.increments.forward(&h).softplus().view([
+            rows,
+            HORIZONS_H.len() as i64,
+            OFFSETS_BP.len() as i64,
+        ]);
+        let lattice = inc
+            .flip([2])
+            .cumsum(2, Kind::Float)
+            .flip([2])
+            .cumsum(1, Kind::Float);
+        (lattice + self.base.forward(&h).view([rows, 1, 1])).view([rows, N_TARGETS as i64])
+    }
+}
+
+/// Logits of encoded rows, in batches, with no gradient.
+pub fn predict_logits(net: &Net, encoded: &[f32], inputs: usize, device: Device) -> Vec<f32> {
+    let rows = encoded.len() / inputs;
+    let mut out = Vec::with_capacity(rows * N_TARGETS);
+    tch::no_grad(|| {
+        for chunk in encoded.chunks(65_536 * inputs) {
+            let n = (chunk.len() / inputs) as i64;
+            let x = Tensor::from_slice(chunk)
+                .view([n, inputs as i64])
+                .to(device);
+            let z = net.logits(&x).to(Device::Cpu).contiguous().view([-1]);
+            out.extend(Vec::<f32>::try_from(&z).expect("f32 logits"));
+        }
+    });
+    out
+}
+
+/// Mean AUC over the targets with both classes among `labels`.
+pub fn mean_auc(scores: &[f32], labels: &[u8]) -> Option<f64> {
+    let aucs: Vec<f64> = (0..N_TARGETS)
+        .filter_map(|t| {
+            let (mut s, mut y) = (Vec::new(), Vec::new());
+            for (row, l) in labels.chunks_exact(N_TARGETS).enumerate() {
+                if l[t] <= 1 {
+                    s.push(scores[row * N_TARGETS + t]);
+                    y.push(l[t] == 1);
+                }
+            }
+            metrics::auc(&s, &y)
+        })
+        .collect();
+    (!aucs.is_empty()).then(|| aucs.iter().sum::<f64>() / aucs.len() as f64)
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub hidden: Vec<i64>,
+    pub batch: usize,
+    pub learning_rate: f64,
+    pub max_epochs: usize,
+    pub patience: usize,
+    pub seed: i64,
+    /// Stops after the epoch that passes this many seconds.
+    pub max_seconds: Option<f64>,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            hidden: vec![256, 128],
+            batch: 2048,
+            learning_rate: 2e-3,
+            max_epochs: 12,
+            patience: 2,
+            seed: 42,
+            max_seconds: None,
+        }
+    }
+}
+
+/// One epoch's record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Epoch {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub validation_auc: Option<f64>,
+    pub seconds: f64,
+}
+
+/// A trained network with the weights of its best validation epoch.
+pub struct Trained {
+    pub vs: nn::VarStore,
+    pub net: Net,
+    pub scaling: Vec<Scaling>,
+    pub epochs: Vec<Epoch>,
+    pub best_epoch: usize,
+}
+
+/// Rows with at least one known label.
+fn labelled_rows(y: &[u8]) -> Vec<usize> {
+    y.chunks_exact(N_TARGETS)
+        .enumerate()
+        .filter(|(_, l)| l.iter().any(|&v| v <= 1))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Trains on (`train`, `y_train`) with early stopping on the validation mean
+/// AUC of (`val`, `y_val`); labels row-major, `N_TARGETS` per row, values
+/// other than 0/1 unknown (masked out of the loss).
+pub fn train(
+    train: &Features,
+    y_train: &[u8],
+    val: &Features,
+    y_val: &[u8],
+    opts: &TrainOptions,
+    device: Device,
+    progress: bool,
+) -> anyhow::Result<Trained> {
+    tch::manual_seed(opts.seed);
+    let started = Instant::now();
+    let keep = labelled_rows(y_train);
+    anyhow::ensure!(!keep.is_empty(), "no training row has a known label");
+    let train = train.select(&keep);
+    let y_train: Vec<u8> = keep
+        .iter()
+        .flat_map(|&r| y_train[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+        .collect();
+    let scaling = Scaling::fit(&train);
+    let inputs = 2 * scaling.len();
+    let x = Tensor::from_slice(&encode(&train.x, &scaling))
+        .view([train.len() as i64, inputs as i64])
+        .to(device);
+    let y = Tensor::from_slice(&y_train).view([train.len() as i64, N_TARGETS as i64]);
+    let mask = y.le(1).to_kind(Kind::Float).to(device);
+    let y = y.clamp_max(1).to_kind(Kind::Float).to(device);
+    // Validation: a fixed subsample of labelled rows for the per-epoch AUC.
+    let val_rows = labelled_rows(y_val);
+    let stride = (val_rows.len() / 150_000).max(1);
+    let val_idx: Vec<usize> = val_rows.into_iter().step_by(stride).collect();
+    let val_sub = val.select(&val_idx);
+    let y_val_sub: Vec<u8> = val_idx
+        .iter()
+        .flat_map(|&r| y_val[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+        .collect();
+    let val_encoded = encode(&val_sub.x, &scaling);
+
+    let vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), inputs as i64, &opts.hidden);
+    let mut best = nn::VarStore::new(device);
+    let _best_net = Net::new(&best.root(), inputs as i64, &opts.hidden);
+    let mut opt = nn::Adam::default().build(&vs, opts.learning_rate)?;
+    let n = train.len() as i64;
+    let batches = (n as usize).div_ceil(opts.batch);
+    let mut epochs: Vec<Epoch> = Vec::new();
+    let (mut best_auc, mut best_epoch, mut since_best) = (f64::NEG_INFINITY, 0, 0);
+    for epoch in 1..=opts.max_epochs {
+        let bar = if progress {
+            let b = ProgressBar::new(batches as u64);
+            b.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix:>2} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.set_prefix(epoch.to_string());
+            b
+        } else {
+            ProgressBar::hidden()
+        };
+        let perm = Tensor::randperm(n, (Kind::Int64, device));
+        let (mut loss_sum, mut weight_sum) = (0.0f64, 0.0f64);
+        for b in 0..batches as i64 {
+            let from = b * opts.batch as i64;
+            let idx = perm.narrow(0, from, (opts.batch as i64).min(n - from));
+            let (xb, yb, mb) = (
+                x.index_select(0, &idx),
+                y.index_select(0, &idx),
+                mask.index_select(0, &idx),
+            );
+            let known = mb.sum(Kind::Float);
+            let loss = net.logits(&xb).binary_cross_entropy_with_logits(
+                &yb,
+                Some(&mb),
+                None::<&Tensor>,
+                Reduction::Sum,
+            ) / known.clamp_min(1.0);
+            opt.backward_step(&loss);
+            let k = known.double_value(&[]);
+            loss_sum += loss.double_value(&[]) * k;
+            weight_sum += k;
+            if b % 50 == 0 {
+                bar.set_message(format!(
+                    "loss {:.4} val auc {}",
+                    loss_sum / weight_sum.max(1.0),
+                    epochs
+                        .last()
+                        .and_then(|e| e.validation_auc)
+                        .map_or("-".into(), |a| format!("{a:.4}"))
+                ));
+            }
+            bar.inc(1);
+        }
+        let logits = predict_logits(&net, &val_encoded, inputs, device);
+        let auc = mean_auc(&logits, &y_val_sub);
+        let record = Epoch {
+            epoch,
+            train_loss: loss_sum / weight_sum.max(1.0),
+            validation_auc: auc,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        bar.finish_with_message(format!(
+            "loss {:.4} val auc {}",
+            record.train_loss,
+            auc.map_or("-".into(), |a| format!("{a:.4}"))
+        ));
+        epochs.push(record);
+        // Without validation labels the last epoch is kept.
+        let score = auc.unwrap_or(epoch as f64);
+        if score > best_auc {
+            best_auc = score;
+            best_epoch = epoch;
+            since_best = 0;
+            best.copy(&vs)?;
+        } else {
+            since_best += 1;
+        }
+        if since_best >= opts.patience
+            || opts
+                .max_seconds
+                .is_some_and(|m| started.elapsed().as_secs_f64() >= m)
+        {
+            break;
+        }
+    }
+    let mut vs = vs;
+    vs.copy(&best)?;
+    Ok(Trained {
+        vs,
+        net,
+        scaling,
+        epochs,
+        best_epoch,
+    })
+}

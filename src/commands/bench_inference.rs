@@ -1,0 +1,56 @@
+//! `gept bench inference`: one batched forward pass (encoding, network,
+//! calibration and monotone repair) over every item of a full tick, against
+//! the 5 ms limit, in the same run.
+
+use crate::cli::DeviceArg;
+use crate::commands::features::load_ticks;
+use gept_model::dataset;
+use gept_model::Model;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The aim for one full-universe forward pass on 2 CPU cores.
+const LIMIT: Duration = Duration::from_millis(5);
+
+pub fn run(
+    model: &Path,
+    latest: &Path,
+    snapshots: usize,
+    repeats: usize,
+    device: DeviceArg,
+) -> anyhow::Result<()> {
+    let model = Model::load(model, device.device()?)?;
+    let ticks = load_ticks(latest, Some(snapshots))?;
+    let last = ticks.last().map(|t| t.time).unwrap_or_default();
+    let rows = dataset::features(&ticks, &[], &Default::default(), |t| t == last);
+    println!(
+        "model {}: {} items × {} targets, {} threads, device {:?}",
+        model.meta.version,
+        rows.len(),
+        gept_core::N_TARGETS,
+        tch::get_num_threads(),
+        model.device
+    );
+    for _ in 0..10 {
+        std::hint::black_box(model.predict(&rows.x));
+    }
+    let mut times: Vec<Duration> = (0..repeats.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(model.predict(&rows.x));
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    let p = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
+    let (p50, p99) = (p(0.5), p(0.99));
+    println!(
+        "forward pass, full tick: p50 {:.2} ms, p99 {:.2} ms; limit {:.1} ms: p50 at {:.2}× the limit, p99 at {:.2}×",
+        p50.as_secs_f64() * 1e3,
+        p99.as_secs_f64() * 1e3,
+        LIMIT.as_secs_f64() * 1e3,
+        p50.as_secs_f64() / LIMIT.as_secs_f64(),
+        p99.as_secs_f64() / LIMIT.as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! `gept model register|activate|archive|list`: the registry of the
+//! configured database, with the activation gates.
+
+use crate::cli::ModelCommand;
+use gept_actors::store::registry::{ModelEntry, ModelState};
+use gept_actors::Store;
+use gept_core::config::Config;
+use gept_model::eval::TargetMetrics;
+use gept_model::file::read_meta;
+use gept_model::gates;
+
+/// The gates' verdict on `entry` against the registry's ACTIVE model.
+async fn verdict(store: &Store, entry: &ModelEntry) -> anyhow::Result<gates::Verdict> {
+    let metrics: serde_json::Value = serde_json::from_str(&entry.metrics)?;
+    let targets: Vec<TargetMetrics> =
+        serde_json::from_value(metrics["targets"].clone()).unwrap_or_default();
+    let active = store
+        .active_model()
+        .await?
+        .filter(|a| a.version != entry.version);
+    Ok(gates::check(
+        entry.mean_auc,
+        &targets,
+        active.and_then(|a| a.mean_auc),
+    ))
+}
+
+async fn activate(store: &Store, entry: &ModelEntry, force: bool) -> anyhow::Result<()> {
+    let v = verdict(store, entry).await?;
+    for r in &v.reasons {
+        println!("  gate: {r}");
+    }
+    if !v.passed && !force {
+        anyhow::bail!(
+            "model {} fails the activation gates; it stays {}",
+            entry.version,
+            entry.state.as_str()
+        );
+    }
+    if !v.passed {
+        println!("  gates failed; activating anyway (--force)");
+    }
+    store
+        .activate_model(&entry.version, chrono::Utc::now().timestamp())
+        .await?;
+    println!("model {} is ACTIVE", entry.version);
+    Ok(())
+}
+
+pub async fn run(config: &Config, command: &ModelCommand) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url()?, config.database.max_connections).await?;
+    store.migrate().await?;
+    let result = async {
+        match command {
+            ModelCommand::Register { dir, activate: act } => {
+                // Loading checks the checksum, features and targets.
+                let model = gept_model::Model::load(dir, tch::Device::Cpu)?;
+                let meta = read_meta(dir)?;
+                drop(model);
+                let path = std::fs::canonicalize(dir)?;
+                let entry = ModelEntry {
+                    version: meta.version.clone(),
+                    state: ModelState::Pending,
+                    path: path.display().to_string(),
+                    sha256: meta.weights_sha256.clone(),
+                    mean_auc: meta.metrics["mean_auc"].as_f64(),
+                    metrics: meta.metrics.to_string(),
+                    created_at: meta.created_at,
+                    activated_at: None,
+                    deprecated_at: None,
+                    archived_at: None,
+                };
+                store.register_model(&entry).await?;
+                println!(
+                    "model {} registered (PENDING) from {}",
+                    entry.version, entry.path
+                );
+                if *act {
+                    activate(&store, &entry, false).await?;
+                }
+            }
+            ModelCommand::Activate { version, force } => {
+                let entry = store
+                    .models()
+                    .await?
+                    .into_iter()
+                    .find(|m| &m.version == version)
+                    .ok_or_else(|| anyhow::anyhow!("no model {version} in the registry"))?;
+                activate(&store, &entry, *force).await?;
+            }
+            ModelCommand::Archive { version } => {
+                store
+                    .archive_model(version, chrono::Utc::now().timestamp())
+                    .await?;
+                println!("model {version} is ARCHIVED");
+            }
+            ModelCommand::List { json } => {
+                let models = store.models().await?;
+                if *json {
+                    println!("{}", serde_json::to_string_pretty(&models)?);
+                } else {
+                    println!(
+                        "{:<32} {:<10} {:>8}  {:<20} path",
+                        "version", "state", "mean_auc", "created"
+                    );
+                    for m in models {
+                        println!(
+                            "{:<32} {:<10} {:>8}  {:<20} {}",
+                            m.version,
+                            m.state.as_str(),
+                            m.mean_auc.map_or("-".into(), |a| format!("{a:.4}")),
+                            chrono::DateTime::from_timestamp(m.created_at, 0)
+                                .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                            m.path
+                        );
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    store.close().await;
+    result
+}

@@ -1,0 +1,62 @@
+//! `gept train`: history through the feature graphs, labels, the tch model,
+//! calibration, and a self-describing model directory.
+
+use crate::cli::TrainArgs;
+use crate::commands::history::History;
+use gept_core::config::Config;
+use gept_model::net::TrainOptions;
+use gept_model::pipeline::{self, Split};
+use gept_model::Model;
+
+pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.validation_fraction > 0.0 && args.validation_fraction < 1.0,
+        "--validation-fraction must lie strictly between 0 and 1"
+    );
+    anyhow::ensure!(args.stride >= 1, "--stride must be at least 1");
+    let device = args.device.device()?;
+    let history = History::load(&args.history, config)?;
+    eprintln!(
+        "train: {} ticks, {} hourly buckets, {} items with constants; device {device:?}",
+        history.ticks.len(),
+        history.hours.len(),
+        history.items.len()
+    );
+    let opts = TrainOptions {
+        hidden: args.hidden.clone(),
+        max_epochs: args.epochs,
+        patience: args.patience,
+        seed: args.seed,
+        max_seconds: args.max_minutes.map(|m| m * 60.0),
+        ..TrainOptions::default()
+    };
+    let split = Split {
+        validation_fraction: args.validation_fraction,
+        stride: args.stride,
+    };
+    let (vs, meta) = pipeline::train(
+        &history.ticks,
+        &history.hours,
+        &history.items,
+        &split,
+        &opts,
+        device,
+        !args.quiet,
+    )?;
+    let meta = Model::save(&args.out, &vs, meta)?;
+    let mean = |key: &str| {
+        meta.metrics[key]
+            .as_f64()
+            .map_or("-".to_string(), |v| format!("{v:.4}"))
+    };
+    println!(
+        "model {} written to {} in {:.0} s: validation mean AUC {}, mean within-item AUC {}, mean Brier {}",
+        meta.version,
+        args.out.display(),
+        meta.training["seconds"].as_f64().unwrap_or(0.0),
+        mean("mean_auc"),
+        mean("mean_within_item_auc"),
+        mean("mean_brier"),
+    );
+    Ok(())
+}
