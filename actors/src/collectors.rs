@@ -37,6 +37,8 @@ pub enum FeedEvent {
         timestamp: i64,
         rows: Arc<Vec<BucketPrice>>,
     },
+    /// Every item of a `/mapping` poll (stored before this is sent).
+    Items(Arc<Vec<gept_core::ItemMeta>>),
 }
 
 /// One `/latest` poll: observation time and rows.
@@ -321,6 +323,9 @@ impl Collector for MappingCollector {
             let n = parsed.rows.len() as u64;
             env.write_and_flush(Rows::Items(parsed.rows.clone(), now()))
                 .await?;
+            let _ = env
+                .events
+                .send(FeedEvent::Items(Arc::new(parsed.rows.clone())));
             let known = self.known.as_mut().expect("set above");
             let new: Vec<ItemId> = parsed
                 .rows

@@ -2,18 +2,22 @@
 //! fed by the collectors' broadcast of ticks and hourly buckets, keeping every
 //! item's features current on every tick (`gept_dataflows::features`).
 
-use crate::collectors::FeedEvent;
+use crate::collectors::{FeedEvent, Tick};
 use gept_core::metrics as m;
 use gept_core::{BucketStep, ItemId, ItemMeta};
-use gept_dataflows::features::{Engine, HourInput, TickInput};
+use gept_dataflows::features::{Engine, FeatureRow, HourInput, TickInput};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::broadcast::{self, error::RecvError};
 
 /// Starts the engine on a thread of its own; it ends when the channel closes.
+/// `on_rows` receives each completed tick with the rows of every item
+/// observed at it (inference takes them from there).
 pub fn spawn(
     mut events: broadcast::Receiver<FeedEvent>,
-    items: HashMap<ItemId, ItemMeta>,
+    mut items: HashMap<ItemId, ItemMeta>,
+    mut on_rows: impl FnMut(Arc<Tick>, Vec<FeatureRow>) + Send + Sync + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("gept-features".into())
@@ -32,6 +36,7 @@ pub fn spawn(
                                 metrics::counter!(m::FEATURE_ROWS).increment(rows.len() as u64);
                                 metrics::histogram!(m::FEATURE_TICK_SECONDS)
                                     .record(started.elapsed().as_secs_f64());
+                                on_rows(tick, rows);
                             }
                         }
                         Ok(FeedEvent::Bucket {
@@ -43,6 +48,9 @@ pub fn spawn(
                             rows: rows.to_vec(),
                         }),
                         Ok(FeedEvent::Bucket { .. }) => {}
+                        Ok(FeedEvent::Items(list)) => {
+                            items = list.iter().map(|m| (m.item_id, m.clone())).collect();
+                        }
                         Err(RecvError::Lagged(n)) => {
                             tracing::warn!(missed = n, "feature engine fell behind the collectors");
                             metrics::counter!(m::FEATURE_EVENTS_LAGGED).increment(n);

@@ -4,6 +4,7 @@
 pub mod collectors;
 pub mod features;
 pub mod health;
+pub mod inference;
 pub mod store;
 pub mod upstream;
 pub mod writer;

@@ -29,6 +29,8 @@ pub struct Config {
     pub collectors: CollectorsConfig,
     pub supervisor: SupervisorConfig,
     pub admin: AdminConfig,
+    pub inference: InferenceConfig,
+    pub retention: RetentionConfig,
     pub chaos: ChaosConfig,
 }
 
@@ -54,6 +56,56 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: String,
+    /// Per-client (IP address) token bucket: sustained requests per second.
+    pub rate_limit_per_second: f64,
+    /// Requests a client may make at once before the sustained rate applies.
+    pub rate_limit_burst: f64,
+    /// Clients (IP addresses) that get `trusted_rate_limit_per_second` instead.
+    pub trusted_clients: Vec<String>,
+    pub trusted_rate_limit_per_second: f64,
+    /// Origins allowed by CORS; empty allows none.
+    pub cors_origins: Vec<String>,
+    /// Largest accepted request body, bytes.
+    pub max_body_bytes: u64,
+    /// Largest accepted websocket message from a client, bytes.
+    pub ws_max_message_bytes: usize,
+    /// Stream messages queued per websocket client before it is `lagged`.
+    pub ws_client_queue: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InferenceConfig {
+    /// `auto` (CUDA when available), `cpu` or `cuda`.
+    pub device: String,
+    /// How often the registry is checked for a newly ACTIVE model.
+    #[serde(with = "dur")]
+    pub registry_poll: Duration,
+    /// Ticks of predictions buffered for websocket clients.
+    pub stream_buffer: usize,
+}
+
+impl InferenceConfig {
+    /// The torch device name: `cpu`, `cuda` or `auto`; anything else is an error.
+    pub fn device_name(&self) -> Result<&str, String> {
+        match self.device.as_str() {
+            d @ ("auto" | "cpu" | "cuda") => Ok(d),
+            other => Err(format!(
+                "inference.device: {other:?} is not auto, cpu or cuda"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// `/latest` observations older than this are deleted.
+    #[serde(with = "dur")]
+    pub latest: Duration,
+    /// Predictions and inference status rows older than this are deleted.
+    #[serde(with = "dur")]
+    pub predictions: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -314,6 +366,15 @@ fn insert_env(
             Some(toml::Value::Boolean(_)) => value.parse().map(toml::Value::Boolean).ok(),
             Some(toml::Value::Integer(_)) => value.parse().map(toml::Value::Integer).ok(),
             Some(toml::Value::Float(_)) => value.parse().map(toml::Value::Float).ok(),
+            // Lists from the environment are comma separated.
+            Some(toml::Value::Array(_)) => Some(toml::Value::Array(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| toml::Value::String(s.to_string()))
+                    .collect(),
+            )),
             _ => None,
         }
         .unwrap_or_else(|| toml::Value::String(value.to_string()));

@@ -49,6 +49,25 @@ pub const FEATURE_EVENTS_LAGGED: &str = "gept_feature_events_lagged_total";
 /// HTTP requests served. Labels: `route`, `status`.
 pub const HTTP_REQUESTS: &str = "gept_http_requests_total";
 
+/// From a `/latest` response's arrival to its predictions' publication, seconds.
+pub const TICK_TO_PREDICTION_SECONDS: &str = "gept_tick_to_prediction_latency_seconds";
+/// Seconds of one tick's inference (encoding, forward pass, calibration, publication).
+pub const INFERENCE_SECONDS: &str = "gept_inference_seconds";
+/// Items predicted at the last tick.
+pub const PREDICTIONS_PER_TICK: &str = "gept_predictions_per_tick";
+/// Item predictions published.
+pub const PREDICTIONS: &str = "gept_predictions_total";
+/// The model in use: 1 for the loaded version, 0 for earlier ones. Labels: `version`.
+pub const MODEL_INFO: &str = "gept_model_info";
+/// Websocket clients connected now.
+pub const WS_CLIENTS: &str = "gept_websocket_clients";
+/// Stream messages not delivered to a slow client (it got `lagged` instead).
+pub const WS_DROPPED: &str = "gept_websocket_dropped_messages_total";
+/// HTTP requests refused by the rate limit.
+pub const RATE_LIMITED: &str = "gept_http_rate_limited_total";
+/// HTTP request duration in seconds. Labels: `route`.
+pub const HTTP_REQUEST_SECONDS: &str = "gept_http_request_duration_seconds";
+
 /// Every metric: (name, kind, help).
 pub const ALL: &[(&str, Kind, &str)] = &[
     (
@@ -126,5 +145,57 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         HTTP_REQUESTS,
         Kind::Counter,
         "HTTP requests served, by route and status.",
+    ),
+    (
+        FEATURE_ROWS,
+        Kind::Counter,
+        "Feature rows computed by the serving engine.",
+    ),
+    (
+        FEATURE_TICK_SECONDS,
+        Kind::Histogram,
+        "Seconds per tick in the feature engine.",
+    ),
+    (
+        FEATURE_EVENTS_LAGGED,
+        Kind::Counter,
+        "Collector events the feature engine missed.",
+    ),
+    (
+        TICK_TO_PREDICTION_SECONDS,
+        Kind::Histogram,
+        "Seconds from a /latest response's arrival to its predictions' publication.",
+    ),
+    (
+        INFERENCE_SECONDS,
+        Kind::Histogram,
+        "Seconds of one tick's inference.",
+    ),
+    (
+        PREDICTIONS_PER_TICK,
+        Kind::Gauge,
+        "Items predicted at the last tick.",
+    ),
+    (PREDICTIONS, Kind::Counter, "Item predictions published."),
+    (
+        MODEL_INFO,
+        Kind::Gauge,
+        "1 for the model version in use, by version.",
+    ),
+    (WS_CLIENTS, Kind::Gauge, "Websocket clients connected."),
+    (
+        WS_DROPPED,
+        Kind::Counter,
+        "Stream messages not delivered to slow clients.",
+    ),
+    (
+        RATE_LIMITED,
+        Kind::Counter,
+        "HTTP requests refused by the rate limit.",
+    ),
+    (
+        HTTP_REQUEST_SECONDS,
+        Kind::Histogram,
+        "HTTP request duration in seconds, by route.",
     ),
 ];

@@ -248,6 +248,10 @@ pub fn train(
     device: Device,
     progress: bool,
 ) -> anyhow::Result<Trained> {
+    // The torch generator is process-global: trainings in one process take
+    // turns so that a seed reproduces its model.
+    static TRAINING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TRAINING.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(opts.seed);
     let started = Instant::now();
     let keep = labelled_rows(y_train);

@@ -5,28 +5,12 @@ use crate::cli::ModelCommand;
 use gept_actors::store::registry::{ModelEntry, ModelState};
 use gept_actors::Store;
 use gept_core::config::Config;
-use gept_model::eval::TargetMetrics;
 use gept_model::file::read_meta;
-use gept_model::gates;
-
-/// The gates' verdict on `entry` against the registry's ACTIVE model.
-async fn verdict(store: &Store, entry: &ModelEntry) -> anyhow::Result<gates::Verdict> {
-    let metrics: serde_json::Value = serde_json::from_str(&entry.metrics)?;
-    let targets: Vec<TargetMetrics> =
-        serde_json::from_value(metrics["targets"].clone()).unwrap_or_default();
-    let active = store
-        .active_model()
-        .await?
-        .filter(|a| a.version != entry.version);
-    Ok(gates::check(
-        entry.mean_auc,
-        &targets,
-        active.and_then(|a| a.mean_auc),
-    ))
-}
 
 async fn activate(store: &Store, entry: &ModelEntry, force: bool) -> anyhow::Result<()> {
-    let v = verdict(store, entry).await?;
+    let v = store
+        .activate_gated(&entry.version, force, chrono::Utc::now().timestamp())
+        .await?;
     for r in &v.reasons {
         println!("  gate: {r}");
     }
@@ -38,11 +22,8 @@ async fn activate(store: &Store, entry: &ModelEntry, force: bool) -> anyhow::Res
         );
     }
     if !v.passed {
-        println!("  gates failed; activating anyway (--force)");
+        println!("  gates failed; activated anyway (--force)");
     }
-    store
-        .activate_model(&entry.version, chrono::Utc::now().timestamp())
-        .await?;
     println!("model {} is ACTIVE", entry.version);
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! module; PostgreSQL stores them as `timestamptz`.
 
 pub mod postgres;
+pub mod predictions;
 pub mod registry;
 pub mod sqlite;
 

@@ -86,7 +86,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgStore, 
 }
 
 /// Clamps a query bound to the range `to_timestamp` accepts (years 1970..=9999).
-fn bound(t: i64) -> i64 {
+pub(super) fn bound(t: i64) -> i64 {
     t.clamp(0, 253_402_300_799)
 }
 

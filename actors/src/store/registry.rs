@@ -239,3 +239,34 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// The activation gates' verdict on a registered model, against the
+    /// ACTIVE one; activates it when the gates pass or `force` is set.
+    pub async fn activate_gated(
+        &self,
+        version: &str,
+        force: bool,
+        now: i64,
+    ) -> Result<gept_model::gates::Verdict, StoreError> {
+        let models = self.models().await?;
+        let entry = models
+            .iter()
+            .find(|m| m.version == version)
+            .ok_or_else(|| StoreError::Invalid(format!("no model {version} in the registry")))?;
+        let metrics: serde_json::Value = serde_json::from_str(&entry.metrics).map_err(|e| {
+            StoreError::Invalid(format!("model {version}: unreadable metrics: {e}"))
+        })?;
+        let targets: Vec<gept_model::eval::TargetMetrics> =
+            serde_json::from_value(metrics["targets"].clone()).unwrap_or_default();
+        let active = models
+            .iter()
+            .find(|m| m.state == ModelState::Active && m.version != version)
+            .and_then(|a| a.mean_auc);
+        let verdict = gept_model::gates::check(entry.mean_auc, &targets, active);
+        if verdict.passed || force {
+            self.activate_model(version, now).await?;
+        }
+        Ok(verdict)
+    }
+}

@@ -1,0 +1,746 @@
+//! The versioned JSON API under `/api/v1` (warp), documented in
+//! `docs/openapi.json` (served at `/api/v1/openapi.json`).
+//!
+//! Every `/api/v1` request passes the per-client rate limit first (429 with
+//! Retry-After). Handlers read predictions and prices from the inference
+//! snapshot without locks; history comes from the store. Errors are JSON
+//! `{"error": "..."}` and never carry SQL or internals (those go to the log).
+
+pub mod limits;
+pub mod stream;
+
+use crate::recommend::{self, Risk, Style};
+use gept_actors::health::Health;
+use gept_actors::inference::{Inference, Prediction};
+use gept_actors::Store;
+use gept_core::metrics as m;
+use gept_core::{BucketStep, ItemId, ItemMeta, HORIZONS_H, N_TARGETS, OFFSETS_BP};
+use limits::RateLimiter;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+/// The OpenAPI description of `/api/v1`.
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+/// The newest all-items stream message with its tick.
+pub type SharedMessage = Arc<
+    Mutex<
+        Option<(
+            Arc<gept_actors::inference::TickPredictions>,
+            warp::ws::Message,
+        )>,
+    >,
+>;
+
+/// What the API handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub health: Health,
+    pub inference: Inference,
+    /// Item metadata, refreshed from the store.
+    pub items: Arc<arc_swap::ArcSwap<HashMap<ItemId, ItemMeta>>>,
+    pub limiter: Arc<RateLimiter>,
+    /// Admin endpoints are off without a token.
+    pub admin_token: Option<Arc<str>>,
+    pub max_body_bytes: u64,
+    pub ws_max_message_bytes: usize,
+    pub ws_queue: usize,
+    pub retention: (Duration, Duration),
+    pub started_at: i64,
+    /// The newest all-items stream message, shared by clients.
+    pub all_items_message: SharedMessage,
+}
+
+/// An API error: a status and a message safe to show to clients.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub retry_after: Option<u64>,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    pub fn reject(status: StatusCode, message: impl Into<String>) -> Rejection {
+        warp::reject::custom(ApiError {
+            status,
+            message: message.into(),
+            retry_after: None,
+        })
+    }
+
+    /// Logs the internal detail and answers a generic 500.
+    pub fn internal(detail: impl std::fmt::Display) -> Rejection {
+        tracing::error!(error = %detail, "request failed");
+        Self::reject(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    }
+}
+
+fn json<T: Serialize>(v: &T) -> warp::reply::Response {
+    warp::reply::json(v).into_response()
+}
+
+/// The rate limit, by the client's IP address.
+fn rate_limited(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::addr::remote()
+        .and_then(move |addr: Option<SocketAddr>| {
+            let state = state.clone();
+            async move {
+                let Some(addr) = addr else { return Ok(()) };
+                state
+                    .limiter
+                    .check(addr.ip(), Instant::now())
+                    .map_err(|wait| {
+                        metrics::counter!(m::RATE_LIMITED).increment(1);
+                        warp::reject::custom(ApiError {
+                            status: StatusCode::TOO_MANY_REQUESTS,
+                            message: "rate limit exceeded".into(),
+                            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
+                        })
+                    })
+            }
+        })
+        .untuple_one()
+}
+
+/// Refuses a declared body over `max` bytes (413); admin calls read no body.
+fn body_limit(max: u64) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<u64>("content-length")
+        .and_then(move |len: Option<u64>| async move {
+            match len {
+                Some(n) if n > max => Err(ApiError::reject(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("request body over {max} bytes"),
+                )),
+                _ => Ok(()),
+            }
+        })
+        .untuple_one()
+}
+
+fn admin(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+        .and_then(move |auth: Option<String>| {
+            let token = state.admin_token.clone();
+            async move {
+                let Some(token) = token else {
+                    return Err(ApiError::reject(
+                        StatusCode::NOT_FOUND,
+                        "admin endpoints are off: no admin token is configured",
+                    ));
+                };
+                let given = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+                // Compare in constant time.
+                let ok = given.is_some_and(|g| {
+                    g.len() == token.len()
+                        && g.bytes()
+                            .zip(token.bytes())
+                            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                            == 0
+                });
+                if ok {
+                    Ok(())
+                } else {
+                    Err(ApiError::reject(
+                        StatusCode::UNAUTHORIZED,
+                        "a valid bearer token is required",
+                    ))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+#[derive(Debug, Serialize)]
+struct LatestView {
+    high: Option<i64>,
+    high_time: Option<i64>,
+    low: Option<i64>,
+    low_time: Option<i64>,
+    observed_at: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct ItemView<'a> {
+    #[serde(flatten)]
+    meta: &'a ItemMeta,
+    latest: Option<LatestView>,
+}
+
+fn item_view<'a>(meta: &'a ItemMeta, state: &ApiState) -> ItemView<'a> {
+    let snap = state.inference.snapshot.load();
+    ItemView {
+        meta,
+        latest: snap.market.get(&meta.item_id).map(|mk| LatestView {
+            high: mk.latest.high,
+            high_time: mk.latest.high_time,
+            low: mk.latest.low,
+            low_time: mk.latest.low_time,
+            observed_at: mk.latest.timestamp,
+        }),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    step: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct PredictionsQuery {
+    ids: Option<String>,
+    horizon: Option<String>,
+    offset: Option<String>,
+    min_probability: Option<f32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RecommendationsQuery {
+    capital: Option<i64>,
+    risk: Option<String>,
+    style: Option<String>,
+    slots: Option<usize>,
+    exclude: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ForceQuery {
+    force: Option<bool>,
+}
+
+fn bad(msg: impl Into<String>) -> Rejection {
+    ApiError::reject(StatusCode::BAD_REQUEST, msg)
+}
+
+fn parse_ids(s: &str) -> Result<Vec<ItemId>, Rejection> {
+    s.split(',')
+        .filter(|x| !x.trim().is_empty())
+        .map(|x| {
+            x.trim()
+                .parse()
+                .map_err(|_| bad(format!("item id {x:?} is not a number")))
+        })
+        .collect()
+}
+
+/// Target indices selected by `horizon` (e.g. `4` or `4h`, comma separated)
+/// and `offset` (percent, e.g. `1.25`).
+fn select_targets(horizon: Option<&str>, offset: Option<&str>) -> Result<Vec<usize>, Rejection> {
+    let horizons: Option<Vec<u32>> = horizon
+        .map(|h| {
+            h.split(',')
+                .map(|x| {
+                    let x = x.trim().trim_end_matches('h');
+                    x.parse::<u32>()
+                        .ok()
+                        .filter(|h| HORIZONS_H.contains(h))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "unknown horizon {x:?}; horizons are {HORIZONS_H:?} hours"
+                            ))
+                        })
+                })
+                .collect()
+        })
+        .transpose()?;
+    let offsets: Option<Vec<u32>> = offset
+        .map(|o| {
+            o.split(',')
+                .map(|x| {
+                    let x = x.trim().trim_end_matches('%');
+                    x.parse::<f64>()
+                        .ok()
+                        .map(|p| (p * 100.0).round() as u32)
+                        .filter(|bp| OFFSETS_BP.contains(bp))
+                        .ok_or_else(|| {
+                            bad(format!(
+                                "unknown offset {x:?}; offsets are 1.25, 1.5, … 2.5 percent"
+                            ))
+                        })
+                })
+                .collect()
+        })
+        .transpose()?;
+    Ok((0..N_TARGETS)
+        .filter(|t| {
+            let (h, k) = (
+                HORIZONS_H[t / OFFSETS_BP.len()],
+                OFFSETS_BP[t % OFFSETS_BP.len()],
+            );
+            horizons.as_ref().is_none_or(|v| v.contains(&h))
+                && offsets.as_ref().is_none_or(|v| v.contains(&k))
+        })
+        .collect())
+}
+
+/// A prediction with only the selected targets.
+fn filtered(p: &Prediction, targets: &[usize]) -> serde_json::Value {
+    let names = gept_core::target_names();
+    let probabilities: serde_json::Map<String, serde_json::Value> = targets
+        .iter()
+        .map(|&t| {
+            (
+                names[t].clone(),
+                serde_json::Value::from(p.probabilities[t] as f64),
+            )
+        })
+        .collect();
+    serde_json::json!({
+        "item_id": p.item_id,
+        "tick_time": p.tick_time,
+        "observed_at": p.observed_at,
+        "model_version": &*p.model_version,
+        "probabilities": probabilities,
+    })
+}
+
+fn no_model(state: &ApiState) -> Rejection {
+    let status = state.inference.status.lock().expect("status lock").clone();
+    ApiError::reject(
+        StatusCode::SERVICE_UNAVAILABLE,
+        match status.last_error {
+            Some(e) => format!("no model is active (the ACTIVE model failed to load: {e})"),
+            None => {
+                "no model is active: register one with `gept model register DIR --activate`".into()
+            }
+        },
+    )
+}
+
+/// The routes under `/api/v1`.
+pub fn routes(
+    state: ApiState,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    let s = warp::any().map({
+        let state = state.clone();
+        move || state.clone()
+    });
+    let v1 = warp::path("api").and(warp::path("v1"));
+
+    let openapi = warp::path!("openapi.json").and(warp::get()).map(|| {
+        warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response()
+    });
+
+    let items = warp::path!("items")
+        .and(warp::get())
+        .and(s.clone())
+        .map(|state: ApiState| {
+            let metas = state.items.load();
+            let mut list: Vec<&ItemMeta> = metas.values().collect();
+            list.sort_by_key(|m| m.item_id);
+            let views: Vec<ItemView> = list.into_iter().map(|m| item_view(m, &state)).collect();
+            json(&serde_json::json!({"count": views.len(), "items": views}))
+        });
+
+    let item = warp::path!("items" / ItemId)
+        .and(warp::get())
+        .and(s.clone())
+        .and_then(|id: ItemId, state: ApiState| async move {
+            let metas = state.items.load();
+            let meta = metas
+                .get(&id)
+                .ok_or_else(|| ApiError::reject(StatusCode::NOT_FOUND, format!("no item {id}")))?;
+            Ok::<_, Rejection>(json(&item_view(meta, &state)))
+        });
+
+    let history = warp::path!("items" / ItemId / "history")
+        .and(warp::get())
+        .and(warp::query::<HistoryQuery>())
+        .and(s.clone())
+        .and_then(|id: ItemId, q: HistoryQuery, state: ApiState| async move {
+            let step = q.step.as_deref().unwrap_or("5m");
+            let snap_time = state.inference.snapshot.load().tick_time;
+            let to =
+                q.to.unwrap_or_else(|| snap_time.map_or(chrono::Utc::now().timestamp(), |t| t + 1));
+            let span = match step {
+                "1m" => 86_400,
+                "5m" => 7 * 86_400,
+                "1h" => 90 * 86_400,
+                other => return Err(bad(format!("step {other:?} is not 1m, 5m or 1h"))),
+            };
+            let from = q.from.unwrap_or(to - span);
+            if from > to {
+                return Err(bad("from is after to"));
+            }
+            let limit = q.limit.unwrap_or(5_000).clamp(1, 20_000);
+            let points = match step {
+                "1m" => serde_json::to_value(
+                    state
+                        .store
+                        .item_latest(id, from, to, limit)
+                        .await
+                        .map_err(ApiError::internal)?,
+                ),
+                "5m" => serde_json::to_value(
+                    state
+                        .store
+                        .item_buckets(BucketStep::FiveMinutes, id, from, to, limit)
+                        .await
+                        .map_err(ApiError::internal)?,
+                ),
+                _ => serde_json::to_value(
+                    state
+                        .store
+                        .item_buckets(BucketStep::OneHour, id, from, to, limit)
+                        .await
+                        .map_err(ApiError::internal)?,
+                ),
+            }
+            .map_err(ApiError::internal)?;
+            Ok(json(&serde_json::json!({
+                "item_id": id, "step": step, "from": from, "to": to, "points": points,
+            })))
+        });
+
+    let predictions = warp::path!("predictions")
+        .and(warp::get())
+        .and(warp::query::<PredictionsQuery>())
+        .and(s.clone())
+        .and_then(|q: PredictionsQuery, state: ApiState| async move {
+            let snap = state.inference.snapshot.load();
+            if snap.model_version.is_none() && snap.predictions.is_empty() {
+                return Err(no_model(&state));
+            }
+            let targets = select_targets(q.horizon.as_deref(), q.offset.as_deref())?;
+            let ids: Option<HashSet<ItemId>> = q
+                .ids
+                .as_deref()
+                .map(parse_ids)
+                .transpose()?
+                .map(|v| v.into_iter().collect());
+            let min = q.min_probability.unwrap_or(0.0);
+            let mut list: Vec<&Arc<Prediction>> = snap
+                .predictions
+                .values()
+                .filter(|p| ids.as_ref().is_none_or(|s| s.contains(&p.item_id)))
+                .filter(|p| min <= 0.0 || targets.iter().any(|&t| p.probabilities[t] >= min))
+                .collect();
+            list.sort_by_key(|p| p.item_id);
+            let out: Vec<serde_json::Value> = if targets.len() == N_TARGETS {
+                list.iter()
+                    .map(|p| serde_json::to_value(&***p).unwrap_or_default())
+                    .collect()
+            } else {
+                list.iter().map(|p| filtered(p, &targets)).collect()
+            };
+            Ok::<_, Rejection>(json(&serde_json::json!({
+                "tick_time": snap.tick_time,
+                "model_version": snap.model_version.as_deref(),
+                "count": out.len(),
+                "predictions": out,
+            })))
+        });
+
+    let prediction = warp::path!("predictions" / ItemId)
+        .and(warp::get())
+        .and(s.clone())
+        .and_then(|id: ItemId, state: ApiState| async move {
+            let snap = state.inference.snapshot.load();
+            match snap.predictions.get(&id) {
+                Some(p) => Ok(json(&**p)),
+                None if snap.model_version.is_none() && snap.predictions.is_empty() => {
+                    Err(no_model(&state))
+                }
+                None => Err(ApiError::reject(
+                    StatusCode::NOT_FOUND,
+                    format!("no prediction for item {id}"),
+                )),
+            }
+        });
+
+    let recommendations = warp::path!("recommendations")
+        .and(warp::get())
+        .and(warp::query::<RecommendationsQuery>())
+        .and(s.clone())
+        .and_then(|q: RecommendationsQuery, state: ApiState| async move {
+            let capital = q.capital.ok_or_else(|| bad("capital (gp) is required"))?;
+            if capital <= 0 {
+                return Err(bad("capital must be positive"));
+            }
+            let risk = match q.risk.as_deref().unwrap_or("medium") {
+                "low" => Risk::Low,
+                "medium" => Risk::Medium,
+                "high" => Risk::High,
+                other => return Err(bad(format!("risk {other:?} is not low, medium or high"))),
+            };
+            let style = match q.style.as_deref().unwrap_or("hybrid") {
+                "active" => Style::Active,
+                "hybrid" => Style::Hybrid,
+                "passive" => Style::Passive,
+                other => {
+                    return Err(bad(format!(
+                        "style {other:?} is not active, hybrid or passive"
+                    )))
+                }
+            };
+            let slots = q.slots.unwrap_or(8);
+            if !(1..=8).contains(&slots) {
+                return Err(bad("slots must be 1 to 8"));
+            }
+            let exclude: HashSet<ItemId> = q
+                .exclude
+                .as_deref()
+                .map(parse_ids)
+                .transpose()?
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+            let snap = state.inference.snapshot.load();
+            let Some(tick_time) = snap.tick_time.filter(|_| !snap.predictions.is_empty()) else {
+                return Err(no_model(&state));
+            };
+            let req = recommend::Request {
+                capital,
+                risk,
+                style,
+                slots,
+                exclude,
+            };
+            let recs = recommend::recommend(
+                &req,
+                tick_time,
+                &snap.predictions,
+                &snap.market,
+                &state.items.load(),
+            );
+            Ok(json(&serde_json::json!({
+                "tick_time": tick_time,
+                "model_version": snap.model_version.as_deref(),
+                "capital": capital, "risk": risk, "style": style, "slots": slots,
+                "recommendations": recs,
+            })))
+        });
+
+    let status = warp::path!("status").and(warp::get()).and(s.clone()).map(|state: ApiState| {
+        let now = chrono::Utc::now().timestamp();
+        let snap = state.inference.snapshot.load();
+        let model = state.inference.status.lock().expect("status lock").clone();
+        let freshness: serde_json::Map<String, serde_json::Value> = state
+            .health
+            .newest()
+            .into_iter()
+            .map(|(feed, t)| (feed, serde_json::json!({"newest": t, "age_seconds": now - t})))
+            .collect();
+        json(&serde_json::json!({
+            "service": "gept",
+            "version": env!("CARGO_PKG_VERSION"),
+            "started_at": state.started_at,
+            "now": now,
+            "last_tick": snap.tick_time,
+            "items_tracked": snap.market.len(),
+            "items_predicted": snap.predictions.len(),
+            "model": {
+                "active": model.version.is_some(),
+                "version": model.version,
+                "path": model.path,
+                "loaded_at": model.loaded_at,
+                "device": model.device,
+                "last_error": model.last_error,
+                "last_tick": model.last_tick,
+                "last_latency_ms": model.last_latency_ms,
+                "ticks": model.ticks,
+                "message": if model.version.is_none() { Some("no model is active; prices are collected and served") } else { None },
+            },
+            "collectors": state.health.collectors(),
+            "freshness": freshness,
+        }))
+    });
+
+    let ws = warp::path!("stream").and(warp::ws()).and(s.clone()).map(
+        |ws: warp::ws::Ws, state: ApiState| {
+            let max = state.ws_max_message_bytes;
+            ws.max_message_size(max)
+                .max_frame_size(max)
+                .on_upgrade(move |socket| stream::client(socket, state))
+                .into_response()
+        },
+    );
+
+    let admin_reload = warp::path!("admin" / "models" / "reload")
+        .and(warp::post())
+        .and(admin(state.clone()))
+        .and(body_limit(state.max_body_bytes))
+        .and(s.clone())
+        .and_then(|state: ApiState| async move {
+            let version = state
+                .inference
+                .reload()
+                .await
+                .map_err(|e| ApiError::reject(StatusCode::CONFLICT, e))?;
+            Ok::<_, Rejection>(json(&serde_json::json!({"model_version": version})))
+        });
+
+    let admin_activate = warp::path!("admin" / "models" / String / "activate")
+        .and(warp::post())
+        .and(admin(state.clone()))
+        .and(body_limit(state.max_body_bytes))
+        .and(warp::query::<ForceQuery>())
+        .and(s.clone())
+        .and_then(|version: String, q: ForceQuery, state: ApiState| async move {
+            let verdict = state
+                .store
+                .activate_gated(&version, q.force.unwrap_or(false), chrono::Utc::now().timestamp())
+                .await
+                .map_err(|e| ApiError::reject(StatusCode::CONFLICT, e.to_string()))?;
+            if !verdict.passed && !q.force.unwrap_or(false) {
+                return Err(ApiError::reject(
+                    StatusCode::CONFLICT,
+                    format!("model {version} fails the activation gates: {}", verdict.reasons.join("; ")),
+                ));
+            }
+            let loaded = state.inference.reload().await.map_err(|e| ApiError::reject(StatusCode::CONFLICT, e))?;
+            Ok::<_, Rejection>(json(&serde_json::json!({"activated": version, "model_version": loaded, "gates": verdict.reasons})))
+        });
+
+    let admin_retention = warp::path!("admin" / "retention")
+        .and(warp::post())
+        .and(admin(state.clone()))
+        .and(body_limit(state.max_body_bytes))
+        .and(s.clone())
+        .and_then(|state: ApiState| async move {
+            let now = chrono::Utc::now().timestamp();
+            let (latest, predictions) = state.retention;
+            let deleted = state
+                .store
+                .apply_retention(
+                    now - latest.as_secs() as i64,
+                    now - predictions.as_secs() as i64,
+                )
+                .await
+                .map_err(ApiError::internal)?;
+            let deleted: HashMap<&str, u64> = deleted.into_iter().collect();
+            Ok::<_, Rejection>(json(&serde_json::json!({"deleted": deleted})))
+        });
+
+    v1.and(rate_limited(state)).and(
+        openapi
+            .or(items)
+            .unify()
+            .or(item)
+            .unify()
+            .or(history)
+            .unify()
+            .or(predictions)
+            .unify()
+            .or(prediction)
+            .unify()
+            .or(recommendations)
+            .unify()
+            .or(status)
+            .unify()
+            .or(ws)
+            .unify()
+            .or(admin_reload)
+            .unify()
+            .or(admin_activate)
+            .unify()
+            .or(admin_retention)
+            .unify(),
+    )
+}
+
+/// Turns rejections into JSON errors with the right status; nothing internal leaks.
+pub async fn recover(err: Rejection) -> Result<warp::reply::Response, std::convert::Infallible> {
+    let (status, message, retry_after) = if let Some(e) = err.find::<ApiError>() {
+        (e.status, e.message.clone(), e.retry_after)
+    } else if err.is_not_found() {
+        (StatusCode::NOT_FOUND, "not found".to_string(), None)
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large".into(),
+            None,
+        )
+    } else if err.find::<warp::reject::InvalidQuery>().is_some() {
+        (StatusCode::BAD_REQUEST, "invalid query string".into(), None)
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".into(),
+            None,
+        )
+    } else if err.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "content-length required".into(),
+            None,
+        )
+    } else if let Some(e) = err.find::<warp::filters::cors::CorsForbidden>() {
+        (StatusCode::FORBIDDEN, e.to_string(), None)
+    } else if err.find::<warp::reject::MissingHeader>().is_some()
+        || err.find::<warp::reject::InvalidHeader>().is_some()
+    {
+        (
+            StatusCode::BAD_REQUEST,
+            "missing or invalid header".into(),
+            None,
+        )
+    } else {
+        tracing::warn!(rejection = ?err, "unhandled rejection");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error".into(),
+            None,
+        )
+    };
+    let mut resp = warp::reply::with_status(
+        warp::reply::json(&serde_json::json!({"error": message})),
+        status,
+    )
+    .into_response();
+    if let Some(secs) = retry_after {
+        resp.headers_mut().insert("retry-after", secs.into());
+    }
+    Ok(resp)
+}
+
+/// A bounded route label for metrics: ids become `{id}`.
+pub fn route_label(path: &str) -> String {
+    let known = [
+        "healthz",
+        "readyz",
+        "metrics",
+        "api",
+        "v1",
+        "items",
+        "history",
+        "predictions",
+        "recommendations",
+        "status",
+        "stream",
+        "openapi.json",
+        "admin",
+        "models",
+        "reload",
+        "activate",
+        "retention",
+    ];
+    let mut out = String::new();
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        out.push('/');
+        if known.contains(&seg) {
+            out.push_str(seg);
+        } else if seg.chars().all(|c| c.is_ascii_digit()) {
+            out.push_str("{id}");
+        } else if path.starts_with("/api/v1/admin/models/") {
+            out.push_str("{version}");
+        } else {
+            return "other".into();
+        }
+    }
+    if out.is_empty() {
+        "/".into()
+    } else {
+        out
+    }
+}

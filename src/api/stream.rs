@@ -1,0 +1,280 @@
+//! `GET /api/v1/stream`: predictions per tick over a websocket.
+//!
+//! Protocol (JSON text frames):
+//! - server → `{"type":"hello","targets":[108 names],"tick_time":T|null,"model_version":V|null}`
+//! - client → `{"type":"subscribe","items":[ids]|null,"horizons":[h]|null,"offsets":[o]|null}`
+//!   (null or absent: all); server → `{"type":"subscribed","items":…,"targets":[names]}`
+//! - per tick, the subscribed items observed at it:
+//!   `{"type":"predictions","tick_time":T,"model_version":V,"predictions":[{"item_id","observed_at","p":[…]}]}`
+//!   where `p` follows the subscription's `targets` order;
+//! - a client that fell behind (its queue of `ws_client_queue` messages was
+//!   full, or it missed ticks) gets `{"type":"lagged","missed":n,"snapshot":{…}}`
+//!   with the latest prediction of every subscribed item, then ticks again.
+//! - bad client messages get `{"type":"error","error":…}`.
+//!
+//! Each client has a bounded queue drained by its own writer task, so a slow
+//! client never slows the others or the tick.
+
+use super::ApiState;
+use futures::{SinkExt, StreamExt};
+use gept_actors::inference::{Prediction, TickPredictions};
+use gept_core::metrics as m;
+use gept_core::{target_names, ItemId, HORIZONS_H, N_TARGETS, OFFSETS_BP};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt::Write;
+use std::sync::Arc;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use warp::ws::{Message, WebSocket};
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientMessage {
+    Subscribe {
+        items: Option<Vec<ItemId>>,
+        horizons: Option<Vec<u32>>,
+        offsets: Option<Vec<f64>>,
+    },
+}
+
+/// What a client wants: items (None: all) and target indices.
+struct Subscription {
+    items: Option<HashSet<ItemId>>,
+    targets: Vec<usize>,
+}
+
+impl Subscription {
+    fn all() -> Self {
+        Subscription {
+            items: None,
+            targets: (0..N_TARGETS).collect(),
+        }
+    }
+
+    fn is_all(&self) -> bool {
+        self.items.is_none() && self.targets.len() == N_TARGETS
+    }
+
+    fn new(
+        items: Option<Vec<ItemId>>,
+        horizons: Option<Vec<u32>>,
+        offsets: Option<Vec<f64>>,
+    ) -> Result<Self, String> {
+        if let Some(h) = &horizons {
+            if let Some(bad) = h.iter().find(|h| !HORIZONS_H.contains(h)) {
+                return Err(format!(
+                    "unknown horizon {bad}; horizons are {HORIZONS_H:?} (hours)"
+                ));
+            }
+        }
+        let offsets_bp: Option<Vec<u32>> = match offsets {
+            None => None,
+            Some(o) => Some(
+                o.iter()
+                    .map(|pct| {
+                        let bp = (pct * 100.0).round() as u32;
+                        OFFSETS_BP.contains(&bp).then_some(bp).ok_or_else(|| {
+                            format!("unknown offset {pct}; offsets are 1.25 … 2.5 (percent)")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        let targets = (0..N_TARGETS)
+            .filter(|t| {
+                let (h, k) = (
+                    HORIZONS_H[t / OFFSETS_BP.len()],
+                    OFFSETS_BP[t % OFFSETS_BP.len()],
+                );
+                horizons.as_ref().is_none_or(|hs| hs.contains(&h))
+                    && offsets_bp.as_ref().is_none_or(|os| os.contains(&k))
+            })
+            .collect();
+        Ok(Subscription {
+            items: items.map(|v| v.into_iter().collect()),
+            targets,
+        })
+    }
+
+    fn wants(&self, item: ItemId) -> bool {
+        self.items.as_ref().is_none_or(|s| s.contains(&item))
+    }
+}
+
+/// `{"item_id":…,"observed_at":…,"p":[…]}` of the subscription's targets.
+fn write_prediction(out: &mut String, p: &Prediction, targets: &[usize]) {
+    let _ = write!(
+        out,
+        r#"{{"item_id":{},"observed_at":{},"p":["#,
+        p.item_id, p.observed_at
+    );
+    for (i, &t) in targets.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{:.5}", p.probabilities[t]);
+    }
+    out.push_str("]}");
+}
+
+fn tick_message<'a>(
+    tick_time: i64,
+    version: &str,
+    predictions: impl Iterator<Item = &'a Arc<Prediction>>,
+    sub: &Subscription,
+) -> String {
+    let mut out = format!(
+        r#"{{"type":"predictions","tick_time":{tick_time},"model_version":{},"predictions":["#,
+        serde_json::to_string(version).expect("a string")
+    );
+    let mut first = true;
+    for p in predictions.filter(|p| sub.wants(p.item_id)) {
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        write_prediction(&mut out, p, &sub.targets);
+    }
+    out.push_str("]}");
+    out
+}
+
+/// The stream message of a tick for a subscription; the all-items message is
+/// serialised once per tick and shared (a cheap clone) by every client that
+/// wants it.
+fn message_for(state: &ApiState, tick: &Arc<TickPredictions>, sub: &Subscription) -> Message {
+    if sub.is_all() {
+        let mut cache = state.all_items_message.lock().expect("stream cache lock");
+        match &*cache {
+            Some((cached, msg)) if Arc::ptr_eq(cached, tick) => msg.clone(),
+            _ => {
+                let msg = Message::text(tick_message(
+                    tick.tick_time,
+                    &tick.model_version,
+                    tick.predictions.iter(),
+                    sub,
+                ));
+                *cache = Some((tick.clone(), msg.clone()));
+                msg
+            }
+        }
+    } else {
+        Message::text(tick_message(
+            tick.tick_time,
+            &tick.model_version,
+            tick.predictions.iter(),
+            sub,
+        ))
+    }
+}
+
+fn lagged_message(state: &ApiState, missed: u64, sub: &Subscription) -> Message {
+    let snap = state.inference.snapshot.load();
+    let mut preds: Vec<&Arc<Prediction>> = snap.predictions.values().collect();
+    preds.sort_by_key(|p| p.item_id);
+    let inner = tick_message(
+        snap.tick_time.unwrap_or_default(),
+        snap.model_version.as_deref().unwrap_or(""),
+        preds.into_iter(),
+        sub,
+    );
+    Message::text(format!(
+        r#"{{"type":"lagged","missed":{missed},"snapshot":{inner}}}"#
+    ))
+}
+
+fn subscribed_message(sub: &Subscription) -> Message {
+    let names = target_names();
+    let targets: Vec<&String> = sub.targets.iter().map(|&t| &names[t]).collect();
+    Message::text(
+        serde_json::json!({
+            "type": "subscribed",
+            "items": sub.items.as_ref().map(|s| { let mut v: Vec<_> = s.iter().collect(); v.sort(); v }),
+            "targets": targets,
+        })
+        .to_string(),
+    )
+}
+
+/// Serves one websocket client until it leaves or the service stops.
+pub async fn client(ws: WebSocket, state: ApiState) {
+    metrics::gauge!(m::WS_CLIENTS).increment(1.0);
+    let (mut sink, mut incoming) = ws.split();
+    let (queue, mut queued) = mpsc::channel::<Message>(state.ws_queue.max(1));
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = queued.recv().await {
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut ticks = state.inference.stream.subscribe();
+    let mut sub = Subscription::all();
+    {
+        let snap = state.inference.snapshot.load();
+        let hello = serde_json::json!({
+            "type": "hello",
+            "targets": target_names(),
+            "tick_time": snap.tick_time,
+            "model_version": snap.model_version.as_deref(),
+        });
+        let _ = queue.try_send(Message::text(hello.to_string()));
+    }
+    let mut missed: u64 = 0;
+    loop {
+        tokio::select! {
+            msg = incoming.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                if msg.is_close() {
+                    break;
+                }
+                let Ok(text) = msg.to_str() else { continue };
+                let reply = match serde_json::from_str::<ClientMessage>(text) {
+                    Ok(ClientMessage::Subscribe { items, horizons, offsets }) => {
+                        match Subscription::new(items, horizons, offsets) {
+                            Ok(s) => {
+                                sub = s;
+                                subscribed_message(&sub)
+                            }
+                            Err(e) => Message::text(serde_json::json!({"type": "error", "error": e}).to_string()),
+                        }
+                    }
+                    Err(e) => Message::text(
+                        serde_json::json!({"type": "error", "error": format!("unreadable message: {e}")}).to_string(),
+                    ),
+                };
+                if queue.try_send(reply).is_err() {
+                    missed += 1;
+                }
+            }
+            tick = ticks.recv() => {
+                match tick {
+                    Ok(tick) => {
+                        if missed > 0 {
+                            if queue.try_send(lagged_message(&state, missed, &sub)).is_ok() {
+                                missed = 0;
+                            } else {
+                                missed += 1;
+                                metrics::counter!(m::WS_DROPPED).increment(1);
+                            }
+                        } else if !sub.is_all() && !tick.predictions.iter().any(|p| sub.wants(p.item_id)) {
+                            // Nothing this client subscribed to changed.
+                        } else if queue.try_send(message_for(&state, &tick, &sub)).is_err() {
+                            missed += 1;
+                            metrics::counter!(m::WS_DROPPED).increment(1);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        missed += n;
+                        metrics::counter!(m::WS_DROPPED).increment(n);
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        }
+    }
+    drop(queue);
+    let _ = writer.await;
+    metrics::gauge!(m::WS_CLIENTS).decrement(1.0);
+}

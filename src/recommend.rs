@@ -1,0 +1,183 @@
+//! Ranked flips from the latest predictions.
+//!
+//! For each item and each (horizon, offset) that the risk and style allow:
+//! buy = floor(low·(1 − o)), sell = ceil(high·(1 + o)) (the labels' exact
+//! prices), tax by the rule in force at the tick (`gept_core::tax`), and
+//! expected profit per unit = P(fill) × (sell − buy − tax). The item's best
+//! choice is kept; items are ranked by expected profit of the quantity a slot
+//! can hold (capital / slots, and the buy limit per 4 hours), and the top
+//! `slots` are returned.
+//!
+//! Filters: too little volume (fewer units traded in the last hour than the
+//! quantity we would buy, or under 10), a manipulated look (a spread over
+//! three times its 24 h mean and over 5 %, or an hourly volume over five
+//! times the item's mean), probabilities under the risk's minimum, and no
+//! profit after tax.
+
+use gept_actors::inference::{Market, Prediction};
+use gept_core::{tax, ItemId, ItemMeta, HORIZONS_H, OFFSETS_BP};
+use gept_dataflows::labels::{buy_price, sell_price};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Style {
+    Active,
+    Hybrid,
+    Passive,
+}
+
+impl Risk {
+    /// Offsets (basis points) and the least fill probability accepted.
+    fn offsets_and_floor(self) -> (&'static [u32], f32) {
+        match self {
+            Risk::Low => (&[125, 150], 0.5),
+            Risk::Medium => (&[150, 175, 200], 0.3),
+            Risk::High => (&[200, 225, 250], 0.15),
+        }
+    }
+}
+
+impl Style {
+    /// Horizons (hours) a player of this style waits.
+    fn horizons(self) -> &'static [u32] {
+        match self {
+            Style::Active => &[1, 2, 3, 4],
+            Style::Hybrid => &[4, 5, 6, 7, 8, 9, 10, 11, 12],
+            Style::Passive => &[12, 16, 20, 24, 32, 40, 48],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub capital: i64,
+    pub risk: Risk,
+    pub style: Style,
+    pub slots: usize,
+    pub exclude: HashSet<ItemId>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Recommendation {
+    pub item_id: ItemId,
+    pub name: String,
+    pub buy_price: i64,
+    pub sell_price: i64,
+    pub quantity: i64,
+    pub fill_probability: f32,
+    pub tax_per_item: i64,
+    pub profit_per_item: i64,
+    pub expected_profit: f64,
+    pub capital_required: i64,
+    pub expected_hours: u32,
+    pub target: String,
+    pub reason: String,
+}
+
+/// The ranked recommendations for `req` at `tick_time`.
+pub fn recommend(
+    req: &Request,
+    tick_time: i64,
+    predictions: &HashMap<ItemId, std::sync::Arc<Prediction>>,
+    market: &HashMap<ItemId, std::sync::Arc<Market>>,
+    items: &HashMap<ItemId, ItemMeta>,
+) -> Vec<Recommendation> {
+    let (offsets, floor) = req.risk.offsets_and_floor();
+    let horizons = req.style.horizons();
+    let per_slot = req.capital / req.slots.max(1) as i64;
+    let mut out: Vec<Recommendation> = Vec::new();
+    for (id, pred) in predictions {
+        if req.exclude.contains(id) {
+            continue;
+        }
+        let (Some(m), Some(meta)) = (market.get(id), items.get(id)) else {
+            continue;
+        };
+        if m.low <= 0 || m.high <= 0 {
+            continue;
+        }
+        let volume = m.volume_1h.unwrap_or(0.0);
+        if volume < 10.0 {
+            continue;
+        }
+        let spread_spike = match (m.spread_pct, m.spread_ma_24h) {
+            (Some(s), Some(avg)) => s > 0.05 && s > 3.0 * avg,
+            _ => false,
+        };
+        let volume_spike = m
+            .volume_mean
+            .is_some_and(|avg| avg > 0.0 && volume > 5.0 * avg);
+        if spread_spike || volume_spike {
+            continue;
+        }
+        let mut best: Option<Recommendation> = None;
+        for (h, hours) in HORIZONS_H.iter().enumerate() {
+            if !horizons.contains(hours) {
+                continue;
+            }
+            for (k, bp) in OFFSETS_BP.iter().enumerate() {
+                if !offsets.contains(bp) {
+                    continue;
+                }
+                let p = pred.probabilities[h * OFFSETS_BP.len() + k];
+                if p < floor {
+                    continue;
+                }
+                let (buy, sell) = (buy_price(m.low, *bp), sell_price(m.high, *bp));
+                if buy <= 0 {
+                    continue;
+                }
+                let tax = tax::tax(*id, sell, tick_time);
+                let profit = sell - buy - tax;
+                if profit <= 0 {
+                    continue;
+                }
+                let limit = meta.buy_limit.unwrap_or(i64::MAX);
+                let quantity = (per_slot / buy).min(limit).min(volume as i64);
+                if quantity <= 0 {
+                    continue;
+                }
+                let expected = p as f64 * profit as f64 * quantity as f64;
+                if best.as_ref().is_none_or(|b| expected > b.expected_profit) {
+                    best = Some(Recommendation {
+                        item_id: *id,
+                        name: meta.name.clone(),
+                        buy_price: buy,
+                        sell_price: sell,
+                        quantity,
+                        fill_probability: p,
+                        tax_per_item: tax,
+                        profit_per_item: profit,
+                        expected_profit: expected,
+                        capital_required: buy * quantity,
+                        expected_hours: *hours,
+                        target: gept_core::target_name(*hours, *bp),
+                        reason: format!(
+                            "{:.0}% chance to buy at {buy} and sell at {sell} within {hours} h; \
+                             {profit} gp a unit after {tax} gp tax; {volume:.0} traded last hour",
+                            p * 100.0
+                        ),
+                    });
+                }
+            }
+        }
+        out.extend(best);
+    }
+    out.sort_by(|a, b| {
+        b.expected_profit
+            .total_cmp(&a.expected_profit)
+            .then(a.item_id.cmp(&b.item_id))
+    });
+    out.truncate(req.slots);
+    out
+}

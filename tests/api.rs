@@ -1,0 +1,657 @@
+//! End to end over the replay server: `gept serve` with a registered model,
+//! a real websocket client, the snapshot API, a Prometheus scrape, rate
+//! limits, admin authentication and a model swap mid-stream; the service
+//! without a model; recommendations and the GE tax on real ticks.
+
+mod common;
+
+use common::{serve_env, wait_for, Serve};
+use futures::StreamExt;
+use gept::commands::features::{load_hours, load_items, load_ticks};
+use gept::mock_api::{self, Clock, MockOptions};
+use gept::recommend::{recommend, Request, Risk, Style};
+use gept_actors::inference::{Market, Prediction};
+use gept_actors::store::registry::{ModelEntry, ModelState};
+use gept_actors::Store;
+use gept_core::recordings::{self, LATEST_FILE};
+use gept_core::{tax, ItemId, N_TARGETS};
+use gept_dataflows::labels::series_from_ticks;
+use gept_model::dataset;
+use gept_model::net::TrainOptions;
+use gept_model::pipeline::{self, Split};
+use gept_model::Model;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// Trains a small model on the recording's first snapshots into `dir`.
+fn small_model(dir: &Path, seed: i64) -> gept_model::ModelMeta {
+    let rec = common::recordings();
+    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(100)).unwrap();
+    let hours = load_hours(Some(&rec.join(recordings::HOURLY_FILE))).unwrap();
+    let items = load_items(Some(&rec.join(recordings::MAPPING_FILE))).unwrap();
+    let opts = TrainOptions {
+        hidden: vec![16],
+        max_epochs: 1,
+        seed,
+        ..TrainOptions::default()
+    };
+    let split = Split {
+        validation_fraction: 0.3,
+        stride: 4,
+    };
+    let (vs, meta) = pipeline::train(
+        &ticks,
+        &hours,
+        &items,
+        &split,
+        &opts,
+        tch::Device::Cpu,
+        false,
+    )
+    .unwrap();
+    Model::save(dir, &vs, meta).unwrap()
+}
+
+async fn register(store: &Store, dir: &Path, meta: &gept_model::ModelMeta) {
+    store
+        .register_model(&ModelEntry {
+            version: meta.version.clone(),
+            state: ModelState::Pending,
+            path: dir.display().to_string(),
+            sha256: meta.weights_sha256.clone(),
+            mean_auc: meta.metrics["mean_auc"].as_f64(),
+            metrics: meta.metrics.to_string(),
+            created_at: meta.created_at,
+            activated_at: None,
+            deprecated_at: None,
+            archived_at: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// Items observed at each tick of the recording's first `n` snapshots.
+fn observed_by_tick(n: usize) -> HashMap<i64, BTreeSet<ItemId>> {
+    let ticks = load_ticks(&common::recordings().join(LATEST_FILE), Some(n)).unwrap();
+    let mut out: HashMap<i64, BTreeSet<ItemId>> = HashMap::new();
+    for (item, obs) in series_from_ticks(&ticks) {
+        for o in obs {
+            out.entry(o.t).or_default().insert(item);
+        }
+    }
+    out
+}
+
+/// Checks the Prometheus text format line by line; returns the metric names.
+fn parse_prometheus(text: &str) -> HashSet<String> {
+    let mut names = HashSet::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix('#') {
+            let rest = rest.trim_start();
+            assert!(
+                rest.starts_with("HELP ") || rest.starts_with("TYPE "),
+                "bad comment: {line}"
+            );
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "bad value in {line}"
+        );
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad name in {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "bad labels: {line}"
+            );
+        }
+        names.insert(name.to_string());
+    }
+    names
+}
+
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
+    const SNAPSHOTS: usize = 45;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", tmp.path().join("gept.db").display());
+    let store = Store::connect(&url, 2).await.unwrap();
+    store.migrate().await.unwrap();
+    let (dir_a, dir_b) = (tmp.path().join("model-a"), tmp.path().join("model-b"));
+    let (meta_a, meta_b) = tokio::task::spawn_blocking({
+        let (a, b) = (dir_a.clone(), dir_b.clone());
+        move || (small_model(&a, 1), small_model(&b, 2))
+    })
+    .await
+    .unwrap();
+    assert_ne!(meta_a.version, meta_b.version);
+    register(&store, &dir_a, &meta_a).await;
+    register(&store, &dir_b, &meta_b).await;
+    store.activate_model(&meta_a.version, 1).await.unwrap();
+
+    let mock = mock_api::start(
+        &common::recordings(),
+        "127.0.0.1:0".parse().unwrap(),
+        MockOptions {
+            clock: Clock::Step,
+            faults: Default::default(),
+            seed: 1,
+            max_snapshots: Some(SNAPSHOTS),
+        },
+    )
+    .await
+    .unwrap();
+    let mut env = serve_env(mock.addr, &url);
+    env.extend(
+        [
+            ("GEPT__COLLECTORS__LATEST__INTERVAL", "400ms"),
+            ("GEPT__ADMIN__TOKEN", TOKEN),
+            ("GEPT__API__RATE_LIMIT_PER_SECOND", "5"),
+            ("GEPT__API__RATE_LIMIT_BURST", "20"),
+            ("GEPT__API__TRUSTED_CLIENTS", "127.0.0.1"),
+            ("GEPT__INFERENCE__DEVICE", "cpu"),
+            ("GEPT__INFERENCE__REGISTRY_POLL", "1h"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let serve = Serve::start(&env);
+    let base = serve.url.clone();
+    let ws_url = format!("{}/api/v1/stream", base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let hello: serde_json::Value = match ws.next().await.unwrap().unwrap() {
+        Message::Text(t) => serde_json::from_str(&t).unwrap(),
+        other => panic!("expected hello, got {other:?}"),
+    };
+    assert_eq!(hello["type"], "hello");
+    assert_eq!(hello["targets"].as_array().unwrap().len(), N_TARGETS);
+
+    let observed = observed_by_tick(SNAPSHOTS);
+    let http = reqwest::Client::new();
+    let mut ticks: Vec<(i64, String)> = Vec::new();
+    let mut swapped = false;
+    let mut snapshot_checks = 0;
+    while ticks.len() < 30 {
+        let msg = tokio::time::timeout(std::time::Duration::from_secs(60), ws.next())
+            .await
+            .expect("a stream message within 60 s")
+            .unwrap()
+            .unwrap();
+        let Message::Text(text) = msg else { continue };
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["type"], "predictions", "{}", &text[..text.len().min(200)]);
+        let t = v["tick_time"].as_i64().unwrap();
+        let version = v["model_version"].as_str().unwrap().to_string();
+        let preds = v["predictions"].as_array().unwrap();
+        let got: BTreeSet<ItemId> = preds
+            .iter()
+            .map(|p| p["item_id"].as_u64().unwrap() as ItemId)
+            .collect();
+        assert_eq!(got, observed[&t], "the items of tick {t}");
+        assert!(preds
+            .iter()
+            .all(|p| p["p"].as_array().unwrap().len() == N_TARGETS));
+        // The snapshot agrees with the stream while it still holds this tick.
+        let first = &preds[0];
+        let id = first["item_id"].as_u64().unwrap();
+        let snap: serde_json::Value = http
+            .get(format!("{base}/api/v1/predictions/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if snap["tick_time"] == t {
+            let names = hello["targets"].as_array().unwrap();
+            for (k, name) in names.iter().enumerate() {
+                let a = snap["probabilities"][name.as_str().unwrap()]
+                    .as_f64()
+                    .unwrap();
+                let b = first["p"][k].as_f64().unwrap();
+                assert!((a - b).abs() < 1e-5, "{name}: snapshot {a}, stream {b}");
+            }
+            assert_eq!(snap["model_version"], version);
+            snapshot_checks += 1;
+        }
+        ticks.push((t, version));
+        if ticks.len() == 10 && !swapped {
+            // Admin calls need the token.
+            let r = http
+                .post(format!("{base}/api/v1/admin/models/reload"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let r = http
+                .post(format!(
+                    "{base}/api/v1/admin/models/{}/activate?force=true",
+                    meta_b.version
+                ))
+                .bearer_auth("wrong-token")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 401);
+            let r = http
+                .post(format!(
+                    "{base}/api/v1/admin/models/{}/activate?force=true",
+                    meta_b.version
+                ))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            swapped = true;
+        }
+    }
+    assert!(
+        snapshot_checks >= 5,
+        "only {snapshot_checks} snapshot comparisons"
+    );
+    // No tick lost or repeated across the swap: consecutive recorded ticks.
+    let recorded: Vec<i64> = {
+        let mut v: Vec<i64> = observed.keys().copied().collect();
+        v.sort();
+        v
+    };
+    let start = recorded.iter().position(|t| *t == ticks[0].0).unwrap();
+    let times: Vec<i64> = ticks.iter().map(|(t, _)| *t).collect();
+    assert_eq!(
+        times,
+        recorded[start..start + ticks.len()],
+        "ticks lost or repeated"
+    );
+    let versions: Vec<&str> = ticks.iter().map(|(_, v)| v.as_str()).collect();
+    let switch = versions
+        .iter()
+        .position(|v| *v == meta_b.version)
+        .expect("model B served");
+    assert!(versions[..switch].iter().all(|v| *v == meta_a.version));
+    assert!(versions[switch..].iter().all(|v| *v == meta_b.version));
+
+    // Every streamed tick has its inference_status row and stored predictions.
+    wait_for("inference rows of every streamed tick", 60, || {
+        let (store, times) = (store.clone(), times.clone());
+        async move {
+            let rows = store.inference_statuses().await.unwrap();
+            times.iter().all(|t| rows.iter().any(|s| s.tick_time == *t))
+        }
+    })
+    .await;
+    let statuses = store.inference_statuses().await.unwrap();
+    for t in &times {
+        let s = statuses
+            .iter()
+            .find(|s| s.tick_time == *t)
+            .expect("a status row per tick");
+        assert_eq!(s.outcome, "ok");
+        assert_eq!(s.items as usize, observed[t].len());
+    }
+    let stored = store.predictions_at(times[3]).await.unwrap();
+    assert_eq!(stored.len(), observed[&times[3]].len());
+
+    // Snapshot routes.
+    let all: serde_json::Value = http
+        .get(format!("{base}/api/v1/predictions?horizon=1,2&offset=1.25"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first = &all["predictions"][0]["probabilities"];
+    assert_eq!(first.as_object().unwrap().len(), 2, "{first}");
+    let item: serde_json::Value = http
+        .get(format!("{base}/api/v1/items/4151"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        item["latest"]["high"].as_i64().unwrap_or(0) > 0 || common::shared_recordings().is_none()
+    );
+    let r = http
+        .get(format!("{base}/api/v1/items/4151/history?step=1m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{base}/api/v1/items/4151/history?step=2m"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .get(format!(
+            "{base}/api/v1/recommendations?capital=10000000&risk=medium&style=active&slots=4"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let openapi: serde_json::Value = http
+        .get(format!("{base}/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(openapi["openapi"], "3.0.3");
+    let status: serde_json::Value = http
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["model"]["version"], meta_b.version);
+    assert!(status["collectors"].as_array().unwrap().len() >= 5);
+
+    // A flood from one client gets 429s while another client is served.
+    let flooder = client_from("127.0.0.2");
+    let mut limited = 0;
+    for _ in 0..60 {
+        let r = flooder
+            .get(format!("{base}/api/v1/status"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().get("retry-after").is_some());
+            limited += 1;
+        }
+    }
+    assert!(
+        limited >= 30,
+        "only {limited} of 60 flood requests were limited"
+    );
+    let other = client_from("127.0.0.3");
+    assert_eq!(
+        other
+            .get(format!("{base}/api/v1/status"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    // The Prometheus scrape parses and holds the serving metrics.
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let names = parse_prometheus(&text);
+    for name in [
+        "gept_tick_to_prediction_latency_seconds_bucket",
+        "gept_observations_ingested_total",
+        "gept_predictions_per_tick",
+        "gept_predictions_total",
+        "gept_websocket_clients",
+        "gept_http_requests_total",
+        "gept_http_rate_limited_total",
+        "gept_model_info",
+        "gept_data_age_seconds",
+        "gept_collector_polls_total",
+    ] {
+        assert!(names.contains(name), "{name} missing from /metrics");
+    }
+    ws.close(None).await.unwrap();
+    serve.stop();
+    mock.stop().await;
+}
+
+#[tokio::test]
+async fn without_a_model_prices_are_served_and_status_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", tmp.path().join("gept.db").display());
+    let mock = mock_api::start(
+        &common::recordings(),
+        "127.0.0.1:0".parse().unwrap(),
+        MockOptions {
+            clock: Clock::Step,
+            faults: Default::default(),
+            seed: 1,
+            max_snapshots: Some(5),
+        },
+    )
+    .await
+    .unwrap();
+    let mut env = serve_env(mock.addr, &url);
+    env.push(("GEPT__INFERENCE__DEVICE".into(), "cpu".into()));
+    let serve = Serve::start(&env);
+    let base = serve.url.clone();
+    let http = reqwest::Client::new();
+    wait_for("a tick without a model", 60, || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let s: serde_json::Value = http
+                .get(format!("{base}/api/v1/status"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            s["last_tick"].is_i64() && s["items_tracked"].as_u64() > Some(0)
+        }
+    })
+    .await;
+    let status: serde_json::Value = http
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["model"]["active"], false);
+    assert!(status["model"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no model is active"));
+    let r = http
+        .get(format!("{base}/api/v1/predictions"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"]
+        .as_str()
+        .unwrap()
+        .contains("no model is active"));
+    wait_for("items with metadata and prices", 60, || {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let items: serde_json::Value = http
+                .get(format!("{base}/api/v1/items"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            items["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|i| i["latest"]["high"].is_i64() && i["name"].is_string())
+        }
+    })
+    .await;
+    // Admin endpoints are off without a token; errors are JSON, never internals.
+    let r = http
+        .post(format!("{base}/api/v1/admin/retention"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .get(format!("{base}/api/v1/items/notanumber"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"].is_string());
+    serve.stop();
+    mock.stop().await;
+}
+
+#[test]
+fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
+    let rec = common::recordings();
+    let tmp = tempfile::tempdir().unwrap();
+    let meta = small_model(&tmp.path().join("m"), 3);
+    let model = Model::load(&tmp.path().join("m"), tch::Device::Cpu).unwrap();
+    assert_eq!(model.meta.version, meta.version);
+    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(120)).unwrap();
+    let hours = load_hours(Some(&rec.join(recordings::HOURLY_FILE))).unwrap();
+    let items = load_items(Some(&rec.join(recordings::MAPPING_FILE))).unwrap();
+    let last = ticks.last().unwrap();
+    let rows = dataset::features(&ticks, &hours, &items, |t| t == last.time);
+    let probs = model.predict(&rows.x);
+    let latest: HashMap<ItemId, _> = last.rows.iter().map(|r| (r.item_id, *r)).collect();
+    let names = gept_dataflows::features::feature_names();
+    let mut predictions = HashMap::new();
+    let mut market = HashMap::new();
+    for (i, p) in probs.chunks_exact(N_TARGETS).enumerate() {
+        let id = rows.items[i];
+        predictions.insert(
+            id,
+            Arc::new(Prediction {
+                item_id: id,
+                tick_time: last.time,
+                observed_at: last.time,
+                model_version: Arc::from(meta.version.as_str()),
+                probabilities: p.to_vec(),
+            }),
+        );
+        let row = gept_dataflows::features::FeatureRow {
+            item_id: id,
+            timestamp: last.time,
+            values: (0..names.len())
+                .map(|k| Some(rows.row(i)[k] as f64).filter(|v| v.is_finite()))
+                .collect(),
+        };
+        market.insert(id, Arc::new(Market::of(&row, &latest[&id], None)));
+    }
+    let req = |risk, style, exclude: HashSet<ItemId>| Request {
+        capital: 50_000_000,
+        risk,
+        style,
+        slots: 8,
+        exclude,
+    };
+    let recs = recommend(
+        &req(Risk::High, Style::Active, HashSet::new()),
+        last.time,
+        &predictions,
+        &market,
+        &items,
+    );
+    let best = predictions
+        .values()
+        .map(|p| p.probabilities[3 * 6 + 3])
+        .fold(0.0f32, f32::max);
+    let with_volume = market
+        .values()
+        .filter(|m| m.volume_1h.unwrap_or(0.0) >= 10.0)
+        .count();
+    eprintln!(
+        "best P {best}, {with_volume} with volume, {} recs",
+        recs.len()
+    );
+    assert!(!recs.is_empty(), "no recommendation on a real tick (best P(fill_4h_2.0pct) {best}, {with_volume} items with volume)");
+    assert!(recs.len() <= 8);
+    for w in recs.windows(2) {
+        assert!(
+            w[0].expected_profit >= w[1].expected_profit,
+            "ranked by expected profit"
+        );
+    }
+    for r in &recs {
+        let meta = &items[&r.item_id];
+        assert!(
+            r.quantity <= meta.buy_limit.unwrap_or(i64::MAX),
+            "buy limit"
+        );
+        assert!(r.capital_required <= 50_000_000 / 8, "capital per slot");
+        assert!(r.fill_probability >= 0.15);
+        // The recording is from May 2025: the 1 % rule, rounded down, capped.
+        assert_eq!(r.tax_per_item, tax::tax(r.item_id, r.sell_price, last.time));
+        assert_eq!(
+            r.tax_per_item,
+            (r.sell_price / 100).min(5_000_000) * i64::from(!tax::EXEMPT.contains(&r.item_id))
+        );
+        assert_eq!(
+            r.profit_per_item,
+            r.sell_price - r.buy_price - r.tax_per_item
+        );
+        let expected = r.fill_probability as f64 * r.profit_per_item as f64 * r.quantity as f64;
+        assert!((r.expected_profit - expected).abs() < 1e-6 * expected.max(1.0));
+    }
+    // Excluding the top item removes it and promotes the rest.
+    let top = recs[0].item_id;
+    let without = recommend(
+        &req(Risk::High, Style::Active, HashSet::from([top])),
+        last.time,
+        &predictions,
+        &market,
+        &items,
+    );
+    assert!(without.iter().all(|r| r.item_id != top));
+    assert_eq!(
+        without.first().map(|r| r.item_id),
+        recs.get(1).map(|r| r.item_id)
+    );
+    // After 2025-05-29 the same tick pays 2 %.
+    let later = recommend(
+        &req(Risk::High, Style::Active, HashSet::new()),
+        tax::TAX_2PCT_FROM,
+        &predictions,
+        &market,
+        &items,
+    );
+    for r in &later {
+        assert_eq!(
+            r.tax_per_item,
+            tax::tax(r.item_id, r.sell_price, tax::TAX_2PCT_FROM)
+        );
+        assert!(
+            r.tax_per_item == 0
+                || r.tax_per_item >= r.sell_price * 2 / 100 - 1
+                || r.tax_per_item == 5_000_000
+        );
+    }
+}
