@@ -270,6 +270,33 @@ pub struct MockApiArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// The serving path on loopback: tick → websocket delivery (1 client;
+    /// many clients of 10 items; many clients of every item) and wrk on the
+    /// prediction routes, against the aims.
+    Serve {
+        /// A model directory (`gept train`).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// The `/latest` recording.
+        #[arg(long, value_name = "FILE")]
+        latest: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        hourly: Option<PathBuf>,
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
+        /// Ticks fed before measuring (the windows fill).
+        #[arg(long, default_value_t = 300)]
+        warmup: usize,
+        /// Ticks measured (split over the three stream scenarios).
+        #[arg(long, default_value_t = 30)]
+        ticks: usize,
+        /// Websocket clients of scenarios 2 and 3.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Seconds of each wrk run (0: skip).
+        #[arg(long, default_value_t = 10)]
+        wrk_seconds: u64,
+    },
     /// One batched forward pass (with calibration) over every item of a
     /// full tick, p50 and p99, against the 5 ms limit.
     Inference {

@@ -3,6 +3,7 @@
 pub mod bench_features;
 pub mod bench_inference;
 pub mod bench_ingest;
+pub mod bench_serve;
 pub mod bench_store;
 pub mod config;
 pub mod eval;
@@ -56,6 +57,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config(&cli)?;
             tokio_runtime()?.block_on(model::run(&config, command))
         }
+        Command::Bench(BenchCommand::Serve {
+            model,
+            latest,
+            hourly,
+            mapping,
+            warmup,
+            ticks,
+            subscribers,
+            wrk_seconds,
+        }) => tokio_runtime()?.block_on(bench_serve::run(bench_serve::Options {
+            model,
+            latest,
+            hourly: hourly.as_deref(),
+            mapping: mapping.as_deref(),
+            warmup: *warmup,
+            ticks: *ticks,
+            subscribers: *subscribers,
+            wrk_seconds: *wrk_seconds,
+        })),
         Command::Bench(BenchCommand::Inference {
             model,
             latest,

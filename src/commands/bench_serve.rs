@@ -1,0 +1,358 @@
+//! `gept bench serve`: the serving path in one process on loopback, against
+//! the aims in the same run.
+//!
+//! A temporary SQLite store registers `--model` as ACTIVE; the serving
+//! feature engine, the inference thread and the HTTP server run as in
+//! `gept serve`. Recorded ticks go in through the collectors' broadcast (what
+//! the `/latest` collector does after fetching and parsing); the first ones
+//! warm the windows up, then each measured tick is timed from its hand-over
+//! to its arrival at every websocket client:
+//! 1. one client subscribed to everything (a full-universe tick; aim p99 ≤ 50 ms);
+//! 2. `--subscribers` clients, each subscribed to 10 items (aim p99 ≤ 100 ms);
+//! 3. the same number of clients subscribed to everything (the worst case);
+//! 4. `wrk` against `GET /api/v1/predictions/{id}` and `GET /api/v1/predictions`
+//!    (aim ≥ 20,000 req/s with p99 ≤ 10 ms for the single item).
+
+use crate::api::{limits::RateLimiter, ApiState};
+use crate::commands::features::{load_hours, load_items, load_ticks};
+use crate::http::{self, AppState};
+use futures::StreamExt;
+use gept_actors::collectors::{FeedEvent, Tick};
+use gept_actors::inference::Inference;
+use gept_actors::store::registry::{ModelEntry, ModelState};
+use gept_actors::Store;
+use gept_model::file::read_meta;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
+
+pub struct Options<'a> {
+    pub model: &'a Path,
+    pub latest: &'a Path,
+    pub hourly: Option<&'a Path>,
+    pub mapping: Option<&'a Path>,
+    pub warmup: usize,
+    pub ticks: usize,
+    pub subscribers: usize,
+    pub wrk_seconds: u64,
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Per client, the arrival time of each tick's predictions message.
+type Arrivals = Arc<std::sync::Mutex<Vec<(usize, i64, Instant)>>>;
+
+async fn connect_clients(
+    url: &str,
+    n: usize,
+    subscribe: impl Fn(usize) -> Option<String>,
+    arrivals: Arrivals,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut tasks = Vec::with_capacity(n);
+    for c in 0..n {
+        let (mut ws, _) = tokio_tungstenite::connect_async(url).await?;
+        // hello
+        ws.next().await;
+        if let Some(sub) = subscribe(c) {
+            use futures::SinkExt;
+            ws.send(tokio_tungstenite::tungstenite::Message::text(sub))
+                .await?;
+            ws.next().await; // subscribed
+        }
+        let arrivals = arrivals.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(msg)) = ws.next().await {
+                let now = Instant::now();
+                if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
+                    let text = text.as_str();
+                    if let Some(rest) = text.strip_prefix(r#"{"type":"predictions","tick_time":"#) {
+                        let t: i64 = rest
+                            .split(',')
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or_default();
+                        arrivals.lock().unwrap().push((c, t, now));
+                    }
+                }
+            }
+        }));
+    }
+    Ok(tasks)
+}
+
+/// Feeds `ticks` through the broadcast one at a time; each waits until
+/// `expect` deliveries of it arrived (bounded). Returns delivery latencies (ms).
+async fn measure(
+    events: &broadcast::Sender<FeedEvent>,
+    ticks: &[gept_dataflows::features::TickInput],
+    arrivals: &Arrivals,
+    expect: usize,
+) -> Vec<f64> {
+    let mut latencies = Vec::new();
+    for tick in ticks {
+        arrivals.lock().unwrap().clear();
+        let sent = Instant::now();
+        let _ = events.send(FeedEvent::Tick(Arc::new(Tick {
+            observed_at: tick.time,
+            arrived: sent,
+            rows: tick.rows.clone(),
+        })));
+        let deadline = sent + Duration::from_secs(60);
+        loop {
+            let n = arrivals
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|a| a.1 == tick.time)
+                .count();
+            if n >= expect || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let got = arrivals.lock().unwrap();
+        let mut seen = 0;
+        for (_, t, at) in got.iter() {
+            if *t == tick.time {
+                latencies.push((*at - sent).as_secs_f64() * 1e3);
+                seen += 1;
+            }
+        }
+        if seen < expect {
+            eprintln!(
+                "tick {}: {seen} of {expect} deliveries within 60 s",
+                tick.time
+            );
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
+
+fn report(name: &str, lat: &[f64], aim_ms: f64) {
+    let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
+    println!(
+        "{name}: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms; aim p99 ≤ {aim_ms} ms: p99 at {:.2}× the aim",
+        lat.len(),
+        p99 / aim_ms
+    );
+}
+
+/// Runs `wrk` on `url`; prints and returns (requests/s, p99 ms).
+fn wrk(url: &str, seconds: u64, connections: u32) -> anyhow::Result<(f64, f64)> {
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .map_err(|e| {
+            anyhow::anyhow!("wrk could not run ({e}); install it (Debian: apt-get install wrk)")
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected wrk output:\n{text}"))?;
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| {
+            let v = v.trim();
+            let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
+            let x: f64 = num.parse().unwrap_or(f64::NAN);
+            match unit {
+                "us" => x / 1e3,
+                "s" => x * 1e3,
+                _ => x,
+            }
+        })
+        .unwrap_or(f64::NAN);
+    let non2xx = text.lines().find(|l| l.contains("Non-2xx"));
+    if let Some(l) = non2xx {
+        println!("  wrk: {}", l.trim());
+    }
+    Ok((rps, p99))
+}
+
+pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
+    let meta = read_meta(o.model)?;
+    let all = load_ticks(o.latest, Some(o.warmup + o.ticks))?;
+    anyhow::ensure!(all.len() > o.warmup, "the recording has too few snapshots");
+    let hours = load_hours(o.hourly)?;
+    let items = load_items(o.mapping)?;
+    let dir = tempfile::tempdir()?;
+    let store = Store::connect(
+        &format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("bench.db").display()
+        ),
+        4,
+    )
+    .await?;
+    store.migrate().await?;
+    store
+        .register_model(&ModelEntry {
+            version: meta.version.clone(),
+            state: ModelState::Pending,
+            path: std::fs::canonicalize(o.model)?.display().to_string(),
+            sha256: meta.weights_sha256.clone(),
+            mean_auc: meta.metrics["mean_auc"].as_f64(),
+            metrics: meta.metrics.to_string(),
+            created_at: meta.created_at,
+            activated_at: None,
+            deprecated_at: None,
+            archived_at: None,
+        })
+        .await?;
+    store
+        .activate_model(&meta.version, chrono::Utc::now().timestamp())
+        .await?;
+    let inference = Inference::spawn(
+        store.clone(),
+        tch::Device::Cpu,
+        tokio::runtime::Handle::current(),
+        64,
+    )?;
+    let (events, _) = broadcast::channel(1024);
+    let sink = inference.clone();
+    let _engine =
+        gept_actors::features::spawn(events.subscribe(), items.clone(), move |t, rows| {
+            sink.submit(t, rows)
+        })?;
+    for h in &hours {
+        let _ = events.send(FeedEvent::Bucket {
+            step: gept_core::BucketStep::OneHour,
+            timestamp: h.start,
+            rows: Arc::new(h.rows.clone()),
+        });
+    }
+    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .build_recorder()
+        .handle();
+    let api = ApiState {
+        store: store.clone(),
+        health: Default::default(),
+        inference: inference.clone(),
+        items: Arc::new(arc_swap::ArcSwap::from_pointee(items)),
+        limiter: Arc::new(RateLimiter::new(
+            20.0,
+            40.0,
+            vec!["127.0.0.1".parse()?],
+            1e9,
+        )),
+        admin_token: None,
+        max_body_bytes: 16_384,
+        ws_max_message_bytes: 16_384,
+        ws_queue: 8,
+        retention: (Duration::from_secs(86_400), Duration::from_secs(86_400)),
+        started_at: chrono::Utc::now().timestamp(),
+        all_items_message: Arc::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let routes = http::routes(AppState {
+        api,
+        prometheus,
+        cors_origins: Vec::new(),
+    });
+    tokio::spawn(warp::serve(routes).incoming(listener).run());
+    let ws_url = format!("ws://{addr}/api/v1/stream");
+
+    // Warm-up: the windows fill; wait for each tick's predictions.
+    let (warm, measured) = all.split_at(o.warmup.min(all.len() - 1));
+    let mut stream = inference.stream.subscribe();
+    for tick in warm {
+        let _ = events.send(FeedEvent::Tick(Arc::new(Tick {
+            observed_at: tick.time,
+            arrived: Instant::now(),
+            rows: tick.rows.clone(),
+        })));
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), stream.recv()).await {
+                Ok(Ok(p)) if p.tick_time == tick.time => break,
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                _ => anyhow::bail!("no predictions for warm-up tick {}", tick.time),
+            }
+        }
+    }
+    drop(stream);
+    let items_per_tick =
+        measured.iter().map(|t| t.rows.len()).sum::<usize>() / measured.len().max(1);
+    println!(
+        "model {}; {} warm-up ticks, {} measured ticks of about {items_per_tick} items; {} CPU threads",
+        meta.version,
+        warm.len(),
+        measured.len(),
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let thirds = measured.len() / 3;
+    let (m1, rest) = measured.split_at(thirds.max(1));
+    let (m2, m3) = rest.split_at(thirds.min(rest.len()));
+
+    // 1. One client, every item.
+    let arrivals: Arrivals = Arc::default();
+    let tasks = connect_clients(&ws_url, 1, |_| None, arrivals.clone()).await?;
+    let lat = measure(&events, m1, &arrivals, 1).await;
+    report("tick → websocket, 1 client, all items", &lat, 50.0);
+    tasks.iter().for_each(|t| t.abort());
+
+    // 2. Many clients, 10 items each.
+    let ids: Vec<u32> = measured[0].rows.iter().map(|r| r.item_id).collect();
+    let arrivals: Arrivals = Arc::default();
+    let tasks = connect_clients(
+        &ws_url,
+        o.subscribers,
+        |c| {
+            let pick: Vec<u32> = (0..10)
+                .map(|k| ids[(c * 37 + k * 101) % ids.len()])
+                .collect();
+            Some(serde_json::json!({"type": "subscribe", "items": pick}).to_string())
+        },
+        arrivals.clone(),
+    )
+    .await?;
+    let lat = measure(&events, m2, &arrivals, o.subscribers).await;
+    report(
+        &format!("tick → websocket, {} clients × 10 items", o.subscribers),
+        &lat,
+        100.0,
+    );
+    tasks.iter().for_each(|t| t.abort());
+
+    // 3. Many clients, every item.
+    let arrivals: Arrivals = Arc::default();
+    let tasks = connect_clients(&ws_url, o.subscribers, |_| None, arrivals.clone()).await?;
+    let lat = measure(&events, m3, &arrivals, o.subscribers).await;
+    report(
+        &format!("tick → websocket, {} clients × all items", o.subscribers),
+        &lat,
+        100.0,
+    );
+    tasks.iter().for_each(|t| t.abort());
+
+    // 4. HTTP under wrk.
+    if o.wrk_seconds > 0 {
+        let one = format!("http://{addr}/api/v1/predictions/{}", ids[0]);
+        let (rps, p99) = wrk(&one, o.wrk_seconds, 64)?;
+        println!(
+            "GET /api/v1/predictions/{{id}}: {rps:.0} req/s, p99 {p99:.2} ms; aim ≥ 20000 req/s, p99 ≤ 10 ms: {:.2}× the rate, p99 at {:.2}× the limit",
+            rps / 20_000.0,
+            p99 / 10.0
+        );
+        let all_url = format!("http://{addr}/api/v1/predictions");
+        let (rps, p99) = wrk(&all_url, o.wrk_seconds, 8)?;
+        println!("GET /api/v1/predictions (every item, ~{items_per_tick} × 108): {rps:.1} req/s, p99 {p99:.1} ms");
+    }
+    Ok(())
+}
