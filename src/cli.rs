@@ -46,6 +46,9 @@ pub enum Command {
     /// Score a model on a period it never saw: report.json, a reliability
     /// diagram and an AUC heatmap (SVG) in the report directory.
     Eval(EvalArgs),
+    /// Write the training and validation rows of `gept train` (same
+    /// features, labels and split) as CSV, for peer models.
+    Dataset(DatasetArgs),
     /// The model registry of the configured database.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -145,12 +148,36 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
+/// Options of `gept dataset`.
+#[derive(Debug, clap::Args)]
+pub struct DatasetArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// Folder for train.csv and validation.csv.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0.2)]
+    pub validation_fraction: f64,
+    #[arg(long, default_value_t = 2)]
+    pub stride: usize,
+}
+
 /// Options of `gept eval`.
 #[derive(Debug, clap::Args)]
 pub struct EvalArgs {
     /// The model directory.
-    #[arg(long, value_name = "DIR")]
-    pub model: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "predictions")]
+    pub model: Option<PathBuf>,
+    /// Score another model's predictions instead (CSV: item_id,timestamp,<target names>),
+    /// e.g. the CatBoost peer's (scripts/peer_catboost.py).
+    #[arg(long, value_name = "FILE", conflicts_with = "model")]
+    pub predictions: Option<PathBuf>,
+    /// Also write the scored rows (features and labels) as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub export_rows: Option<PathBuf>,
+    /// Score only these items (comma-separated ids).
+    #[arg(long, value_delimiter = ',')]
+    pub items: Vec<u32>,
     /// A `/latest` recording before the evaluated period: features may use
     /// it, nothing in it is scored.
     #[arg(long, value_name = "FILE")]

@@ -138,3 +138,39 @@ pub fn labels(
     }
     y
 }
+
+/// Writes rows as CSV: `item_id,timestamp,<features>,<targets>`; a null
+/// feature and an unknown label are empty cells. `keep` picks rows.
+pub fn write_csv(
+    out: &mut impl std::io::Write,
+    rows: &Features,
+    labels: &[u8],
+    keep: impl Fn(usize) -> bool,
+) -> std::io::Result<usize> {
+    write!(out, "item_id,timestamp,{}", rows.names.join(","))?;
+    for t in gept_core::target_names() {
+        write!(out, ",{t}")?;
+    }
+    writeln!(out)?;
+    let mut n = 0;
+    for i in (0..rows.len()).filter(|&i| keep(i)) {
+        write!(out, "{},{}", rows.items[i], rows.times[i])?;
+        for v in rows.row(i) {
+            if v.is_finite() {
+                write!(out, ",{v}")?;
+            } else {
+                write!(out, ",")?;
+            }
+        }
+        for l in &labels[i * N_TARGETS..(i + 1) * N_TARGETS] {
+            match l {
+                0 => write!(out, ",0")?,
+                1 => write!(out, ",1")?,
+                _ => write!(out, ",")?,
+            }
+        }
+        writeln!(out)?;
+        n += 1;
+    }
+    Ok(n)
+}

@@ -41,19 +41,28 @@ fn kept_ticks(ticks: &[TickInput], from: i64, stride: usize) -> HashSet<i64> {
         .collect()
 }
 
-/// Trains on `ticks` (time order): rows before the validation cut learn only
-/// from outcomes known before the cut (no label of a training row looks into
-/// validation); validation rows use outcomes up to the last tick. Returns the
-/// weights and the description to save with [`Model::save`].
-pub fn train(
+/// Training and validation rows of a period, as `train` uses them.
+pub struct SplitRows {
+    pub first_tick: i64,
+    /// Validation starts here.
+    pub cut: i64,
+    pub last_tick: i64,
+    pub train: Features,
+    pub y_train: Vec<u8>,
+    pub val: Features,
+    pub y_val: Vec<u8>,
+}
+
+/// Replays `ticks` through the feature engine and splits the rows at the
+/// validation cut: training labels only use outcomes known before the cut,
+/// validation labels everything up to the last tick.
+pub fn split_rows(
     ticks: &[TickInput],
     hours: &[HourInput],
     items: &HashMap<ItemId, ItemMeta>,
     split: &Split,
-    opts: &TrainOptions,
-    device: Device,
     progress: bool,
-) -> anyhow::Result<(tch::nn::VarStore, ModelMeta)> {
+) -> anyhow::Result<SplitRows> {
     let started = Instant::now();
     anyhow::ensure!(ticks.len() >= 2, "training needs at least two ticks");
     let (first, last) = (ticks[0].time, ticks[ticks.len() - 1].time);
@@ -89,6 +98,34 @@ pub fn train(
             chrono::DateTime::from_timestamp(cut, 0).unwrap_or_default()
         );
     }
+    Ok(SplitRows {
+        first_tick: first,
+        cut,
+        last_tick: last,
+        train,
+        y_train,
+        val,
+        y_val,
+    })
+}
+
+/// Trains on `ticks` (time order): rows before the validation cut learn only
+/// from outcomes known before the cut (no label of a training row looks into
+/// validation); validation rows use outcomes up to the last tick. Returns the
+/// weights and the description to save with [`Model::save`].
+pub fn train(
+    ticks: &[TickInput],
+    hours: &[HourInput],
+    items: &HashMap<ItemId, ItemMeta>,
+    split: &Split,
+    opts: &TrainOptions,
+    device: Device,
+    progress: bool,
+) -> anyhow::Result<(tch::nn::VarStore, ModelMeta)> {
+    let started = Instant::now();
+    let rows = split_rows(ticks, hours, items, split, progress)?;
+    let (first, cut, last) = (rows.first_tick, rows.cut, rows.last_tick);
+    let (train, y_train, val, y_val) = (rows.train, rows.y_train, rows.val, rows.y_val);
     let trained = net::train(&train, &y_train, &val, &y_val, opts, device, progress)?;
     let inputs = 2 * trained.scaling.len();
     let val_logits = net::predict_logits(
@@ -146,15 +183,78 @@ pub fn score(
     items: &HashMap<ItemId, ItemMeta>,
     score_from: i64,
 ) -> Scored {
-    let rows = dataset::features(ticks, hours, items, |t| t >= score_from);
-    let series = labels::series_from_ticks(ticks);
-    let labels = dataset::labels(&series, &rows.items, &rows.times, |_| i64::MAX);
+    let (rows, labels) = rows_to_score(ticks, hours, items, score_from);
     let probs = model.predict(&rows.x);
     Scored {
         rows,
         labels,
         probs,
     }
+}
+
+/// The rows (and labels) of the ticks at or after `score_from`, features
+/// computed over all of `ticks`.
+pub fn rows_to_score(
+    ticks: &[TickInput],
+    hours: &[HourInput],
+    items: &HashMap<ItemId, ItemMeta>,
+    score_from: i64,
+) -> (Features, Vec<u8>) {
+    let rows = dataset::features(ticks, hours, items, |t| t >= score_from);
+    let series = labels::series_from_ticks(ticks);
+    let labels = dataset::labels(&series, &rows.items, &rows.times, |_| i64::MAX);
+    (rows, labels)
+}
+
+/// Reads predictions of another model from CSV (`item_id,timestamp,<target
+/// names>`; targets not in the file are 0) for the rows of `rows`, in their
+/// order. Every row must be present.
+pub fn read_predictions(path: &std::path::Path, rows: &Features) -> anyhow::Result<Vec<f32>> {
+    let text = std::fs::read_to_string(path)?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    anyhow::ensure!(
+        header.len() >= 3 && header[0] == "item_id" && header[1] == "timestamp",
+        "{}: the header must start with item_id,timestamp",
+        path.display()
+    );
+    let names = target_names();
+    let columns: Vec<Option<usize>> = header[2..]
+        .iter()
+        .map(|h| names.iter().position(|n| n == h))
+        .collect();
+    let mut by_row: HashMap<(ItemId, i64), Vec<f32>> = HashMap::new();
+    for (n, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        anyhow::ensure!(
+            cells.len() == header.len(),
+            "{}: line {} has {} cells",
+            path.display(),
+            n + 2,
+            cells.len()
+        );
+        let key = (cells[0].parse()?, cells[1].parse()?);
+        let mut p = vec![0.0f32; N_TARGETS];
+        for (c, cell) in columns.iter().zip(&cells[2..]) {
+            if let Some(t) = c {
+                p[*t] = cell.parse()?;
+            }
+        }
+        by_row.insert(key, p);
+    }
+    let mut out = Vec::with_capacity(rows.len() * N_TARGETS);
+    for i in 0..rows.len() {
+        let p = by_row.get(&(rows.items[i], rows.times[i])).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: no prediction for item {} at {}",
+                path.display(),
+                rows.items[i],
+                rows.times[i]
+            )
+        })?;
+        out.extend_from_slice(p);
+    }
+    Ok(out)
 }
 
 /// The report of [`score`]d rows for horizons up to `max_horizon_h`.

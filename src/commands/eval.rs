@@ -4,9 +4,10 @@ use crate::cli::EvalArgs;
 use crate::commands::features::{load_items, load_ticks};
 use crate::commands::history::load_hours_all;
 use gept_core::duration;
+use gept_core::N_TARGETS;
 use gept_model::eval::{auc_heatmap_svg, reliability_svg};
-use gept_model::pipeline;
 use gept_model::Model;
+use gept_model::{dataset, pipeline};
 
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     let max_horizon = duration::parse(&args.max_horizon)
@@ -17,7 +18,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         "--max-horizon must be a whole number of hours, e.g. 12h"
     );
     let max_horizon_h = (max_horizon / 3600) as u32;
-    let model = Model::load(&args.model, args.device.device()?)?;
+    let model = match &args.model {
+        Some(dir) => Some(Model::load(dir, args.device.device()?)?),
+        None => None,
+    };
     let latest = load_ticks(&args.latest, None)?;
     anyhow::ensure!(
         !latest.is_empty(),
@@ -39,12 +43,41 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     }
     let hours = load_hours_all(&args.hourly)?;
     let items = load_items(args.mapping.as_deref())?;
-    let scored = pipeline::score(&model, &ticks, &hours, &items, score_from);
+    let (mut rows, mut labels) = pipeline::rows_to_score(&ticks, &hours, &items, score_from);
+    if !args.items.is_empty() {
+        let keep: Vec<usize> = (0..rows.len())
+            .filter(|&i| args.items.contains(&rows.items[i]))
+            .collect();
+        labels = keep
+            .iter()
+            .flat_map(|&i| labels[i * N_TARGETS..(i + 1) * N_TARGETS].iter().copied())
+            .collect();
+        rows = rows.select(&keep);
+    }
+    if let Some(path) = &args.export_rows {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        let n = dataset::write_csv(&mut out, &rows, &labels, |_| true)?;
+        std::io::Write::flush(&mut out)?;
+        eprintln!("eval: {n} scored rows written to {}", path.display());
+    }
+    let (probs, version) = match (&model, &args.predictions) {
+        (Some(model), _) => (model.predict(&rows.x), model.meta.version.clone()),
+        (None, Some(path)) => (
+            pipeline::read_predictions(path, &rows)?,
+            format!("predictions from {}", path.display()),
+        ),
+        (None, None) => anyhow::bail!("--model or --predictions is required"),
+    };
+    let scored = pipeline::Scored {
+        rows,
+        labels,
+        probs,
+    };
     let report = pipeline::evaluate(&scored, max_horizon_h);
     let last = ticks.last().map_or(score_from, |t| t.time);
     std::fs::create_dir_all(&args.report)?;
     let mut json = serde_json::to_value(&report)?;
-    json["model_version"] = model.meta.version.clone().into();
+    json["model_version"] = version.clone().into();
     json["max_horizon_h"] = max_horizon_h.into();
     json["scored_from"] = score_from.into();
     json["last_tick"] = last.into();
@@ -53,7 +86,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         args.report.join("report.json"),
         serde_json::to_string_pretty(&json)?,
     )?;
-    let title = format!("model {}", model.meta.version);
+    let title = format!("model {version}");
     std::fs::write(
         args.report.join("reliability.svg"),
         reliability_svg(&report.reliability, &format!("Reliability, {title}")),

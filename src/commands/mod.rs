@@ -6,6 +6,7 @@ pub mod bench_ingest;
 pub mod bench_serve;
 pub mod bench_store;
 pub mod config;
+pub mod dataset;
 pub mod eval;
 pub mod features;
 pub mod history;
@@ -53,6 +54,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             train::run(args, config.as_ref())
         }
         Command::Eval(args) => eval::run(args),
+        Command::Dataset(args) => {
+            let config = if args.history.from_db {
+                Some(load_config(&cli)?)
+            } else {
+                None
+            };
+            dataset::run(args, config.as_ref())
+        }
         Command::Model(command) => {
             let config = load_config(&cli)?;
             tokio_runtime()?.block_on(model::run(&config, command))
