@@ -26,8 +26,8 @@ if ! have_torch; then
 fi
 
 # Python tools used by benchmarks and the CatBoost peer script only.
-if [ "${GEPT_SETUP_PEERS:-0}" = 1 ] && ! "$VENV/bin/python" -c "import catboost, numpy" 2>/dev/null; then
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check catboost numpy
+if [ "${GEPT_SETUP_PEERS:-0}" = 1 ] && ! "$VENV/bin/python" -c "import catboost, numpy, pandas" 2>/dev/null; then
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check catboost numpy pandas
 fi
 
 # PostgreSQL: start the local cluster when it is installed and stopped.

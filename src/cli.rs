@@ -141,7 +141,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: i64,
     /// Hidden layer widths, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "256,128")]
+    #[arg(long, value_delimiter = ',', default_value = "128,64")]
     pub hidden: Vec<i64>,
     /// No progress bar.
     #[arg(long)]

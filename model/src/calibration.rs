@@ -120,27 +120,36 @@ impl Calibration {
         Calibration { groups }
     }
 
-    /// Turns logits (row-major) into calibrated probabilities in place, then
-    /// repairs each row to be monotone in horizon and offset.
+    /// Turns logits (row-major, `N_TARGETS` per row) into calibrated
+    /// probabilities in place, then repairs each row to be monotone.
     pub fn apply(&self, rows: &mut [f32]) {
-        let by_horizon: Vec<(f64, f64)> = HORIZONS_H
-            .iter()
-            .map(|h| {
+        if rows.is_empty() {
+            return;
+        }
+        let z = tch::Tensor::from_slice(rows).view([-1, N_TARGETS as i64]);
+        let p = self.sigmoid_tensor(&z).contiguous().view([-1]);
+        rows.copy_from_slice(&Vec::<f32>::try_from(&p).expect("f32 probabilities"));
+        rows.chunks_exact_mut(N_TARGETS).for_each(monotone);
+    }
+
+    /// σ(a·z + b) of a tensor of logits [rows, N_TARGETS] (any device), each
+    /// target with its group's (a, b); vectorised by torch. Rows still need
+    /// [`monotone`]: groups differ, so horizon order can break at a group
+    /// boundary (offset order cannot: a > 0 within a row's horizon).
+    pub fn sigmoid_tensor(&self, z: &tch::Tensor) -> tch::Tensor {
+        let (a, b): (Vec<f32>, Vec<f32>) = (0..N_TARGETS)
+            .map(|t| {
+                let h = HORIZONS_H[t / OFFSETS_BP.len()];
                 self.groups
                     .iter()
-                    .find(|g| g.horizons.contains(h))
-                    .map_or((1.0, 0.0), |g| (g.a, g.b))
+                    .find(|g| g.horizons.contains(&h))
+                    .map_or((1.0, 0.0), |g| (g.a as f32, g.b as f32))
             })
-            .collect();
-        for row in rows.chunks_exact_mut(N_TARGETS) {
-            for (h, &(a, b)) in by_horizon.iter().enumerate() {
-                for k in 0..OFFSETS_BP.len() {
-                    let v = &mut row[h * OFFSETS_BP.len() + k];
-                    *v = sigmoid(a * *v as f64 + b) as f32;
-                }
-            }
-            monotone(row);
-        }
+            .unzip();
+        let device = z.device();
+        let a = tch::Tensor::from_slice(&a).to(device);
+        let b = tch::Tensor::from_slice(&b).to(device);
+        (z * a + b).sigmoid()
     }
 }
 
@@ -199,17 +208,47 @@ mod tests {
     }
 
     #[test]
-    fn repair_gives_monotone_rows() {
+    fn calibrated_rows_are_monotone_and_follow_their_group() {
         let mut state = 3u64;
-        for _ in 0..100 {
-            let mut row: Vec<f32> = (0..N_TARGETS)
-                .map(|_| {
-                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    (state >> 40) as f32 / (1u64 << 24) as f32
-                })
-                .collect();
-            monotone(&mut row);
-            assert!(is_monotone(&row));
+        let mut rows: Vec<f32> = (0..100 * N_TARGETS)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1);
+                (state >> 40) as f32 / (1u64 << 20) as f32 - 8.0
+            })
+            .collect();
+        let mut c = Calibration::identity();
+        c.groups[4].a = 0.5;
+        c.groups[4].b = -1.0;
+        let raw = rows.clone();
+        c.apply(&mut rows);
+        assert!(rows.chunks_exact(N_TARGETS).all(is_monotone));
+        assert_ne!(raw, rows);
+        // A row already monotone in its calibrated values keeps σ(a·z + b).
+        let mono: Vec<f32> = (0..N_TARGETS)
+            .map(|t| (t / OFFSETS_BP.len()) as f32 * 0.3 - (t % OFFSETS_BP.len()) as f32 * 0.2)
+            .collect();
+        c.groups[4].a = 1.0;
+        c.groups[4].b = 0.5;
+        let mut p = mono.clone();
+        c.apply(&mut p);
+        let group = |t: usize| {
+            if HORIZONS_H[t / OFFSETS_BP.len()] >= 32 {
+                (1.0, 0.5)
+            } else {
+                (1.0, 0.0)
+            }
+        };
+        let expected: Vec<f32> = mono
+            .iter()
+            .enumerate()
+            .map(|(t, &z)| {
+                let (a, b) = group(t);
+                sigmoid(a * z as f64 + b) as f32
+            })
+            .collect();
+        assert!(is_monotone(&expected));
+        for (t, (q, e)) in p.iter().zip(&expected).enumerate() {
+            assert!((q - e).abs() < 1e-6, "target {t}: {q} vs {e}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! target list, input scaling, architecture, calibration, metrics, version,
 //! the weights' sha256) beside `weights.safetensors`.
 
-use crate::calibration::Calibration;
+use crate::calibration::{monotone, Calibration};
 use crate::net::{self, Net, Scaling};
 use gept_core::{target_names, N_TARGETS};
 use serde::{Deserialize, Serialize};
@@ -176,9 +176,27 @@ impl Model {
     /// Calibrated, monotone probabilities (row-major, `N_TARGETS` per row) of
     /// feature rows (row-major, NaN for null).
     pub fn predict(&self, x: &[f32]) -> Vec<f32> {
-        let mut p = self.logits(x);
-        self.meta.calibration.apply(&mut p);
-        p
+        if x.is_empty() {
+            return Vec::new();
+        }
+        let inputs = 2 * self.meta.scaling.len();
+        let encoded = net::encode(x, &self.meta.scaling);
+        let rows = (encoded.len() / inputs) as i64;
+        tch::no_grad(|| {
+            let x = tch::Tensor::from_slice(&encoded)
+                .view([rows, inputs as i64])
+                .to(self.device);
+            let p = self
+                .meta
+                .calibration
+                .sigmoid_tensor(&self.net.logits(&x))
+                .to(tch::Device::Cpu)
+                .contiguous()
+                .view([-1]);
+            let mut p = Vec::<f32>::try_from(&p).expect("f32 probabilities");
+            p.chunks_exact_mut(N_TARGETS).for_each(monotone);
+            p
+        })
     }
 
     /// Raw logits of feature rows.

@@ -11,7 +11,7 @@
 
 use crate::dataset::Features;
 use crate::metrics;
-use gept_core::{HORIZONS_H, N_TARGETS, OFFSETS_BP};
+use gept_core::{N_TARGETS, OFFSETS_BP};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
@@ -94,6 +94,11 @@ pub struct Net {
     trunk: nn::Sequential,
     increments: nn::Linear,
     base: nn::Linear,
+    /// The lattice sum as a constant 0/1 matrix [N_TARGETS, N_TARGETS]:
+    /// entry (source, target) is 1 when the source's horizon ≤ the target's
+    /// and the source's offset ≥ the target's. One matrix product replaces
+    /// two cumulative sums over strided views.
+    lattice: Tensor,
 }
 
 impl Net {
@@ -124,28 +129,29 @@ impl Net {
             });
         }
         let base = nn::linear(p / "base", width, 1, Default::default());
+        let k = OFFSETS_BP.len();
+        let lattice: Vec<f32> = (0..N_TARGETS)
+            .flat_map(|src| {
+                (0..N_TARGETS)
+                    .map(move |dst| f32::from(u8::from(src / k <= dst / k && src % k >= dst % k)))
+            })
+            .collect();
+        let lattice = Tensor::from_slice(&lattice)
+            .view([N_TARGETS as i64, N_TARGETS as i64])
+            .to(p.device());
         Net {
             trunk,
             increments,
             base,
+            lattice,
         }
     }
 
     /// Logits [rows, N_TARGETS] of encoded inputs [rows, inputs].
     pub fn logits(&self, x: &Tensor) -> Tensor {
         let h = self.trunk.forward(x);
-        let rows = x.size()[0];
-        let inc = self.increments.forward(&h).softplus().view([
-            rows,
-            HORIZONS_H.len() as i64,
-            OFFSETS_BP.len() as i64,
-        ]);
-        let lattice = inc
-            .flip([2])
-            .cumsum(2, Kind::Float)
-            .flip([2])
-            .cumsum(1, Kind::Float);
-        (lattice + self.base.forward(&h).view([rows, 1, 1])).view([rows, N_TARGETS as i64])
+        let inc = self.increments.forward(&h).softplus();
+        inc.matmul(&self.lattice) + self.base.forward(&h)
     }
 }
 
@@ -198,7 +204,7 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            hidden: vec![256, 128],
+            hidden: vec![128, 64],
             batch: 2048,
             learning_rate: 2e-3,
             max_epochs: 12,

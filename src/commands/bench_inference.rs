@@ -42,6 +42,25 @@ pub fn run(
         })
         .collect();
     times.sort();
+    // Where the time goes: input encoding, and encoding + network (no calibration).
+    let median = |f: &dyn Fn()| {
+        let mut t: Vec<Duration> = (0..repeats.clamp(1, 100))
+            .map(|_| {
+                let s = Instant::now();
+                f();
+                s.elapsed()
+            })
+            .collect();
+        t.sort();
+        t[t.len() / 2].as_secs_f64() * 1e3
+    };
+    let encode = median(&|| {
+        std::hint::black_box(gept_model::net::encode(&rows.x, &model.meta.scaling));
+    });
+    let logits = median(&|| {
+        std::hint::black_box(model.logits(&rows.x));
+    });
+    println!("median: input encoding {encode:.2} ms; encoding + network {logits:.2} ms");
     let p = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (p50, p99) = (p(0.5), p(0.99));
     println!(
