@@ -6,7 +6,8 @@
 //!   (null or absent: all); server → `{"type":"subscribed","items":…,"targets":[names]}`
 //! - per tick, the subscribed items observed at it:
 //!   `{"type":"predictions","tick_time":T,"model_version":V,"predictions":[{"item_id","observed_at","p":[…]}]}`
-//!   where `p` follows the subscription's `targets` order;
+//!   where `p` follows the subscription's `targets` order, as integers:
+//!   probability × `p_scale` (10,000);
 //! - a client that fell behind (its queue of `ws_client_queue` messages was
 //!   full, or it missed ticks) gets `{"type":"lagged","missed":n,"snapshot":{…}}`
 //!   with the latest prediction of every subscribed item, then ticks again.
@@ -101,6 +102,25 @@ impl Subscription {
     }
 }
 
+/// Probabilities in the stream are integers: probability × `P_SCALE`.
+pub const P_SCALE: f32 = 10_000.0;
+
+/// Appends a non-negative integer (formatting floats dominated the cost of a
+/// full-universe message).
+fn push_uint(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&digits[i..]).expect("ASCII digits"));
+}
+
 /// `{"item_id":…,"observed_at":…,"p":[…]}` of the subscription's targets.
 fn write_prediction(out: &mut String, p: &Prediction, targets: &[usize]) {
     let _ = write!(
@@ -112,7 +132,10 @@ fn write_prediction(out: &mut String, p: &Prediction, targets: &[usize]) {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{:.5}", p.probabilities[t]);
+        push_uint(
+            out,
+            (p.probabilities[t].clamp(0.0, 1.0) * P_SCALE).round() as u32,
+        );
     }
     out.push_str("]}");
 }
@@ -191,6 +214,7 @@ fn subscribed_message(sub: &Subscription) -> Message {
             "type": "subscribed",
             "items": sub.items.as_ref().map(|s| { let mut v: Vec<_> = s.iter().collect(); v.sort(); v }),
             "targets": targets,
+            "p_scale": P_SCALE,
         })
         .to_string(),
     )
@@ -216,6 +240,7 @@ pub async fn client(ws: WebSocket, state: ApiState) {
         let hello = serde_json::json!({
             "type": "hello",
             "targets": target_names(),
+            "p_scale": P_SCALE,
             "tick_time": snap.tick_time,
             "model_version": snap.model_version.as_deref(),
         });

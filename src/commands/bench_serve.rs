@@ -287,6 +287,15 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         }
     }
     drop(stream);
+    // Let the store catch up with the warm-up's prediction rows, so that
+    // the measured ticks see the steady state (a tick a minute) rather than
+    // a backlog of writes.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while store.count("inference_status").await.unwrap_or(0) < warm.len() as i64
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let items_per_tick =
         measured.iter().map(|t| t.rows.len()).sum::<usize>() / measured.len().max(1);
     println!(
