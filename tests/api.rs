@@ -11,7 +11,7 @@ use gept::commands::features::{load_hours, load_items, load_ticks};
 use gept::mock_api::{self, Clock, MockOptions};
 use gept::recommend::{recommend, Request, Risk, Style};
 use gept_actors::inference::{Market, Prediction};
-use gept_actors::store::registry::{ModelEntry, ModelState};
+use gept_actors::store::registry::ModelEntry;
 use gept_actors::Store;
 use gept_core::recordings::{self, LATEST_FILE};
 use gept_core::{tax, ItemId, N_TARGETS};
@@ -58,18 +58,7 @@ fn small_model(dir: &Path, seed: i64) -> gept_model::ModelMeta {
 
 async fn register(store: &Store, dir: &Path, meta: &gept_model::ModelMeta) {
     store
-        .register_model(&ModelEntry {
-            version: meta.version.clone(),
-            state: ModelState::Pending,
-            path: dir.display().to_string(),
-            sha256: meta.weights_sha256.clone(),
-            mean_auc: meta.metrics["mean_auc"].as_f64(),
-            metrics: meta.metrics.to_string(),
-            created_at: meta.created_at,
-            activated_at: None,
-            deprecated_at: None,
-            archived_at: None,
-        })
+        .register_model(&ModelEntry::pending(meta, dir.display().to_string()))
         .await
         .unwrap();
 }

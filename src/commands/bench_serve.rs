@@ -19,7 +19,7 @@ use crate::http::{self, AppState};
 use futures::StreamExt;
 use gept_actors::collectors::{FeedEvent, Tick};
 use gept_actors::inference::Inference;
-use gept_actors::store::registry::{ModelEntry, ModelState};
+use gept_actors::store::registry::ModelEntry;
 use gept_actors::Store;
 use gept_model::file::read_meta;
 use std::path::Path;
@@ -202,18 +202,10 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     .await?;
     store.migrate().await?;
     store
-        .register_model(&ModelEntry {
-            version: meta.version.clone(),
-            state: ModelState::Pending,
-            path: std::fs::canonicalize(o.model)?.display().to_string(),
-            sha256: meta.weights_sha256.clone(),
-            mean_auc: meta.metrics["mean_auc"].as_f64(),
-            metrics: meta.metrics.to_string(),
-            created_at: meta.created_at,
-            activated_at: None,
-            deprecated_at: None,
-            archived_at: None,
-        })
+        .register_model(&ModelEntry::pending(
+            &meta,
+            std::fs::canonicalize(o.model)?.display().to_string(),
+        ))
         .await?;
     store
         .activate_model(&meta.version, chrono::Utc::now().timestamp())

@@ -2,7 +2,7 @@
 //! configured database, with the activation gates.
 
 use crate::cli::ModelCommand;
-use gept_actors::store::registry::{ModelEntry, ModelState};
+use gept_actors::store::registry::ModelEntry;
 use gept_actors::Store;
 use gept_core::config::Config;
 use gept_model::file::read_meta;
@@ -39,18 +39,7 @@ pub async fn run(config: &Config, command: &ModelCommand) -> anyhow::Result<()> 
                 let meta = read_meta(dir)?;
                 drop(model);
                 let path = std::fs::canonicalize(dir)?;
-                let entry = ModelEntry {
-                    version: meta.version.clone(),
-                    state: ModelState::Pending,
-                    path: path.display().to_string(),
-                    sha256: meta.weights_sha256.clone(),
-                    mean_auc: meta.metrics["mean_auc"].as_f64(),
-                    metrics: meta.metrics.to_string(),
-                    created_at: meta.created_at,
-                    activated_at: None,
-                    deprecated_at: None,
-                    archived_at: None,
-                };
+                let entry = ModelEntry::pending(&meta, path.display().to_string());
                 store.register_model(&entry).await?;
                 println!(
                     "model {} registered (PENDING) from {}",

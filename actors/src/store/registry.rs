@@ -58,6 +58,24 @@ const SQLITE_COLUMNS: &str = "version, state, path, sha256, mean_auc, metrics, c
 const PG_COLUMNS: &str = "version, state, path, sha256, mean_auc, metrics::text, EXTRACT(EPOCH FROM created_at)::int8, \
     EXTRACT(EPOCH FROM activated_at)::int8, EXTRACT(EPOCH FROM deprecated_at)::int8, EXTRACT(EPOCH FROM archived_at)::int8";
 
+impl ModelEntry {
+    /// The PENDING entry of a model directory at `path`, from its description.
+    pub fn pending(meta: &gept_model::ModelMeta, path: String) -> Self {
+        ModelEntry {
+            version: meta.version.clone(),
+            state: ModelState::Pending,
+            path,
+            sha256: meta.weights_sha256.clone(),
+            mean_auc: meta.metrics["mean_auc"].as_f64(),
+            metrics: meta.metrics.to_string(),
+            created_at: meta.created_at,
+            activated_at: None,
+            deprecated_at: None,
+            archived_at: None,
+        }
+    }
+}
+
 /// A registry row as selected by both backends' column lists.
 type EntryRow = (
     String,
