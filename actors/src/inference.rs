@@ -299,7 +299,7 @@ impl Worker {
     fn tick(&mut self, tick: &Tick, rows: Vec<FeatureRow>) {
         let started = Instant::now();
         let t = tick.observed_at;
-        let width = feature_names().len();
+        let width = rows.first().map_or(0, |r| r.values.len());
         let mut x = Vec::with_capacity(rows.len() * width);
         for r in &rows {
             x.extend(r.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));

@@ -283,9 +283,13 @@ fn select_targets(horizon: Option<&str>, offset: Option<&str>) -> Result<Vec<usi
         .collect())
 }
 
+/// The 108 target names, built once.
+static TARGET_NAMES: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(gept_core::target_names);
+
 /// A prediction with only the selected targets.
 fn filtered(p: &Prediction, targets: &[usize]) -> serde_json::Value {
-    let names = gept_core::target_names();
+    let names = &*TARGET_NAMES;
     let probabilities: serde_json::Map<String, serde_json::Value> = targets
         .iter()
         .map(|&t| {
