@@ -18,7 +18,6 @@ use gept_core::{tax, ItemId, N_TARGETS};
 use gept_dataflows::labels::series_from_ticks;
 use gept_model::dataset;
 use gept_model::net::TrainOptions;
-use gept_model::pipeline::{self, Split};
 use gept_model::Model;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -29,31 +28,23 @@ const TOKEN: &str = "test-admin-token-0123456789";
 
 /// Trains a small model on the recording's first snapshots into `dir`.
 fn small_model(dir: &Path, seed: i64) -> gept_model::ModelMeta {
-    let rec = common::recordings();
-    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(100)).unwrap();
-    let hours = load_hours(Some(&rec.join(recordings::HOURLY_FILE))).unwrap();
-    let items = load_items(Some(&rec.join(recordings::MAPPING_FILE))).unwrap();
     let opts = TrainOptions {
         hidden: vec![16],
         max_epochs: 1,
         seed,
         ..TrainOptions::default()
     };
-    let split = Split {
-        validation_fraction: 0.3,
-        stride: 4,
-    };
-    let (vs, meta) = pipeline::train(
-        &ticks,
-        &hours,
-        &items,
-        &split,
-        &opts,
-        tch::Device::Cpu,
-        false,
-    )
-    .unwrap();
-    Model::save(dir, &vs, meta).unwrap()
+    common::train_model(&common::recordings(), 100, opts, dir)
+}
+
+/// GET `url`, answered.
+async fn get(http: &reqwest::Client, url: String) -> reqwest::Response {
+    http.get(url).send().await.unwrap()
+}
+
+/// GET `url` as JSON.
+async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
+    get(http, url).await.json().await.unwrap()
 }
 
 async fn register(store: &Store, dir: &Path, meta: &gept_model::ModelMeta) {
@@ -201,14 +192,8 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
         // The snapshot agrees with the stream while it still holds this tick.
         let first = &preds[0];
         let id = first["item_id"].as_u64().unwrap();
-        let snap: serde_json::Value = http
-            .get(format!("{base}/api/v1/predictions/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let snap: serde_json::Value =
+            get_json(&http, format!("{base}/api/v1/predictions/{id}")).await;
         if snap["tick_time"] == t {
             let names = hello["targets"].as_array().unwrap();
             for (k, name) in names.iter().enumerate() {
@@ -303,64 +288,30 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     assert_eq!(stored.len(), observed[&times[3]].len());
 
     // Snapshot routes.
-    let all: serde_json::Value = http
-        .get(format!("{base}/api/v1/predictions?horizon=1,2&offset=1.25"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: serde_json::Value = get_json(
+        &http,
+        format!("{base}/api/v1/predictions?horizon=1,2&offset=1.25"),
+    )
+    .await;
     let first = &all["predictions"][0]["probabilities"];
     assert_eq!(first.as_object().unwrap().len(), 2, "{first}");
-    let item: serde_json::Value = http
-        .get(format!("{base}/api/v1/items/4151"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let item: serde_json::Value = get_json(&http, format!("{base}/api/v1/items/4151")).await;
     assert!(
         item["latest"]["high"].as_i64().unwrap_or(0) > 0 || common::shared_recordings().is_none()
     );
-    let r = http
-        .get(format!("{base}/api/v1/items/4151/history?step=1m"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&http, format!("{base}/api/v1/items/4151/history?step=1m")).await;
     assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{base}/api/v1/items/4151/history?step=2m"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&http, format!("{base}/api/v1/items/4151/history?step=2m")).await;
     assert_eq!(r.status(), 400);
-    let r = http
-        .get(format!(
-            "{base}/api/v1/recommendations?capital=10000000&risk=medium&style=active&slots=4"
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = get(
+        &http,
+        format!("{base}/api/v1/recommendations?capital=10000000&risk=medium&style=active&slots=4"),
+    )
+    .await;
     assert_eq!(r.status(), 200);
-    let openapi: serde_json::Value = http
-        .get(format!("{base}/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let openapi: serde_json::Value = get_json(&http, format!("{base}/api/v1/openapi.json")).await;
     assert_eq!(openapi["openapi"], "3.0.3");
-    let status: serde_json::Value = http
-        .get(format!("{base}/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = get_json(&http, format!("{base}/api/v1/status")).await;
     assert_eq!(status["model"]["version"], meta_b.version);
     assert!(status["collectors"].as_array().unwrap().len() >= 5);
 
@@ -368,11 +319,7 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     let flooder = client_from("127.0.0.2");
     let mut limited = 0;
     for _ in 0..60 {
-        let r = flooder
-            .get(format!("{base}/api/v1/status"))
-            .send()
-            .await
-            .unwrap();
+        let r = get(&flooder, format!("{base}/api/v1/status")).await;
         if r.status() == 429 {
             assert!(r.headers().get("retry-after").is_some());
             limited += 1;
@@ -384,21 +331,13 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     );
     let other = client_from("127.0.0.3");
     assert_eq!(
-        other
-            .get(format!("{base}/api/v1/status"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get(&other, format!("{base}/api/v1/status")).await.status(),
         200
     );
 
     // The Prometheus scrape parses and holds the serving metrics.
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
+    let text = get(&http, format!("{base}/metrics"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -446,36 +385,18 @@ async fn without_a_model_prices_are_served_and_status_says_so() {
     wait_for("a tick without a model", 60, || {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let s: serde_json::Value = http
-                .get(format!("{base}/api/v1/status"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let s: serde_json::Value = get_json(&http, format!("{base}/api/v1/status")).await;
             s["last_tick"].is_i64() && s["items_tracked"].as_u64() > Some(0)
         }
     })
     .await;
-    let status: serde_json::Value = http
-        .get(format!("{base}/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = get_json(&http, format!("{base}/api/v1/status")).await;
     assert_eq!(status["model"]["active"], false);
     assert!(status["model"]["message"]
         .as_str()
         .unwrap()
         .contains("no model is active"));
-    let r = http
-        .get(format!("{base}/api/v1/predictions"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&http, format!("{base}/api/v1/predictions")).await;
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["error"]
@@ -485,14 +406,7 @@ async fn without_a_model_prices_are_served_and_status_says_so() {
     wait_for("items with metadata and prices", 60, || {
         let (http, base) = (http.clone(), base.clone());
         async move {
-            let items: serde_json::Value = http
-                .get(format!("{base}/api/v1/items"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let items: serde_json::Value = get_json(&http, format!("{base}/api/v1/items")).await;
             items["items"]
                 .as_array()
                 .unwrap()
@@ -508,11 +422,7 @@ async fn without_a_model_prices_are_served_and_status_says_so() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = http
-        .get(format!("{base}/api/v1/items/notanumber"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&http, format!("{base}/api/v1/items/notanumber")).await;
     assert_eq!(r.status(), 404);
     let body: serde_json::Value = r.json().await.unwrap();
     assert!(body["error"].is_string());

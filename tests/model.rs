@@ -14,7 +14,6 @@ use gept_dataflows::labels::{label_series, series_from_ticks, Obs, UNKNOWN};
 use gept_model::calibration::is_monotone;
 use gept_model::dataset;
 use gept_model::net::TrainOptions;
-use gept_model::pipeline::{self, Split};
 use gept_model::Model;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -154,31 +153,14 @@ fn trained_model() -> Option<&'static Path> {
     static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = shared_or_skip("training on the recording")?;
-        let ticks = load_ticks(&dir.join(LATEST_FILE), Some(420)).unwrap();
-        let hours = load_hours(Some(&dir.join(recordings::HOURLY_FILE))).unwrap();
-        let items = load_items(Some(&dir.join(recordings::MAPPING_FILE))).unwrap();
         let opts = TrainOptions {
             hidden: vec![64, 32],
             max_epochs: 3,
             ..TrainOptions::default()
         };
-        let split = Split {
-            validation_fraction: 0.3,
-            stride: 4,
-        };
-        let (vs, meta) = pipeline::train(
-            &ticks,
-            &hours,
-            &items,
-            &split,
-            &opts,
-            tch::Device::Cpu,
-            false,
-        )
-        .unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("model");
-        Model::save(&out, &vs, meta).unwrap();
+        common::train_model(&dir, 420, opts, &out);
         Some((tmp, out))
     })
     .as_ref()

@@ -230,3 +230,33 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+/// Trains a model on the first `snapshots` of the recordings in `dir` (30 %
+/// validation, every 4th tick) and saves it to `out`, on the CPU.
+pub fn train_model(
+    dir: &std::path::Path,
+    snapshots: usize,
+    opts: gept_model::net::TrainOptions,
+    out: &std::path::Path,
+) -> gept_model::ModelMeta {
+    use gept::commands::features::{load_hours, load_items, load_ticks};
+    use gept_core::recordings::{HOURLY_FILE, LATEST_FILE, MAPPING_FILE};
+    let ticks = load_ticks(&dir.join(LATEST_FILE), Some(snapshots)).unwrap();
+    let hours = load_hours(Some(&dir.join(HOURLY_FILE))).unwrap();
+    let items = load_items(Some(&dir.join(MAPPING_FILE))).unwrap();
+    let split = gept_model::pipeline::Split {
+        validation_fraction: 0.3,
+        stride: 4,
+    };
+    let (vs, meta) = gept_model::pipeline::train(
+        &ticks,
+        &hours,
+        &items,
+        &split,
+        &opts,
+        tch::Device::Cpu,
+        false,
+    )
+    .unwrap();
+    gept_model::Model::save(out, &vs, meta).unwrap()
+}
