@@ -143,6 +143,11 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "128,64")]
     pub hidden: Vec<i64>,
+    /// Features the model should not read, comma separated. Calendar features
+    /// whose cycle the training period does not cover twice are left out
+    /// anyway (day of week below 14 days, hour of day below 2).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub exclude_features: Vec<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -22,6 +22,7 @@ pub fn reference(
     }
     let mut series: HashMap<u32, Vec<Obs>> = HashMap::new();
     let mut carried: HashMap<u32, (Option<i64>, Option<i64>)> = HashMap::new();
+    let mut trade_times: HashMap<u32, (Option<i64>, Option<i64>)> = HashMap::new();
     let mut rows = Vec::new();
     let windows = [3_600i64, 14_400, 86_400];
     let last_tick = ticks.last().map(|t| t.time).unwrap_or(i64::MIN);
@@ -31,7 +32,31 @@ pub fn reference(
             .iter()
             .filter(|h| h.start + 3600 <= t)
             .max_by_key(|h| h.start);
+        // The complete /1h buckets of the last 24 hours, and each item's
+        // volumes in them.
+        let newest = latest_hour.map(|h| h.start);
+        let complete: Vec<&HourInput> = hours
+            .iter()
+            .filter(|h| h.start + 3600 <= t && newest.is_some_and(|b| h.start > b - 86_400))
+            .collect();
+        let mut volumes: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
+        for h in &complete {
+            for b in &h.rows {
+                volumes
+                    .entry(b.item_id)
+                    .or_default()
+                    .push((h.start, b.high_price_volume + b.low_price_volume));
+            }
+        }
         for r in &tick.rows {
+            let times = trade_times.entry(r.item_id).or_default();
+            if r.high_time.is_some() {
+                times.0 = r.high_time;
+            }
+            if r.low_time.is_some() {
+                times.1 = r.low_time;
+            }
+            let times = *times;
             let c = carried.entry(r.item_id).or_default();
             if r.high.is_some() {
                 c.0 = r.high;
@@ -156,6 +181,29 @@ pub fn reference(
                         (h - l) as f64 / (h + l) as f64
                     }
                 }),
+            ]);
+            let volume_ma = |k: i64| {
+                let from = newest? - k * 3600;
+                let buckets = complete.iter().filter(|h| h.start > from).count();
+                let total: i64 = volumes
+                    .get(&r.item_id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(start, _)| *start > from)
+                    .map(|(_, v)| v)
+                    .sum();
+                Some(total as f64 / buckets as f64)
+            };
+            let ma_24h = volume_ma(24);
+            v.extend([
+                volume_ma(4),
+                ma_24h,
+                match (vol, ma_24h) {
+                    (Some((h, l)), Some(m)) if m > 0.0 => Some((h + l) as f64 / m),
+                    _ => None,
+                },
+                times.0.map(|x| (t - x) as f64),
+                times.1.map(|x| (t - x) as f64),
             ]);
             let meta = items.get(&r.item_id);
             let limit = meta.and_then(|m| m.buy_limit).map(|l| l as f64);

@@ -159,7 +159,15 @@ pub struct FeatureState {
     pub extremes: [Option<[i64; 4]>; 3],
     pub lags: [Option<i64>; 3],
     pub volume: Option<(i64, i64, i64)>,
+    /// (bucket start, high + low volume) of the item's non-zero `/1h`
+    /// buckets among the last [`VOLUME_BUCKETS`] in force.
+    pub volumes: std::collections::VecDeque<(i64, i64)>,
+    /// The item's last known highTime and lowTime (carried over nulls).
+    pub trade_times: (Option<i64>, Option<i64>),
 }
+
+/// `/1h` buckets the volume averages reach back (24 h).
+pub const VOLUME_BUCKETS: i64 = 24;
 
 /// Names of the features, in vector order.
 pub fn feature_names() -> Vec<String> {
@@ -195,6 +203,11 @@ pub fn feature_names() -> Vec<String> {
         "peak_hour",
         "volume_1h",
         "volume_imbalance_1h",
+        "volume_ma_4h",
+        "volume_ma_24h",
+        "volume_ratio_1h_24h",
+        "high_age",
+        "low_age",
         "buy_limit",
         "buy_limit_value",
         "highalch",
@@ -207,15 +220,17 @@ pub fn feature_names() -> Vec<String> {
     names
 }
 
-/// The feature vector of `state` at tick `t`; `latest_bucket` is the start of
-/// the newest `/1h` bucket complete at `t` (None: no bucket yet); `meta` is
-/// the item's `/mapping` entry, if known.
+/// The feature vector of `state` at tick `t`; `buckets` are the starts of
+/// the newest `/1h` buckets complete at `t` (ascending, at most
+/// [`VOLUME_BUCKETS`]; empty: no bucket yet); `meta` is the item's
+/// `/mapping` entry, if known.
 pub fn feature_vector(
     t: i64,
     state: &FeatureState,
-    latest_bucket: Option<i64>,
+    buckets: &std::collections::VecDeque<i64>,
     meta: Option<&ItemMeta>,
 ) -> Vec<Option<f64>> {
+    let latest_bucket = buckets.back().copied();
     let obs = state.obs.expect("a state with features has an observation");
     let mid = obs.mid2 as f64 / 2.0;
     let mut v = vec![
@@ -310,6 +325,31 @@ pub fn feature_vector(
             }
         }),
     ]);
+    // Mean hourly volume over the complete buckets of the last k hours.
+    let volume_ma = |k: i64| {
+        let newest = latest_bucket?;
+        let from = newest - k * 3600;
+        let n = buckets.iter().filter(|&&b| b > from).count() as i64;
+        let sum: i64 = state
+            .volumes
+            .iter()
+            .filter(|(b, _)| *b > from && *b <= newest)
+            .map(|(_, v)| v)
+            .sum();
+        Some(sum as f64 / n as f64)
+    };
+    let ma_24h = volume_ma(VOLUME_BUCKETS);
+    let age = |time: Option<i64>| time.map(|x| (t - x) as f64);
+    v.extend([
+        volume_ma(4),
+        ma_24h,
+        match (volume, ma_24h) {
+            (Some((h, l)), Some(m)) if m > 0.0 => Some((h + l) as f64 / m),
+            _ => None,
+        },
+        age(state.trade_times.0),
+        age(state.trade_times.1),
+    ]);
     let limit = meta.and_then(|m| m.buy_limit);
     let highalch = meta.and_then(|m| m.highalch);
     v.extend([
@@ -400,6 +440,8 @@ impl Extremes {
 struct Series {
     high: Option<i64>,
     low: Option<i64>,
+    high_time: Option<i64>,
+    low_time: Option<i64>,
     prev: Option<Member>,
     extremes: [Extremes; 3],
 }
@@ -421,6 +463,12 @@ fn observe(series: &mut Series, row: &LatestPrice) -> Option<Member> {
     }
     if row.low.is_some() {
         series.low = row.low;
+    }
+    if row.high_time.is_some() {
+        series.high_time = row.high_time;
+    }
+    if row.low_time.is_some() {
+        series.low_time = row.low_time;
     }
     let (high, low) = (series.high?, series.low?);
     let mid2 = high + low;
@@ -538,7 +586,8 @@ pub struct Engine {
     schedule: BTreeMap<i64, Vec<Due>>,
     /// `/1h` buckets received and not yet in force, by start.
     hours: BTreeMap<i64, HourInput>,
-    latest_bucket: Option<i64>,
+    /// Starts of the newest `/1h` buckets in force (at most [`VOLUME_BUCKETS`]).
+    buckets: std::collections::VecDeque<i64>,
 }
 
 impl Engine {
@@ -552,7 +601,7 @@ impl Engine {
             states: HashMap::new(),
             schedule: BTreeMap::new(),
             hours: BTreeMap::new(),
-            latest_bucket: None,
+            buckets: std::collections::VecDeque::new(),
         }
     }
 
@@ -563,7 +612,7 @@ impl Engine {
 
     /// A `/1h` bucket; it is in force from the first tick at or after its end.
     pub fn add_hour(&mut self, hour: HourInput) {
-        if self.latest_bucket.is_none_or(|b| hour.start > b) {
+        if self.buckets.back().is_none_or(|&b| hour.start > b) {
             self.hours.insert(hour.start, hour);
         }
     }
@@ -580,18 +629,27 @@ impl Engine {
         let owns = Self::owner(self.index, self.peers);
         self.g.members.advance_to(t as Time);
         self.g.rows_in.advance_to(t as Time);
-        // The newest /1h bucket complete at t replaces the previous one.
+        // /1h buckets complete at t come into force, oldest first; the newest
+        // is the one `volume_1h` reads.
         let due: Vec<i64> = self.hours.range(..=t - 3600).map(|(s, _)| *s).collect();
-        if let Some(&newest) = due.last() {
-            let hour = self.hours.remove(&newest).expect("listed above");
-            for s in &due {
-                self.hours.remove(s);
+        for start in due {
+            let hour = self.hours.remove(&start).expect("listed above");
+            self.buckets.push_back(start);
+            let from = start - VOLUME_BUCKETS * 3600;
+            while self.buckets.front().is_some_and(|&b| b <= from) {
+                self.buckets.pop_front();
             }
-            self.latest_bucket = Some(hour.start);
             for r in &hour.rows {
                 if owns(r.item_id) {
-                    self.states.entry(r.item_id).or_default().volume =
-                        Some((hour.start, r.high_price_volume, r.low_price_volume));
+                    let state = self.states.entry(r.item_id).or_default();
+                    state.volume = Some((start, r.high_price_volume, r.low_price_volume));
+                    let v = r.high_price_volume + r.low_price_volume;
+                    if v != 0 {
+                        state.volumes.push_back((start, v));
+                    }
+                    while state.volumes.front().is_some_and(|&(b, _)| b <= from) {
+                        state.volumes.pop_front();
+                    }
                 }
             }
         }
@@ -622,6 +680,7 @@ impl Engine {
             };
             let state = self.states.entry(row.item_id).or_default();
             state.obs = Some(member);
+            state.trade_times = (s.high_time, s.low_time);
             for (w, (len, _)) in WINDOWS.iter().enumerate() {
                 state.extremes[w] = Some(s.extremes[w].observe(&member, *len));
                 let w = w as u8;
@@ -655,7 +714,7 @@ impl Engine {
             let values = feature_vector(
                 t,
                 &self.states[&item_id],
-                self.latest_bucket,
+                &self.buckets,
                 items.get(&item_id),
             );
             self.g.rows_in.send(FeatureRow {

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use tch::{nn, Device};
 
 /// Format tag of `model.json`.
-pub const FORMAT: &str = "gept-model/1";
+/// Format 2: quantile input scaling, features a model may leave unread.
+pub const FORMAT: &str = "gept-model/2";
 pub const META_FILE: &str = "model.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 
@@ -163,7 +164,11 @@ impl Model {
             });
         }
         let mut vs = nn::VarStore::new(device);
-        let net = Net::new(&vs.root(), 2 * meta.scaling.len() as i64, &meta.hidden);
+        let net = Net::new(
+            &vs.root(),
+            net::input_width(&meta.scaling) as i64,
+            &meta.hidden,
+        );
         vs.load(&weights)?;
         Ok(Model {
             meta,
@@ -179,7 +184,7 @@ impl Model {
         if x.is_empty() {
             return Vec::new();
         }
-        let inputs = 2 * self.meta.scaling.len();
+        let inputs = net::input_width(&self.meta.scaling);
         let encoded = net::encode(x, &self.meta.scaling);
         let rows = (encoded.len() / inputs) as i64;
         tch::no_grad(|| {
@@ -201,7 +206,7 @@ impl Model {
 
     /// Raw logits of feature rows.
     pub fn logits(&self, x: &[f32]) -> Vec<f32> {
-        let inputs = 2 * self.meta.scaling.len();
+        let inputs = net::input_width(&self.meta.scaling);
         let encoded = net::encode(x, &self.meta.scaling);
         let out = net::predict_logits(&self.net, &encoded, inputs, self.device);
         debug_assert_eq!(out.len(), x.len() / self.meta.scaling.len() * N_TARGETS);

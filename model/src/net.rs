@@ -1,8 +1,8 @@
 //! The fill model: input encoding, the network and its training loop.
 //!
-//! Inputs: each feature is scaled (a signed log first for heavy-tailed ones,
-//! then standardised and clipped to ±5); a null becomes 0 with a missing flag
-//! beside it, so the network sees 2 × features inputs.
+//! Inputs: each feature the model reads becomes its position in the training
+//! distribution (quantiles, centred, unit variance); a null becomes 0 with a
+//! missing flag beside it, so the network sees 2 × features inputs.
 //!
 //! Network: a shared MLP trunk, then one non-negative increment per target
 //! (softplus) and one base logit per row. The logit of (horizon h, offset o)
@@ -17,17 +17,25 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Reduction, Tensor};
 
-/// Scaling of one input feature.
+/// Scaling of one input feature: its empirical distribution on the training
+/// rows, as quantiles. A value becomes its position in that distribution
+/// (a piecewise-linear CDF, ties at their middle), centred and scaled to unit
+/// variance: heavy tails, prices in the millions and counts near zero all
+/// land in [−√3, √3], and a value beyond the training range stays at the edge
+/// instead of being extrapolated.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Scaling {
-    pub log: bool,
-    pub mean: f32,
-    pub std: f32,
+    /// Ascending; empty when the feature had no value in training (it then
+    /// encodes as 0).
+    pub quantiles: Vec<f32>,
+    /// The model does not read this feature (see [`TrainOptions::exclude`]):
+    /// it takes no inputs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unused: bool,
 }
 
-fn signed_log(x: f32) -> f32 {
-    x.signum() * x.abs().ln_1p()
-}
+/// Quantiles kept per feature.
+const QUANTILES: usize = 101;
 
 impl Scaling {
     /// Fits one scaling per column of `features` on at most 200,000 rows.
@@ -40,44 +48,62 @@ impl Scaling {
                     .map(|r| features.row(r)[f])
                     .filter(|x| x.is_finite())
                     .collect();
-                if v.is_empty() {
-                    return Scaling {
-                        log: false,
-                        mean: 0.0,
-                        std: 1.0,
-                    };
-                }
                 v.sort_unstable_by(f32::total_cmp);
-                let p99 = v[(v.len() - 1) * 99 / 100]
-                    .abs()
-                    .max(v[(v.len() - 1) / 100].abs());
-                let log = p99 > 1000.0;
-                let t: Vec<f64> = v
-                    .iter()
-                    .map(|&x| if log { signed_log(x) } else { x } as f64)
-                    .collect();
-                let mean = t.iter().sum::<f64>() / t.len() as f64;
-                let var = t.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / t.len() as f64;
+                let quantiles = if v.is_empty() {
+                    Vec::new()
+                } else {
+                    (0..QUANTILES)
+                        .map(|q| v[(v.len() - 1) * q / (QUANTILES - 1)])
+                        .collect()
+                };
                 Scaling {
-                    log,
-                    mean: mean as f32,
-                    std: var.sqrt().max(1e-6) as f32,
+                    quantiles,
+                    unused: false,
                 }
             })
             .collect()
     }
+
+    /// The encoded value of a finite `v`.
+    pub fn apply(&self, v: f32) -> f32 {
+        let e = &self.quantiles;
+        if e.len() < 2 {
+            return 0.0;
+        }
+        let lo = e.partition_point(|&q| q < v);
+        let hi = lo + e[lo..].partition_point(|&q| q <= v);
+        let last = (e.len() - 1) as f32;
+        let u = if hi > lo {
+            (lo + hi - 1) as f32 / 2.0 / last
+        } else if lo == 0 {
+            0.0
+        } else if lo == e.len() {
+            1.0
+        } else {
+            let (a, b) = (e[lo - 1], e[lo]);
+            ((lo - 1) as f32 + (v - a) / (b - a)) / last
+        };
+        (u - 0.5) * 12f32.sqrt()
+    }
 }
 
-/// Encodes rows (row-major, NaN for null) as network inputs: per feature the
-/// scaled value (0 when null) and a missing flag.
+/// Network inputs per row: two per used feature.
+pub fn input_width(scaling: &[Scaling]) -> usize {
+    2 * scaling.iter().filter(|s| !s.unused).count()
+}
+
+/// Encodes rows (row-major, NaN for null) as network inputs: per used
+/// feature the scaled value (0 when null) and a missing flag.
 pub fn encode(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
     let f = scaling.len();
-    let mut out = Vec::with_capacity(x.len() * 2);
+    let mut out = Vec::with_capacity(x.len() / f.max(1) * input_width(scaling));
     for row in x.chunks_exact(f) {
         for (v, s) in row.iter().zip(scaling) {
+            if s.unused {
+                continue;
+            }
             if v.is_finite() {
-                let t = if s.log { signed_log(*v) } else { *v };
-                out.push(((t - s.mean) / s.std).clamp(-5.0, 5.0));
+                out.push(s.apply(*v));
                 out.push(0.0);
             } else {
                 out.push(0.0);
@@ -199,6 +225,9 @@ pub struct TrainOptions {
     pub seed: i64,
     /// Stops after the epoch that passes this many seconds.
     pub max_seconds: Option<f64>,
+    /// Features the network does not read (by name).
+    #[serde(default)]
+    pub exclude: Vec<String>,
 }
 
 impl Default for TrainOptions {
@@ -211,6 +240,7 @@ impl Default for TrainOptions {
             patience: 2,
             seed: 42,
             max_seconds: None,
+            exclude: Vec::new(),
         }
     }
 }
@@ -267,8 +297,12 @@ pub fn train(
         .iter()
         .flat_map(|&r| y_train[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
         .collect();
-    let scaling = Scaling::fit(&train);
-    let inputs = 2 * scaling.len();
+    let mut scaling = Scaling::fit(&train);
+    for (s, name) in scaling.iter_mut().zip(&train.names) {
+        s.unused = opts.exclude.contains(name);
+    }
+    let inputs = input_width(&scaling);
+    anyhow::ensure!(inputs > 0, "every feature is excluded");
     let x = Tensor::from_slice(&encode(&train.x, &scaling))
         .view([train.len() as i64, inputs as i64])
         .to(device);
@@ -384,4 +418,62 @@ pub fn train(
         epochs,
         best_epoch,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scaling(q: &[f32]) -> Scaling {
+        Scaling {
+            quantiles: q.to_vec(),
+            unused: false,
+        }
+    }
+
+    #[test]
+    fn quantile_scaling_is_a_centred_piecewise_linear_cdf() {
+        let s = scaling(&[0.0, 10.0, 20.0, 30.0, 40.0]);
+        let r3 = 3f32.sqrt();
+        assert!((s.apply(20.0)).abs() < 1e-6, "the median encodes as 0");
+        assert!(
+            (s.apply(-5.0) + r3).abs() < 1e-6,
+            "below the range: the low edge"
+        );
+        assert!(
+            (s.apply(1e9) - r3).abs() < 1e-6,
+            "above the range: the high edge"
+        );
+        // 25 lies halfway between the quantiles 0.5 and 0.75.
+        let u = 0.625f32;
+        assert!((s.apply(25.0) - (u - 0.5) * 12f32.sqrt()).abs() < 1e-6);
+        // Monotone.
+        let xs: Vec<f32> = (-10..60).map(|x| x as f32).collect();
+        assert!(xs.windows(2).all(|w| s.apply(w[0]) <= s.apply(w[1])));
+    }
+
+    #[test]
+    fn tied_quantiles_encode_at_their_middle() {
+        // Half the values are 0 (counts of a quiet item).
+        let s = scaling(&[0.0, 0.0, 0.0, 5.0, 9.0]);
+        assert!((s.apply(0.0) - (0.25 - 0.5) * 12f32.sqrt()).abs() < 1e-6);
+        assert_eq!(scaling(&[]).apply(3.0), 0.0);
+        assert_eq!(scaling(&[2.0]).apply(3.0), 0.0);
+    }
+
+    #[test]
+    fn unused_features_take_no_inputs_and_nulls_get_a_flag() {
+        let mut sc = vec![
+            scaling(&[0.0, 1.0]),
+            scaling(&[0.0, 1.0]),
+            scaling(&[0.0, 1.0]),
+        ];
+        sc[1].unused = true;
+        assert_eq!(input_width(&sc), 4);
+        let x = [0.5, 7.0, f32::NAN, 1.0, 7.0, 0.0];
+        let e = encode(&x, &sc);
+        assert_eq!(e.len(), 8);
+        assert_eq!(&e[2..4], &[0.0, 1.0], "a null is 0 with its flag set");
+        assert_eq!(e[1], 0.0);
+    }
 }

@@ -109,6 +109,21 @@ pub fn split_rows(
     })
 }
 
+/// Calendar features that `span` seconds of training rows cannot teach: a
+/// cycle not covered twice leaves values that serving meets and training
+/// never saw (three days of history hold no Friday), and the network
+/// extrapolates into them. Weekly features need 14 days, daily ones 2.
+pub fn uncovered_calendar_features(span: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    if span < 14 * 86_400 {
+        out.extend(["dow_sin", "dow_cos", "is_weekend"]);
+    }
+    if span < 2 * 86_400 {
+        out.extend(["hour_sin", "hour_cos", "peak_hour"]);
+    }
+    out.into_iter().map(String::from).collect()
+}
+
 /// Trains on `ticks` (time order): rows before the validation cut learn only
 /// from outcomes known before the cut (no label of a training row looks into
 /// validation); validation rows use outcomes up to the last tick. Returns the
@@ -126,8 +141,21 @@ pub fn train(
     let rows = split_rows(ticks, hours, items, split, progress)?;
     let (first, cut, last) = (rows.first_tick, rows.cut, rows.last_tick);
     let (train, y_train, val, y_val) = (rows.train, rows.y_train, rows.val, rows.y_val);
+    let mut opts = opts.clone();
+    for f in uncovered_calendar_features(cut - first) {
+        if !opts.exclude.contains(&f) {
+            opts.exclude.push(f);
+        }
+    }
+    if progress && !opts.exclude.is_empty() {
+        eprintln!(
+            "features not read by this model: {}",
+            opts.exclude.join(", ")
+        );
+    }
+    let opts = &opts;
     let trained = net::train(&train, &y_train, &val, &y_val, opts, device, progress)?;
-    let inputs = 2 * trained.scaling.len();
+    let inputs = net::input_width(&trained.scaling);
     let val_logits = net::predict_logits(
         &trained.net,
         &net::encode(&val.x, &trained.scaling),

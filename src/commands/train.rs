@@ -14,6 +14,10 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
         "--validation-fraction must lie strictly between 0 and 1"
     );
     anyhow::ensure!(args.stride >= 1, "--stride must be at least 1");
+    let known = gept_dataflows::features::feature_names();
+    if let Some(f) = args.exclude_features.iter().find(|f| !known.contains(f)) {
+        anyhow::bail!("--exclude-features: no feature is called {f:?} (see docs/FEATURES.md)");
+    }
     let device = args.device.device()?;
     let history = History::load(&args.history, config)?;
     eprintln!(
@@ -28,6 +32,7 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
         patience: args.patience,
         seed: args.seed,
         max_seconds: args.max_minutes.map(|m| m * 60.0),
+        exclude: args.exclude_features.clone(),
         ..TrainOptions::default()
     };
     let split = Split {
