@@ -79,7 +79,8 @@ def main():
     latest = os.path.join(a.data, "latest_snapshots.jsonl.zst")
     hourly = os.path.join(a.data, "1h_snapshots.jsonl.gz")
     mapping = os.path.join(a.data, "mapping.json.gz")
-    common = ["--hourly", hourly, "--mapping", mapping]
+    five = os.path.join(a.data, "5m_snapshots_partial.jsonl.gz")
+    common = ["--hourly", hourly, "--mapping", mapping] + (["--five-minute", five] if os.path.exists(five) else [])
 
     # 1. The training split of `gept train`, and the evaluation rows of `gept eval`.
     run([a.gept, "dataset", "--latest", latest, *common, "--until", a.until,

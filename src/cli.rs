@@ -66,14 +66,14 @@ pub struct HistoryArgs {
     /// A `/1h` recording, for volume features; may be given more than once.
     #[arg(long, value_name = "FILE")]
     pub hourly: Vec<PathBuf>,
-    /// The `/5m` recording (accepted; no feature reads it yet).
+    /// The `/5m` recording, for the 5-minute volume features.
     #[arg(long, value_name = "FILE")]
     pub five_minute: Option<PathBuf>,
     /// The `/mapping` recording, for item constants.
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
     /// Read history from the configured database instead of recordings.
-    #[arg(long, conflicts_with_all = ["latest", "hourly", "mapping"])]
+    #[arg(long, conflicts_with_all = ["latest", "hourly", "five_minute", "mapping"])]
     pub from_db: bool,
     /// Use only ticks at or before this time (RFC 3339 or Unix seconds).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -193,6 +193,9 @@ pub struct EvalArgs {
     /// `/1h` recordings; may be given more than once.
     #[arg(long, value_name = "FILE")]
     pub hourly: Vec<PathBuf>,
+    /// The `/5m` recording, for the 5-minute volume features.
+    #[arg(long, value_name = "FILE")]
+    pub five_minute: Option<PathBuf>,
     /// The `/mapping` recording, for item constants.
     #[arg(long, value_name = "FILE")]
     pub mapping: Option<PathBuf>,
@@ -247,7 +250,7 @@ pub struct FeaturesArgs {
     /// The `/1h` recording, for volume features.
     #[arg(long, value_name = "FILE")]
     pub hourly: Option<PathBuf>,
-    /// The `/5m` recording (accepted; no feature reads it yet).
+    /// The `/5m` recording, for the 5-minute volume features.
     #[arg(long, value_name = "FILE")]
     pub five_minute: Option<PathBuf>,
     /// The `/mapping` recording, for item constants (buy limit, alch value).

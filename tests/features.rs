@@ -4,11 +4,12 @@
 
 mod common;
 
-use gept::commands::features::{load_hours, load_items, load_ticks};
+use gept::commands::features::{load_items, load_ticks};
+use gept::commands::history::load_bucket_files;
 use gept_core::recordings;
 use gept_core::{ItemId, ItemMeta};
 use gept_dataflows::batch::reference;
-use gept_dataflows::features::{drive, feature_names, FeatureRow, HourInput, TickInput};
+use gept_dataflows::features::{drive, feature_names, BucketInput, FeatureRow, TickInput};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -19,7 +20,7 @@ type Items = HashMap<ItemId, ItemMeta>;
 
 fn run_dataflow(
     ticks: &[TickInput],
-    hours: &[HourInput],
+    hours: &[BucketInput],
     items: &Items,
     workers: usize,
 ) -> Vec<FeatureRow> {
@@ -80,10 +81,14 @@ fn assert_close(ours: &[FeatureRow], reference: &[FeatureRow]) {
     eprintln!("largest relative difference: {:.3e} ({})", worst.0, worst.1);
 }
 
-fn recording() -> (Vec<TickInput>, Vec<HourInput>, Items) {
+fn recording() -> (Vec<TickInput>, Vec<BucketInput>, Items) {
     let dir = common::recordings();
     let ticks = load_ticks(&dir.join(recordings::LATEST_FILE), Some(SNAPSHOTS)).unwrap();
-    let hours = load_hours(Some(&dir.join(recordings::HOURLY_FILE))).unwrap();
+    let hours = load_bucket_files(
+        &[dir.join(recordings::HOURLY_FILE)],
+        Some(&dir.join(recordings::FIVE_MINUTE_FILE)),
+    )
+    .unwrap();
     let items = load_items(Some(&dir.join(recordings::MAPPING_FILE))).unwrap();
     (ticks, hours, items)
 }
@@ -99,6 +104,13 @@ fn features_equal_the_batch_computation_on_the_recording() {
     }
     let ours = run_dataflow(&ticks, &hours, &items, 1);
     assert!(ours.len() > ticks.len() * 30);
+    // The /5m and multi-bucket volume features are exercised, not all null.
+    let names = feature_names();
+    for f in ["volume_5m", "volume_5m_share", "volume_ma_24h", "high_age"] {
+        let k = names.iter().position(|n| n == f).unwrap();
+        let known = ours.iter().filter(|r| r.values[k].is_some()).count();
+        assert!(known > 1000, "{f} is known in only {known} rows");
+    }
     assert_close(&ours, &reference(&ticks, &hours, &items, false));
 }
 
@@ -127,6 +139,16 @@ fn incremental_equals_recompute_with_missing_items_and_nulls() {
     }
     // A tick that arrives with no items at all.
     ticks[50].rows.clear();
+    // Missing /5m buckets (the feed goes stale) and missing trade times.
+    let mut hours = hours;
+    hours.retain(|b| b.step == gept_core::BucketStep::OneHour || next() % 3 != 0);
+    for tick in &mut ticks {
+        for r in &mut tick.rows {
+            if next() % 15 == 0 {
+                r.high_time = None;
+            }
+        }
+    }
     let ours = run_dataflow(&ticks, &hours, &items, 1);
     assert_close(&ours, &reference(&ticks, &hours, &items, false));
 }
@@ -145,12 +167,18 @@ fn two_processes_over_loopback_give_exactly_the_single_process_output() {
     let dir = common::recordings();
     let tmp = tempfile::tempdir().unwrap();
     let latest = dir.join(recordings::LATEST_FILE);
+    let hourly = dir.join(recordings::HOURLY_FILE);
+    let five = dir.join(recordings::FIVE_MINUTE_FILE);
     let run = |out: &std::path::Path, timely: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gept"));
         cmd.args([
             "features",
             "--latest",
             latest.to_str().unwrap(),
+            "--hourly",
+            hourly.to_str().unwrap(),
+            "--five-minute",
+            five.to_str().unwrap(),
             "--max-snapshots",
             "40",
             "--out",

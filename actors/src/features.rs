@@ -4,8 +4,8 @@
 
 use crate::collectors::{FeedEvent, Tick};
 use gept_core::metrics as m;
-use gept_core::{BucketStep, ItemId, ItemMeta};
-use gept_dataflows::features::{Engine, FeatureRow, HourInput, TickInput};
+use gept_core::{ItemId, ItemMeta};
+use gept_dataflows::features::{BucketInput, Engine, FeatureRow, TickInput};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,14 +40,14 @@ pub fn spawn(
                             }
                         }
                         Ok(FeedEvent::Bucket {
-                            step: BucketStep::OneHour,
+                            step,
                             timestamp,
                             rows,
-                        }) => engine.add_hour(HourInput {
+                        }) => engine.add_bucket(BucketInput {
+                            step,
                             start: timestamp,
                             rows: rows.to_vec(),
                         }),
-                        Ok(FeedEvent::Bucket { .. }) => {}
                         Ok(FeedEvent::Items(list)) => {
                             items = list.iter().map(|m| (m.item_id, m.clone())).collect();
                         }

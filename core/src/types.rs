@@ -23,7 +23,7 @@ pub struct LatestPrice {
 }
 
 /// The step of an averaged bucket feed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum BucketStep {
     FiveMinutes,
     OneHour,

@@ -3,14 +3,14 @@
 //! It shares no code with the dataflow. Tests compare the dataflow against it;
 //! `gept bench features` times it as what a batch system does every tick.
 
-use crate::features::{FeatureRow, HourInput, TickInput};
-use gept_core::ItemMeta;
+use crate::features::{BucketInput, FeatureRow, TickInput};
+use gept_core::{BucketStep, ItemMeta};
 use std::collections::HashMap;
 
 /// Features of every (item, tick) of `ticks`, or only of the last tick.
 pub fn reference(
     ticks: &[TickInput],
-    hours: &[HourInput],
+    buckets: &[BucketInput],
     items: &HashMap<u32, ItemMeta>,
     only_last: bool,
 ) -> Vec<FeatureRow> {
@@ -28,15 +28,27 @@ pub fn reference(
     let last_tick = ticks.last().map(|t| t.time).unwrap_or(i64::MIN);
     for tick in ticks {
         let t = tick.time;
+        let hours = buckets.iter().filter(|b| b.step == BucketStep::OneHour);
         let latest_hour = hours
-            .iter()
+            .clone()
             .filter(|h| h.start + 3600 <= t)
             .max_by_key(|h| h.start);
+        // The newest complete /5m bucket, if it ended within five minutes.
+        let five = buckets
+            .iter()
+            .filter(|b| b.step == BucketStep::FiveMinutes && b.start + 300 <= t)
+            .max_by_key(|b| b.start)
+            .filter(|b| b.start + 600 > t)
+            .map(|b| {
+                b.rows
+                    .iter()
+                    .map(|x| (x.item_id, x.high_price_volume + x.low_price_volume))
+                    .collect::<HashMap<u32, i64>>()
+            });
         // The complete /1h buckets of the last 24 hours, and each item's
         // volumes in them.
         let newest = latest_hour.map(|h| h.start);
-        let complete: Vec<&HourInput> = hours
-            .iter()
+        let complete: Vec<&BucketInput> = hours
             .filter(|h| h.start + 3600 <= t && newest.is_some_and(|b| h.start > b - 86_400))
             .collect();
         let mut volumes: HashMap<u32, Vec<(i64, i64)>> = HashMap::new();
@@ -204,6 +216,16 @@ pub fn reference(
                 },
                 times.0.map(|x| (t - x) as f64),
                 times.1.map(|x| (t - x) as f64),
+            ]);
+            let volume_5m = five
+                .as_ref()
+                .map(|b| b.get(&r.item_id).copied().unwrap_or(0));
+            v.extend([
+                volume_5m.map(|x| x as f64),
+                match (volume_5m, ma_24h) {
+                    (Some(x), Some(m)) if m > 0.0 => Some(x as f64 * 12.0 / m),
+                    _ => None,
+                },
             ]);
             let meta = items.get(&r.item_id);
             let limit = meta.and_then(|m| m.buy_limit).map(|l| l as f64);

@@ -21,7 +21,7 @@ use differential_dataflow::difference::{IsZero, Monoid, Multiply, Semigroup};
 use differential_dataflow::input::InputSession;
 use differential_dataflow::operators::CountTotal;
 use differential_dataflow::AsCollection;
-use gept_core::{BucketPrice, ItemId, ItemMeta, LatestPrice};
+use gept_core::{BucketPrice, BucketStep, ItemId, ItemMeta, LatestPrice};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -164,6 +164,9 @@ pub struct FeatureState {
     pub volumes: std::collections::VecDeque<(i64, i64)>,
     /// The item's last known highTime and lowTime (carried over nulls).
     pub trade_times: (Option<i64>, Option<i64>),
+    /// (bucket start, high + low volume) of the newest `/5m` bucket in force
+    /// that holds the item.
+    pub volume_5m: Option<(i64, i64)>,
 }
 
 /// `/1h` buckets the volume averages reach back (24 h).
@@ -208,6 +211,8 @@ pub fn feature_names() -> Vec<String> {
         "volume_ratio_1h_24h",
         "high_age",
         "low_age",
+        "volume_5m",
+        "volume_5m_share",
         "buy_limit",
         "buy_limit_value",
         "highalch",
@@ -222,12 +227,14 @@ pub fn feature_names() -> Vec<String> {
 
 /// The feature vector of `state` at tick `t`; `buckets` are the starts of
 /// the newest `/1h` buckets complete at `t` (ascending, at most
-/// [`VOLUME_BUCKETS`]; empty: no bucket yet); `meta` is the item's
-/// `/mapping` entry, if known.
+/// [`VOLUME_BUCKETS`]; empty: no bucket yet); `five` the start of the newest
+/// `/5m` bucket complete at `t`; `meta` is the item's `/mapping` entry, if
+/// known.
 pub fn feature_vector(
     t: i64,
     state: &FeatureState,
     buckets: &std::collections::VecDeque<i64>,
+    five: Option<i64>,
     meta: Option<&ItemMeta>,
 ) -> Vec<Option<f64>> {
     let latest_bucket = buckets.back().copied();
@@ -350,6 +357,21 @@ pub fn feature_vector(
         age(state.trade_times.0),
         age(state.trade_times.1),
     ]);
+    // The /5m feed is fresh when its newest complete bucket is the one that
+    // ended within the last five minutes.
+    let volume_5m = five
+        .filter(|&f| f + 600 > t)
+        .map(|f| match state.volume_5m {
+            Some((start, v)) if start == f => v,
+            _ => 0,
+        });
+    v.extend([
+        volume_5m.map(|x| x as f64),
+        match (volume_5m, ma_24h) {
+            (Some(x), Some(m)) if m > 0.0 => Some(x as f64 * 12.0 / m),
+            _ => None,
+        },
+    ]);
     let limit = meta.and_then(|m| m.buy_limit);
     let highalch = meta.and_then(|m| m.highalch);
     v.extend([
@@ -378,9 +400,10 @@ pub struct TickInput {
     pub rows: Vec<LatestPrice>,
 }
 
-/// One `/1h` bucket of input.
+/// One `/1h` or `/5m` bucket of input.
 #[derive(Debug, Clone)]
-pub struct HourInput {
+pub struct BucketInput {
+    pub step: BucketStep,
     pub start: i64,
     pub rows: Vec<BucketPrice>,
 }
@@ -584,8 +607,10 @@ pub struct Engine {
     series: HashMap<ItemId, Series>,
     states: HashMap<ItemId, FeatureState>,
     schedule: BTreeMap<i64, Vec<Due>>,
-    /// `/1h` buckets received and not yet in force, by start.
-    hours: BTreeMap<i64, HourInput>,
+    /// `/1h` and `/5m` buckets received and not yet in force, by start.
+    pending: BTreeMap<(BucketStep, i64), BucketInput>,
+    /// Start of the newest `/5m` bucket in force.
+    five: Option<i64>,
     /// Starts of the newest `/1h` buckets in force (at most [`VOLUME_BUCKETS`]).
     buckets: std::collections::VecDeque<i64>,
 }
@@ -600,8 +625,9 @@ impl Engine {
             series: HashMap::new(),
             states: HashMap::new(),
             schedule: BTreeMap::new(),
-            hours: BTreeMap::new(),
+            pending: BTreeMap::new(),
             buckets: std::collections::VecDeque::new(),
+            five: None,
         }
     }
 
@@ -610,10 +636,16 @@ impl Engine {
         move |item| item as usize % peers == index
     }
 
-    /// A `/1h` bucket; it is in force from the first tick at or after its end.
-    pub fn add_hour(&mut self, hour: HourInput) {
-        if self.buckets.back().is_none_or(|&b| hour.start > b) {
-            self.hours.insert(hour.start, hour);
+    /// A `/1h` or `/5m` bucket; it is in force from the first tick at or
+    /// after its end. A bucket older than the newest in force of its step
+    /// comes too late and is dropped.
+    pub fn add_bucket(&mut self, bucket: BucketInput) {
+        let newest = match bucket.step {
+            BucketStep::OneHour => self.buckets.back().copied(),
+            BucketStep::FiveMinutes => self.five,
+        };
+        if newest.is_none_or(|b| bucket.start > b) {
+            self.pending.insert((bucket.step, bucket.start), bucket);
         }
     }
 
@@ -630,16 +662,30 @@ impl Engine {
         self.g.members.advance_to(t as Time);
         self.g.rows_in.advance_to(t as Time);
         // /1h buckets complete at t come into force, oldest first; the newest
-        // is the one `volume_1h` reads.
-        let due: Vec<i64> = self.hours.range(..=t - 3600).map(|(s, _)| *s).collect();
-        for start in due {
-            let hour = self.hours.remove(&start).expect("listed above");
+        // is the one `volume_1h` reads. Of /5m buckets only the newest counts.
+        let due: Vec<(BucketStep, i64)> = self
+            .pending
+            .keys()
+            .filter(|(step, start)| start + step.seconds() <= t)
+            .copied()
+            .collect();
+        for key in due {
+            let bucket = self.pending.remove(&key).expect("listed above");
+            let start = bucket.start;
+            if bucket.step == BucketStep::FiveMinutes {
+                self.five = Some(start);
+                for r in bucket.rows.iter().filter(|r| owns(r.item_id)) {
+                    self.states.entry(r.item_id).or_default().volume_5m =
+                        Some((start, r.high_price_volume + r.low_price_volume));
+                }
+                continue;
+            }
             self.buckets.push_back(start);
             let from = start - VOLUME_BUCKETS * 3600;
             while self.buckets.front().is_some_and(|&b| b <= from) {
                 self.buckets.pop_front();
             }
-            for r in &hour.rows {
+            for r in &bucket.rows {
                 if owns(r.item_id) {
                     let state = self.states.entry(r.item_id).or_default();
                     state.volume = Some((start, r.high_price_volume, r.low_price_volume));
@@ -715,6 +761,7 @@ impl Engine {
                 t,
                 &self.states[&item_id],
                 &self.buckets,
+                self.five,
                 items.get(&item_id),
             );
             self.g.rows_in.send(FeatureRow {
@@ -739,13 +786,13 @@ impl Engine {
 pub fn drive(
     worker: &mut timely::worker::Worker,
     ticks: &[TickInput],
-    hours: &[HourInput],
+    buckets: &[BucketInput],
     items: &HashMap<ItemId, ItemMeta>,
     mut emit: impl FnMut(i64, Vec<FeatureRow>),
 ) {
     let mut engine = Engine::new(worker);
-    for hour in hours {
-        engine.add_hour(hour.clone());
+    for bucket in buckets {
+        engine.add_bucket(bucket.clone());
     }
     for tick in ticks {
         if let Some(rows) = engine.tick(worker, tick, items) {

@@ -3,7 +3,7 @@
 //! fill labels of the same series.
 
 use gept_core::{ItemId, ItemMeta, N_TARGETS};
-use gept_dataflows::features::{self, HourInput, TickInput};
+use gept_dataflows::features::{self, BucketInput, TickInput};
 use gept_dataflows::labels::{self, Obs, UNKNOWN};
 use std::collections::HashMap;
 use timely::communication::allocator::thread::Thread;
@@ -54,7 +54,7 @@ impl Features {
 /// timely worker and keeps the rows of the ticks for which `keep` is true.
 pub fn features(
     ticks: &[TickInput],
-    hours: &[HourInput],
+    hours: &[BucketInput],
     items: &HashMap<ItemId, ItemMeta>,
     keep: impl Fn(i64) -> bool,
 ) -> Features {

@@ -7,7 +7,7 @@ use crate::eval::{self, Report};
 use crate::file::{Model, ModelMeta, FORMAT};
 use crate::net::{self, TrainOptions};
 use gept_core::{target_names, ItemId, ItemMeta, N_TARGETS};
-use gept_dataflows::features::{HourInput, TickInput};
+use gept_dataflows::features::{BucketInput, TickInput};
 use gept_dataflows::labels;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -58,7 +58,7 @@ pub struct SplitRows {
 /// validation labels everything up to the last tick.
 pub fn split_rows(
     ticks: &[TickInput],
-    hours: &[HourInput],
+    hours: &[BucketInput],
     items: &HashMap<ItemId, ItemMeta>,
     split: &Split,
     progress: bool,
@@ -130,7 +130,7 @@ pub fn uncovered_calendar_features(span: i64) -> Vec<String> {
 /// weights and the description to save with [`Model::save`].
 pub fn train(
     ticks: &[TickInput],
-    hours: &[HourInput],
+    hours: &[BucketInput],
     items: &HashMap<ItemId, ItemMeta>,
     split: &Split,
     opts: &TrainOptions,
@@ -207,7 +207,7 @@ pub struct Scored {
 pub fn score(
     model: &Model,
     ticks: &[TickInput],
-    hours: &[HourInput],
+    hours: &[BucketInput],
     items: &HashMap<ItemId, ItemMeta>,
     score_from: i64,
 ) -> Scored {
@@ -224,7 +224,7 @@ pub fn score(
 /// computed over all of `ticks`.
 pub fn rows_to_score(
     ticks: &[TickInput],
-    hours: &[HourInput],
+    hours: &[BucketInput],
     items: &HashMap<ItemId, ItemMeta>,
     score_from: i64,
 ) -> (Features, Vec<u8>) {

@@ -2,7 +2,7 @@
 
 use crate::cli::EvalArgs;
 use crate::commands::features::{load_items, load_ticks};
-use crate::commands::history::load_hours_all;
+use crate::commands::history::load_bucket_files;
 use gept_core::duration;
 use gept_core::N_TARGETS;
 use gept_model::eval::{auc_heatmap_svg, reliability_svg};
@@ -41,7 +41,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
     if let Some(from) = args.from {
         score_from = score_from.max(from);
     }
-    let hours = load_hours_all(&args.hourly)?;
+    let hours = load_bucket_files(&args.hourly, args.five_minute.as_deref())?;
     let items = load_items(args.mapping.as_deref())?;
     let (mut rows, mut labels) = pipeline::rows_to_score(&ticks, &hours, &items, score_from);
     if !args.items.is_empty() {

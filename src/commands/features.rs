@@ -3,8 +3,8 @@
 use crate::cli::FeaturesArgs;
 use gept_core::recordings::{bucket_snapshots, latest_snapshots, read_all};
 use gept_core::wire;
-use gept_core::{ItemId, ItemMeta};
-use gept_dataflows::features::{self, FeatureRow, HourInput, TickInput};
+use gept_core::{BucketStep, ItemId, ItemMeta};
+use gept_dataflows::features::{self, BucketInput, FeatureRow, TickInput};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -23,8 +23,13 @@ pub fn load_ticks(path: &Path, max: Option<usize>) -> anyhow::Result<Vec<TickInp
     Ok(features::ticks_from(snaps))
 }
 
-/// Reads a `/1h` recording as hour inputs, by start.
-pub fn load_hours(path: Option<&Path>) -> anyhow::Result<Vec<HourInput>> {
+/// Reads a `/1h` recording as bucket inputs, by start.
+pub fn load_hours(path: Option<&Path>) -> anyhow::Result<Vec<BucketInput>> {
+    load_buckets(path, BucketStep::OneHour)
+}
+
+/// Reads a `/5m` or `/1h` recording as bucket inputs, by start.
+pub fn load_buckets(path: Option<&Path>, step: BucketStep) -> anyhow::Result<Vec<BucketInput>> {
     let Some(path) = path else {
         return Ok(Vec::new());
     };
@@ -32,7 +37,8 @@ pub fn load_hours(path: Option<&Path>) -> anyhow::Result<Vec<HourInput>> {
         .iter()
         .map(|b| {
             let p = wire::parse_bucket(b.body.as_bytes())?;
-            Ok(HourInput {
+            Ok(BucketInput {
+                step,
                 start: p.timestamp,
                 rows: p.rows,
             })
@@ -72,11 +78,11 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("timely options: {e}"))?
     };
     let ticks = Arc::new(load_ticks(&args.latest, args.max_snapshots)?);
-    let hours = Arc::new(load_hours(args.hourly.as_deref())?);
+    let hours = Arc::new(crate::commands::history::load_bucket_files(
+        args.hourly.as_slice(),
+        args.five_minute.as_deref(),
+    )?);
     let items = Arc::new(load_items(args.mapping.as_deref())?);
-    if args.five_minute.is_some() {
-        eprintln!("note: --five-minute is accepted but no feature reads /5m data yet");
-    }
     let out = args.out.clone();
     let guards = timely::execute(config, move |worker| -> anyhow::Result<usize> {
         let mut file = if worker.index() == 0 {

@@ -2,30 +2,35 @@
 //! constants, from recordings or from the configured database.
 
 use crate::cli::HistoryArgs;
-use crate::commands::features::{load_hours, load_items, load_ticks};
+use crate::commands::features::{load_buckets, load_hours, load_items, load_ticks};
 use gept_actors::Store;
 use gept_core::config::Config;
 use gept_core::{BucketStep, ItemId, ItemMeta};
-use gept_dataflows::features::{self, HourInput, TickInput};
+use gept_dataflows::features::{self, BucketInput, TickInput};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Everything the feature engine and the labeller read.
 pub struct History {
     pub ticks: Vec<TickInput>,
-    pub hours: Vec<HourInput>,
+    pub hours: Vec<BucketInput>,
     pub items: HashMap<ItemId, ItemMeta>,
 }
 
-/// `/1h` buckets of several recordings, by start, each start once.
-pub fn load_hours_all(paths: &[PathBuf]) -> anyhow::Result<Vec<HourInput>> {
-    let mut hours = Vec::new();
-    for p in paths {
-        hours.extend(load_hours(Some(p))?);
+/// `/1h` buckets of several recordings and the `/5m` buckets of one, by
+/// start, each (step, start) once.
+pub fn load_bucket_files(
+    hourly: &[PathBuf],
+    five_minute: Option<&Path>,
+) -> anyhow::Result<Vec<BucketInput>> {
+    let mut buckets = Vec::new();
+    for p in hourly {
+        buckets.extend(load_hours(Some(p))?);
     }
-    hours.sort_by_key(|h| h.start);
-    hours.dedup_by_key(|h| h.start);
-    Ok(hours)
+    buckets.extend(load_buckets(five_minute, BucketStep::FiveMinutes)?);
+    buckets.sort_by_key(|b| (b.start, b.step));
+    buckets.dedup_by_key(|b| (b.start, b.step));
+    Ok(buckets)
 }
 
 impl History {
@@ -41,16 +46,15 @@ impl History {
                 .ok_or_else(|| anyhow::anyhow!("--latest FILE or --from-db is required"))?;
             History {
                 ticks: load_ticks(latest, None)?,
-                hours: load_hours_all(&args.hourly)?,
+                hours: load_bucket_files(&args.hourly, args.five_minute.as_deref())?,
                 items: load_items(args.mapping.as_deref())?,
             }
         };
-        if args.five_minute.is_some() {
-            eprintln!("note: --five-minute is accepted but no feature reads /5m data yet");
-        }
         if let Some(until) = args.until {
             history.ticks.retain(|t| t.time <= until);
-            history.hours.retain(|h| h.start + 3600 <= until);
+            history
+                .hours
+                .retain(|b| b.start + b.step.seconds() <= until);
         }
         anyhow::ensure!(!history.ticks.is_empty(), "no /latest ticks in the history");
         Ok(history)
@@ -64,9 +68,13 @@ impl History {
             let store =
                 Store::connect(&config.database_url()?, config.database.max_connections).await?;
             let latest = store.load_latest(i64::MIN + 1, until + 1).await?;
-            let buckets = store
-                .load_buckets(BucketStep::OneHour, i64::MIN + 1, until + 1)
-                .await?;
+            let mut buckets = Vec::new();
+            for step in [BucketStep::OneHour, BucketStep::FiveMinutes] {
+                for row in store.load_buckets(step, i64::MIN + 1, until + 1).await? {
+                    buckets.push((step, row));
+                }
+            }
+            buckets.sort_by_key(|(step, row)| (row.timestamp, *step));
             let items = store.load_items().await?;
             store.close().await;
             let mut snaps: Vec<(i64, Vec<gept_core::LatestPrice>)> = Vec::new();
@@ -76,11 +84,12 @@ impl History {
                     _ => snaps.push((row.timestamp, vec![row])),
                 }
             }
-            let mut hours: Vec<HourInput> = Vec::new();
-            for row in buckets {
+            let mut hours: Vec<BucketInput> = Vec::new();
+            for (step, row) in buckets {
                 match hours.last_mut() {
-                    Some(h) if h.start == row.timestamp => h.rows.push(row),
-                    _ => hours.push(HourInput {
+                    Some(h) if h.start == row.timestamp && h.step == step => h.rows.push(row),
+                    _ => hours.push(BucketInput {
+                        step,
                         start: row.timestamp,
                         rows: vec![row],
                     }),
