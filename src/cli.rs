@@ -132,6 +132,9 @@ pub struct TrainArgs {
     pub stride: usize,
     #[arg(long, default_value_t = 12)]
     pub epochs: usize,
+    /// Learning-rate factor per epoch (epoch e trains at 2e-3 · decay^(e − 1)).
+    #[arg(long, default_value_t = 0.6)]
+    pub lr_decay: f64,
     /// Epochs without a better validation AUC before stopping.
     #[arg(long, default_value_t = 2)]
     pub patience: usize,
@@ -143,11 +146,15 @@ pub struct TrainArgs {
     /// Hidden layer widths, comma separated.
     #[arg(long, value_delimiter = ',', default_value = "128,64")]
     pub hidden: Vec<i64>,
-    /// Features the model should not read, comma separated. Calendar features
-    /// whose cycle the training period does not cover twice are left out
-    /// anyway (day of week below 14 days, hour of day below 2).
+    /// Features the model should not read, comma separated (`""` for none).
+    /// The default (`gept_model::net::DEFAULT_EXCLUDE`) leaves out price levels that repeat `mid` (high, low and
+    /// their moving averages) and constants that only scale it: they let the
+    /// network memorise items' prices in the training days and cost held-out
+    /// AUC (docs/MODEL.md). Calendar features whose cycle the training period
+    /// does not cover twice are left out anyway (day of week below 14 days,
+    /// hour of day below 2).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
-    pub exclude_features: Vec<String>,
+    pub exclude_features: Option<Vec<String>>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,

@@ -15,13 +15,17 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
     );
     anyhow::ensure!(args.stride >= 1, "--stride must be at least 1");
     let known = gept_dataflows::features::feature_names();
-    if let Some(f) = args.exclude_features.iter().find(|f| !known.contains(f)) {
+    let exclude: Vec<String> = match &args.exclude_features {
+        Some(list) => list.iter().filter(|f| !f.is_empty()).cloned().collect(),
+        None => TrainOptions::default().exclude,
+    };
+    if let Some(f) = exclude.iter().find(|f| !known.contains(f)) {
         anyhow::bail!("--exclude-features: no feature is called {f:?} (see docs/FEATURES.md)");
     }
     let device = args.device.device()?;
     let history = History::load(&args.history, config)?;
     eprintln!(
-        "train: {} ticks, {} hourly buckets, {} items with constants; device {device:?}",
+        "train: {} ticks, {} /1h and /5m buckets, {} items with constants; device {device:?}",
         history.ticks.len(),
         history.hours.len(),
         history.items.len()
@@ -32,7 +36,8 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
         patience: args.patience,
         seed: args.seed,
         max_seconds: args.max_minutes.map(|m| m * 60.0),
-        exclude: args.exclude_features.clone(),
+        exclude,
+        lr_decay: args.lr_decay,
         ..TrainOptions::default()
     };
     let split = Split {
