@@ -73,6 +73,7 @@ def main():
     ap.add_argument("--max-horizon", type=int, default=12)
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--global-rows", type=int, default=300_000, help="training rows sampled for the global model")
+    ap.add_argument("--top", type=int, default=100, help="per-item models for this many most active items")
     ap.add_argument("--work", default="peer-out")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -110,11 +111,13 @@ def main():
     run([a.gept, "eval", "--predictions", glob, "--latest", latest, *common, "--from", a.until,
          "--max-horizon", f"{a.max_horizon}h", "--report", os.path.join(a.work, "catboost_global")])
 
-    # 3. Per item, for the 100 most active items (highest mean hourly volume).
-    active = (train.groupby("item_id")["volume_1h"].mean().sort_values(ascending=False).index[:100]).tolist()
+    # 3. Per item, for the --top most active items (highest mean hourly volume).
+    active = (train.groupby("item_id")["volume_1h"].mean().sort_values(ascending=False).index[:a.top]).tolist()
     parts = []
     t0 = time.time()
-    for item in active:
+    for n, item in enumerate(active, 1):
+        print(f"peer: per-item model {n}/{len(active)} (item {item}), {time.time() - t0:.0f} s so far",
+              file=sys.stderr, flush=True)
         rows = train[train["item_id"] == item]
         y = rows[targets].values.astype(int)
         ev = evals[evals["item_id"] == item]
@@ -151,7 +154,7 @@ def main():
     print()
     print(f"{'model':<34} {'mean AUC':>9} {'within-item':>12} {'Brier':>8} {'rows':>9}")
     for label, name in [("gept (all items)", "ours"), (f"CatBoost global ({global_s:.0f} s)", "catboost_global"),
-                        ("gept (100 most active)", "ours_top100"),
+                        (f"gept ({a.top} most active)", "ours_top100"),
                         (f"CatBoost per item ({per_item_s:.0f} s)", "catboost_per_item")]:
         auc, within, brier, n = summary(name)
         print(f"{label:<34} {auc:>9.4f} {within:>12.4f} {brier:>8.4f} {n:>9}")

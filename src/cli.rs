@@ -380,6 +380,9 @@ pub enum BenchCommand {
         /// The `/1h` recording.
         #[arg(long, value_name = "FILE")]
         hourly: Option<PathBuf>,
+        /// The `/5m` recording.
+        #[arg(long, value_name = "FILE")]
+        five_minute: Option<PathBuf>,
         /// The `/mapping` recording.
         #[arg(long, value_name = "FILE")]
         mapping: Option<PathBuf>,

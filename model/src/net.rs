@@ -70,8 +70,14 @@ impl Scaling {
         if e.len() < 2 {
             return 0.0;
         }
-        let lo = e.partition_point(|&q| q < v);
-        let hi = lo + e[lo..].partition_point(|&q| q <= v);
+        // One search: the first quantile above v; a tie (v equal to some
+        // quantiles, e.g. the many zero volumes) needs the second.
+        let hi = e.partition_point(|&q| q <= v);
+        let lo = if hi > 0 && e[hi - 1] == v {
+            e[..hi].partition_point(|&q| q < v)
+        } else {
+            hi
+        };
         let last = (e.len() - 1) as f32;
         let u = if hi > lo {
             (lo + hi - 1) as f32 / 2.0 / last
@@ -94,21 +100,29 @@ pub fn input_width(scaling: &[Scaling]) -> usize {
 
 /// Encodes rows (row-major, NaN for null) as network inputs: per used
 /// feature the scaled value (0 when null) and a missing flag.
+///
+/// One thread: splitting a full tick over two threads halved this step but
+/// slowed the torch forward pass that follows by more (its worker threads
+/// still spin on both cores).
 pub fn encode(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
-    let f = scaling.len();
-    let mut out = Vec::with_capacity(x.len() / f.max(1) * input_width(scaling));
-    for row in x.chunks_exact(f) {
+    let f = scaling.len().max(1);
+    let width = input_width(scaling);
+    let mut out = vec![0f32; x.len() / f * width];
+    if width == 0 {
+        return out;
+    }
+    for (row, o) in x.chunks_exact(f).zip(out.chunks_exact_mut(width)) {
+        let mut k = 0;
         for (v, s) in row.iter().zip(scaling) {
             if s.unused {
                 continue;
             }
             if v.is_finite() {
-                out.push(s.apply(*v));
-                out.push(0.0);
+                o[k] = s.apply(*v);
             } else {
-                out.push(0.0);
-                out.push(1.0);
+                o[k + 1] = 1.0;
             }
+            k += 2;
         }
     }
     out

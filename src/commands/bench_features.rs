@@ -2,7 +2,8 @@
 //! of the feature dataflow on a recording, against the batch peer (every
 //! feature of every item recomputed from the last 24 h at a tick) in the same run.
 
-use crate::commands::features::{load_hours, load_items, load_ticks};
+use crate::commands::features::{load_items, load_ticks};
+use crate::commands::history::load_bucket_files;
 use gept_dataflows::batch;
 use gept_dataflows::features::{self, TickInput};
 use std::path::Path;
@@ -23,17 +24,19 @@ fn peak_rss_mib() -> Option<f64> {
 pub fn run(
     latest: &Path,
     hourly: Option<&Path>,
+    five_minute: Option<&Path>,
     mapping: Option<&Path>,
     snapshots: Option<usize>,
     workers: usize,
 ) -> anyhow::Result<()> {
     let ticks = Arc::new(load_ticks(latest, snapshots)?);
-    let hours = Arc::new(load_hours(hourly)?);
+    let hourly: Vec<std::path::PathBuf> = hourly.map(Path::to_path_buf).into_iter().collect();
+    let hours = Arc::new(load_bucket_files(&hourly, five_minute)?);
     let items = Arc::new(load_items(mapping)?);
     let rss_input = peak_rss_mib();
     let observations: usize = ticks.iter().map(|t| t.rows.len()).sum();
     println!(
-        "input: {} ticks, {observations} observations, {} hourly buckets; {workers} worker(s)",
+        "input: {} ticks, {observations} observations, {} /1h and /5m buckets; {workers} worker(s)",
         ticks.len(),
         hours.len()
     );

@@ -96,12 +96,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Features {
             latest,
             hourly,
+            five_minute,
             mapping,
             snapshots,
             workers,
         }) => bench_features::run(
             latest,
             hourly.as_deref(),
+            five_minute.as_deref(),
             mapping.as_deref(),
             *snapshots,
             *workers,
