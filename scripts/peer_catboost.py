@@ -51,6 +51,7 @@ def fit(x, y, seed=42):
         learning_rate=0.1,
         random_seed=seed,
         verbose=False,
+        allow_writing_files=False,
         thread_count=os.cpu_count(),
     )
     model.fit(x, y)
