@@ -75,6 +75,8 @@ def main():
     ap.add_argument("--stride", type=int, default=2)
     ap.add_argument("--global-rows", type=int, default=300_000, help="training rows sampled for the global model")
     ap.add_argument("--top", type=int, default=100, help="per-item models for this many most active items")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the dataset, evaluation rows and global model's report already in --work")
     ap.add_argument("--work", default="peer-out")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
@@ -85,12 +87,14 @@ def main():
     common = ["--hourly", hourly, "--mapping", mapping] + (["--five-minute", five] if os.path.exists(five) else [])
 
     # 1. The training split of `gept train`, and the evaluation rows of `gept eval`.
-    run([a.gept, "dataset", "--latest", latest, *common, "--until", a.until,
-         "--stride", str(a.stride), "--out", os.path.join(a.work, "data")])
     ours = os.path.join(a.work, "ours")
     eval_rows = os.path.join(a.work, "eval_rows.csv")
-    run([a.gept, "eval", "--model", a.model, "--latest", latest, *common, "--from", a.until,
-         "--max-horizon", f"{a.max_horizon}h", "--report", ours, "--export-rows", eval_rows])
+    reuse = a.reuse and os.path.exists(os.path.join(ours, "report.json"))
+    if not reuse:
+        run([a.gept, "dataset", "--latest", latest, *common, "--until", a.until,
+             "--stride", str(a.stride), "--out", os.path.join(a.work, "data")])
+        run([a.gept, "eval", "--model", a.model, "--latest", latest, *common, "--from", a.until,
+             "--max-horizon", f"{a.max_horizon}h", "--report", ours, "--export-rows", eval_rows])
 
     train = pd.concat([pd.read_csv(os.path.join(a.work, "data", f)) for f in ("train.csv", "validation.csv")])
     evals = pd.read_csv(eval_rows)
@@ -102,15 +106,17 @@ def main():
           file=sys.stderr)
 
     # 2. One global model.
-    sample = train.sample(n=min(a.global_rows, len(train)), random_state=42)
-    t0 = time.time()
-    model = fit(sample[features].values, sample[targets].values.astype(int))
-    global_s = time.time() - t0
-    probs = model.predict_proba(evals[features].values)
-    glob = os.path.join(a.work, "catboost_global.csv")
-    write_predictions(glob, evals, probs, targets)
-    run([a.gept, "eval", "--predictions", glob, "--latest", latest, *common, "--from", a.until,
-         "--max-horizon", f"{a.max_horizon}h", "--report", os.path.join(a.work, "catboost_global")])
+    global_s = float("nan")
+    if not (a.reuse and os.path.exists(os.path.join(a.work, "catboost_global", "report.json"))):
+        sample = train.sample(n=min(a.global_rows, len(train)), random_state=42)
+        t0 = time.time()
+        model = fit(sample[features].values, sample[targets].values.astype(int))
+        global_s = time.time() - t0
+        probs = model.predict_proba(evals[features].values)
+        glob = os.path.join(a.work, "catboost_global.csv")
+        write_predictions(glob, evals, probs, targets)
+        run([a.gept, "eval", "--predictions", glob, "--latest", latest, *common, "--from", a.until,
+             "--max-horizon", f"{a.max_horizon}h", "--report", os.path.join(a.work, "catboost_global")])
 
     # 3. Per item, for the --top most active items (highest mean hourly volume).
     active = (train.groupby("item_id")["volume_1h"].mean().sort_values(ascending=False).index[:a.top]).tolist()

@@ -28,7 +28,11 @@ pub fn reference(
     let last_tick = ticks.last().map(|t| t.time).unwrap_or(i64::MIN);
     for tick in ticks {
         let t = tick.time;
-        let hours = buckets.iter().filter(|b| b.step == BucketStep::OneHour);
+        // Ticks whose rows are not wanted only extend the series.
+        let wanted = !only_last || t == last_tick;
+        let hours = buckets
+            .iter()
+            .filter(|b| wanted && b.step == BucketStep::OneHour);
         let latest_hour = hours
             .clone()
             .filter(|h| h.start + 3600 <= t)
@@ -36,7 +40,7 @@ pub fn reference(
         // The newest complete /5m bucket, if it ended within five minutes.
         let five = buckets
             .iter()
-            .filter(|b| b.step == BucketStep::FiveMinutes && b.start + 300 <= t)
+            .filter(|b| wanted && b.step == BucketStep::FiveMinutes && b.start + 300 <= t)
             .max_by_key(|b| b.start)
             .filter(|b| b.start + 600 > t)
             .map(|b| {
