@@ -105,11 +105,17 @@ fn features_equal_the_batch_computation_on_the_recording() {
     let ours = run_dataflow(&ticks, &hours, &items, 1);
     assert!(ours.len() > ticks.len() * 30);
     // The /5m and multi-bucket volume features are exercised, not all null.
+    // (The in-repo excerpt holds 40 items over 4 hours: fewer rows.)
+    let least = if common::shared_recordings().is_some() {
+        1000
+    } else {
+        20
+    };
     let names = feature_names();
     for f in ["volume_5m", "volume_5m_share", "volume_ma_24h", "high_age"] {
         let k = names.iter().position(|n| n == f).unwrap();
         let known = ours.iter().filter(|r| r.values[k].is_some()).count();
-        assert!(known > 1000, "{f} is known in only {known} rows");
+        assert!(known > least, "{f} is known in only {known} rows");
     }
     assert_close(&ours, &reference(&ticks, &hours, &items, false));
 }

@@ -340,7 +340,7 @@ pub fn feature_vector(
         let sum: i64 = state
             .volumes
             .iter()
-            .filter(|(b, _)| *b > from && *b <= newest)
+            .filter(|(b, _)| *b > from)
             .map(|(_, v)| v)
             .sum();
         Some(sum as f64 / n as f64)
