@@ -31,9 +31,6 @@ pub enum Command {
     /// User-Agent (GEPT__UPSTREAM__USER_AGENT); stops gracefully on SIGINT or
     /// SIGTERM after storing every buffered row.
     Serve,
-    /// Replay recorded API responses over HTTP, in the API's exact format and
-    /// paths, for tests and offline runs.
-    MockApi(MockApiArgs),
     /// Run a recording through the feature dataflow and write one CSV row per
     /// (item, tick): `item_id,timestamp,<features>`, empty cells for nulls.
     /// Arguments after `--` go to timely: `-w N` worker threads, and for a
@@ -52,9 +49,6 @@ pub enum Command {
     /// The model registry of the configured database.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Run a benchmark against its named peer or limit and print the ratio.
-    #[command(subcommand)]
-    Bench(BenchCommand),
 }
 
 /// Where history comes from: recordings, or the configured database.
@@ -272,146 +266,4 @@ pub struct FeaturesArgs {
     /// timely's own options: `-w N`, `-n N -p I -h HOSTFILE`.
     #[arg(last = true)]
     pub timely: Vec<String>,
-}
-
-/// Options of `gept mock-api`.
-#[derive(Debug, clap::Args)]
-pub struct MockApiArgs {
-    /// Folder with latest_snapshots.jsonl.zst, 1h_snapshots.jsonl.gz,
-    /// 5m_snapshots_partial.jsonl.gz and mapping.json.gz (a missing file makes
-    /// its endpoint answer 404).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: PathBuf,
-    /// Address to listen on (port 0 picks a free one; the address is printed).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: std::net::SocketAddr,
-    /// `step`: one recorded /latest snapshot per request; `realtime` or
-    /// `speed:N`: a virtual clock from the first snapshot at N times real time.
-    #[arg(long, default_value = "step")]
-    pub clock: crate::mock_api::Clock,
-    /// Share of API responses that are faulted (0..1).
-    #[arg(long, default_value_t = 0.0)]
-    pub fault_rate: f64,
-    /// Kinds of faults injected, comma separated: 500, 429, slow, truncated, malformed.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "500,429,slow,truncated,malformed"
-    )]
-    pub faults: Vec<crate::mock_api::FaultKind>,
-    /// How long a slow response takes, in milliseconds.
-    #[arg(long, default_value_t = 3000)]
-    pub slow_ms: u64,
-    /// Seed of the fault injection.
-    #[arg(long, default_value_t = 1)]
-    pub fault_seed: u64,
-    /// Serve only the first N /latest snapshots.
-    #[arg(long)]
-    pub max_snapshots: Option<usize>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// The serving path on loopback: tick → websocket delivery (1 client;
-    /// many clients of 10 items; many clients of every item) and wrk on the
-    /// prediction routes, against the aims.
-    Serve {
-        /// A model directory (`gept train`).
-        #[arg(long, value_name = "DIR")]
-        model: PathBuf,
-        /// The `/latest` recording.
-        #[arg(long, value_name = "FILE")]
-        latest: PathBuf,
-        #[arg(long, value_name = "FILE")]
-        hourly: Option<PathBuf>,
-        #[arg(long, value_name = "FILE")]
-        mapping: Option<PathBuf>,
-        /// Ticks fed before measuring (the windows fill).
-        #[arg(long, default_value_t = 300)]
-        warmup: usize,
-        /// Ticks measured (split over the three stream scenarios).
-        #[arg(long, default_value_t = 30)]
-        ticks: usize,
-        /// Websocket clients of scenarios 2 and 3.
-        #[arg(long, default_value_t = 1000)]
-        subscribers: usize,
-        /// Seconds of each wrk run (0: skip).
-        #[arg(long, default_value_t = 10)]
-        wrk_seconds: u64,
-    },
-    /// One batched forward pass (with calibration) over every item of a
-    /// full tick, p50 and p99, against the 5 ms limit.
-    Inference {
-        /// The model directory.
-        #[arg(long, value_name = "DIR")]
-        model: PathBuf,
-        /// The `/latest` recording; its last tick's rows are predicted.
-        #[arg(long, value_name = "FILE")]
-        latest: PathBuf,
-        /// Use only the first N snapshots.
-        #[arg(long, default_value_t = 300)]
-        snapshots: usize,
-        #[arg(long, default_value_t = 200)]
-        repeats: usize,
-        #[arg(long, value_enum, default_value = "cpu")]
-        device: DeviceArg,
-    },
-    /// Snapshots/s end to end (replay server → client → parser → SQLite
-    /// store) on the step clock, the share of time in HTTP, parsing and
-    /// storage, against the raw store load rate of the same rows.
-    Ingest {
-        /// Folder with the recordings (as for `gept mock-api`).
-        #[arg(long, value_name = "DIR")]
-        data_dir: PathBuf,
-        /// Replay only the first N snapshots.
-        #[arg(long)]
-        snapshots: Option<usize>,
-        /// Work folder for the SQLite files.
-        #[arg(long, default_value = "bench-out")]
-        work_dir: PathBuf,
-    },
-    /// Per-tick latency (p50, p99), replay throughput and peak memory of the
-    /// feature dataflow, against recomputing every feature from the last
-    /// 24 h at each tick (the batch peer), in the same run.
-    Features {
-        /// The `/latest` recording.
-        #[arg(long, value_name = "FILE")]
-        latest: PathBuf,
-        /// The `/1h` recording.
-        #[arg(long, value_name = "FILE")]
-        hourly: Option<PathBuf>,
-        /// The `/5m` recording.
-        #[arg(long, value_name = "FILE")]
-        five_minute: Option<PathBuf>,
-        /// The `/mapping` recording.
-        #[arg(long, value_name = "FILE")]
-        mapping: Option<PathBuf>,
-        /// Use only the first N snapshots.
-        #[arg(long)]
-        snapshots: Option<usize>,
-        /// Timely worker threads.
-        #[arg(long, default_value_t = 1)]
-        workers: usize,
-    },
-    /// Rows/s loading the whole `/latest` recording into SQLite and
-    /// PostgreSQL through the store, against each database's own bulk load
-    /// (`sqlite3 .import`, PostgreSQL `COPY`) of the same rows.
-    Store {
-        /// The `/latest` recording (latest_snapshots.jsonl.zst).
-        #[arg(long, value_name = "FILE")]
-        latest: PathBuf,
-        /// PostgreSQL to load into; skipped when unreachable.
-        #[arg(
-            long,
-            env = "GEPT_BENCH_DATABASE_URL",
-            default_value = "postgres://postgres@127.0.0.1:5432/test"
-        )]
-        postgres: String,
-        /// Work folder for the SQLite files and the CSV of the peers.
-        #[arg(long, default_value = "bench-out")]
-        work_dir: PathBuf,
-        /// Load only the first N snapshots (all by default).
-        #[arg(long)]
-        snapshots: Option<usize>,
-    },
 }

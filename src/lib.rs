@@ -1,12 +1,12 @@
 //! The `gept` binary's library: command-line interface, the commands it runs,
-//! the HTTP API and the replay server.
+//! the HTTP API and the one wiring of the running service (`service`).
 
 pub mod api;
 pub mod cli;
 pub mod commands;
 pub mod http;
-pub mod mock_api;
 pub mod recommend;
+pub mod service;
 pub mod telemetry;
 
 pub use gept_core::config::Config;

@@ -13,9 +13,17 @@ pub fn init() {
         .try_init();
 }
 
-/// Installs the Prometheus recorder and describes every metric of
-/// [`gept_core::metrics::ALL`].
+static RECORDER: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process: a later call, e.g. a
+/// second service in one test process, gets the same handle) and describes
+/// every metric of [`gept_core::metrics::ALL`].
 pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _once = INSTALL.lock().expect("recorder lock");
+    if let Some(h) = RECORDER.get() {
+        return Ok(h.clone());
+    }
     let handle = PrometheusBuilder::new()
         .set_buckets(&[
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -28,5 +36,6 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
             Kind::Histogram => metrics::describe_histogram!(*name, metrics::Unit::Seconds, *help),
         }
     }
+    let _ = RECORDER.set(handle.clone());
     Ok(handle)
 }

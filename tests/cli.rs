@@ -101,7 +101,7 @@ async fn migrate_builds_the_postgres_schema() {
     };
     let o = gept(&["migrate"], &[("GEPT__DATABASE__URL", &url)]);
     assert!(o.status.success(), "{}", text(&o));
-    let store = gept_actors::Store::connect(&url, 1).await.unwrap();
+    let store = gept_store::Store::connect(&url, 1).await.unwrap();
     assert_eq!(store.count("prices_latest_1m").await.unwrap(), 0);
     store.close().await;
     common::drop_postgres_database(&url).await;

@@ -5,10 +5,12 @@
 mod common;
 
 use common::{serve_env, wait_for, Serve};
-use gept::mock_api::{self, Clock, FaultKind, Faults, MockOptions};
-use gept_actors::Store;
+use gept::service::Service;
+use gept_actors::collectors::Faults as CollectorFaults;
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
 use gept_core::{wire, BucketPrice, BucketStep, LatestPrice};
+use gept_replay::{self as mock_api, Clock, FaultKind, Faults, MockOptions};
+use gept_store::Store;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -112,14 +114,21 @@ async fn replay_exact(url: &str, n: Option<usize>, faults: Faults, panic_rate: f
     let total = mock_status(mock.addr).await["total"].as_u64().unwrap() as usize;
     let exp = expected(&dir, total);
     let mut env = serve_env(mock.addr, url);
-    env.push((
-        "GEPT__CHAOS__COLLECTOR_PANIC_RATE".into(),
-        panic_rate.to_string(),
-    ));
     if panic_rate > 0.0 {
         env.push(("GEPT__UPSTREAM__TIMEOUT".into(), "500ms".into()));
     }
-    let serve = Serve::start(&env);
+    // The service in this process, as `gept serve` starts it, with panics
+    // injected into the collectors (a path only tests have).
+    let config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    let service = Service::start_with_faults(
+        &config,
+        CollectorFaults {
+            collector_panic_rate: panic_rate,
+        },
+    )
+    .await
+    .unwrap();
+    let serve_url = format!("http://{}", service.addr);
     let addr = mock.addr;
     wait_for("the replay to finish", 600, || async move {
         mock_status(addr).await["finished"] == true
@@ -138,13 +147,17 @@ async fn replay_exact(url: &str, n: Option<usize>, faults: Faults, panic_rate: f
         async move { matches(store, exp).await }
     })
     .await;
-    let metrics = reqwest::get(format!("{}/metrics", serve.url))
+    let metrics = reqwest::get(format!("{serve_url}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    serve.stop();
+    let report = service.shutdown().await;
+    assert!(
+        report.clean(),
+        "the service did not stop cleanly: {report:?}"
+    );
     assert_exact(&store, &exp).await;
     // Collectors report themselves.
     let statuses = store.collector_statuses().await.unwrap();
@@ -167,8 +180,12 @@ async fn replay_exact(url: &str, n: Option<usize>, faults: Faults, panic_rate: f
     metrics
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_into_sqlite_stores_exactly_the_recording() {
+#[test]
+fn replay_into_sqlite_stores_exactly_the_recording() {
+    gept::service::system().block_on(replay_into_sqlite());
+}
+
+async fn replay_into_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("gept.db").display());
     let metrics = replay_exact(&url, None, Faults::default(), 0.0).await;
@@ -183,8 +200,12 @@ async fn replay_into_sqlite_stores_exactly_the_recording() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_into_postgres_stores_exactly_the_recording() {
+#[test]
+fn replay_into_postgres_stores_exactly_the_recording() {
+    gept::service::system().block_on(replay_into_postgres());
+}
+
+async fn replay_into_postgres() {
     let Some(url) = common::postgres_database().await else {
         return;
     };
@@ -199,8 +220,12 @@ fn metric(text: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn faults_and_crashes_lose_nothing() {
+#[test]
+fn faults_and_crashes_lose_nothing() {
+    gept::service::system().block_on(faults_and_crashes());
+}
+
+async fn faults_and_crashes() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("gept.db").display());
     let faults = Faults {

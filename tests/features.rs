@@ -4,12 +4,12 @@
 
 mod common;
 
-use gept::commands::features::{load_items, load_ticks};
-use gept::commands::history::load_bucket_files;
 use gept_core::recordings;
 use gept_core::{ItemId, ItemMeta};
 use gept_dataflows::batch::reference;
 use gept_dataflows::features::{drive, feature_names, BucketInput, FeatureRow, TickInput};
+use gept_dataflows::inputs::load_bucket_files;
+use gept_dataflows::inputs::{load_items, load_ticks};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 

@@ -5,16 +5,16 @@
 
 mod common;
 
-use gept::commands::features::{load_hours, load_items, load_ticks};
-use gept_actors::store::registry::{ModelEntry, ModelState};
 use gept_core::recordings::{self, LATEST_FILE};
 use gept_core::{HORIZONS_H, N_TARGETS, OFFSETS_BP};
 use gept_dataflows::features::TickInput;
+use gept_dataflows::inputs::{load_hours, load_items, load_ticks};
 use gept_dataflows::labels::{label_series, series_from_ticks, Obs, UNKNOWN};
 use gept_model::calibration::is_monotone;
 use gept_model::dataset;
 use gept_model::net::TrainOptions;
 use gept_model::Model;
+use gept_store::{ModelEntry, ModelState};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,12 +59,18 @@ fn brute_force(obs: &[Obs]) -> Vec<[u8; N_TARGETS]> {
         .collect()
 }
 
-fn shared_or_skip(what: &str) -> Option<PathBuf> {
-    let dir = common::shared_recordings();
-    if dir.is_none() {
-        eprintln!("SKIP {what}: needs ../shared/data/osrs (the full recordings), which is absent");
-    }
-    dir
+/// `/latest` snapshots in the recordings the tests read.
+fn snapshot_count(dir: &Path) -> usize {
+    recordings::open(&dir.join(LATEST_FILE))
+        .unwrap()
+        .lines()
+        .count()
+}
+
+/// Snapshots the shared model trains on: the first 420 (35 h) of the full
+/// recordings, or the first 60 % of the in-repo excerpt.
+fn training_snapshots(dir: &Path) -> usize {
+    420.min(snapshot_count(dir) * 6 / 10)
 }
 
 #[test]
@@ -148,11 +154,11 @@ fn dataset_features_at_t_do_not_depend_on_anything_after_t() {
     assert!(after_all.items.contains(&999_999));
 }
 
-/// A model trained once per test run on the first 420 snapshots (35 h).
-fn trained_model() -> Option<&'static Path> {
-    static DIR: OnceLock<Option<(tempfile::TempDir, PathBuf)>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = shared_or_skip("training on the recording")?;
+/// A model trained once per test run on the first [`training_snapshots`].
+fn trained_model() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = DIR.get_or_init(|| {
+        let dir = common::recordings();
         let opts = TrainOptions {
             hidden: vec![64, 32],
             max_epochs: 3,
@@ -160,16 +166,15 @@ fn trained_model() -> Option<&'static Path> {
         };
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("model");
-        common::train_model(&dir, 420, opts, &out);
-        Some((tmp, out))
-    })
-    .as_ref()
-    .map(|(_, p)| p.as_path())
+        common::train_model(&dir, training_snapshots(&dir), opts, &out);
+        (tmp, out)
+    });
+    path
 }
 
 #[test]
 fn a_trained_model_describes_itself_and_predicts_monotone_calibrated_fills() {
-    let Some(dir) = trained_model() else { return };
+    let dir = trained_model();
     let model = Model::load(dir, tch::Device::Cpu).unwrap();
     let meta = &model.meta;
     assert_eq!(meta.targets.len(), N_TARGETS);
@@ -187,9 +192,10 @@ fn a_trained_model_describes_itself_and_predicts_monotone_calibrated_fills() {
     let t = &meta.training;
     assert!(t["validation_from"].as_i64() > t["first_tick"].as_i64());
     // Predictions on unseen ticks after the training period.
-    let rec = common::shared_recordings().unwrap();
-    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(500)).unwrap();
-    let from = ticks[440].time;
+    let rec = common::recordings();
+    let trained = training_snapshots(&rec);
+    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(trained + 80)).unwrap();
+    let from = ticks[trained + 20].time;
     let rows = dataset::features(&ticks, &[], &Default::default(), |t| t >= from);
     let probs = model.predict(&rows.x);
     assert_eq!(probs.len(), rows.len() * N_TARGETS);
@@ -202,7 +208,7 @@ fn a_trained_model_describes_itself_and_predicts_monotone_calibrated_fills() {
 
 #[test]
 fn a_tampered_model_is_refused() {
-    let Some(dir) = trained_model() else { return };
+    let dir = trained_model();
     let tmp = tempfile::tempdir().unwrap();
     for f in ["model.json", "weights.safetensors"] {
         std::fs::copy(dir.join(f), tmp.path().join(f)).unwrap();
@@ -235,15 +241,21 @@ fn cut_recording(src: &Path, skip: usize, n: usize, out: &Path) {
 
 #[test]
 fn eval_writes_a_report_and_plots_for_a_later_period() {
-    let Some(dir) = trained_model() else { return };
-    let rec = common::shared_recordings().unwrap();
+    let dir = trained_model();
+    let rec = common::recordings();
     let tmp = tempfile::tempdir().unwrap();
     let (history, latest) = (
         tmp.path().join("history.jsonl"),
         tmp.path().join("latest.jsonl"),
     );
-    cut_recording(&rec.join(LATEST_FILE), 150, 270, &history);
-    cut_recording(&rec.join(LATEST_FILE), 420, 200, &latest);
+    // History: up to 270 snapshots before the end of training; the scored
+    // period: up to 200 after it (the model never saw them).
+    let trained = training_snapshots(&rec);
+    let later = 200.min(snapshot_count(&rec) - trained);
+    assert!(later >= 100, "too little left to score: {later} snapshots");
+    let kept = 270.min(trained);
+    cut_recording(&rec.join(LATEST_FILE), trained - kept, kept, &history);
+    cut_recording(&rec.join(LATEST_FILE), trained, later, &latest);
     let report = tmp.path().join("report");
     let status = Command::new(env!("CARGO_BIN_EXE_gept"))
         .args(["eval", "--model"])
@@ -307,7 +319,7 @@ fn entry(version: &str, mean_auc: f64, created_at: i64) -> ModelEntry {
     }
 }
 
-async fn registry_lifecycle(store: &gept_actors::Store) {
+async fn registry_lifecycle(store: &gept_store::Store) {
     store.migrate().await.unwrap();
     store.register_model(&entry("a", 0.6, 100)).await.unwrap();
     store.register_model(&entry("b", 0.7, 200)).await.unwrap();
@@ -348,7 +360,7 @@ async fn registry_lifecycle_on_postgres() {
     let Some(url) = common::postgres_database().await else {
         return;
     };
-    let store = gept_actors::Store::connect(&url, 4).await.unwrap();
+    let store = gept_store::Store::connect(&url, 4).await.unwrap();
     registry_lifecycle(&store).await;
     store.close().await;
     common::drop_postgres_database(&url).await;
@@ -356,7 +368,7 @@ async fn registry_lifecycle_on_postgres() {
 
 #[test]
 fn gept_model_register_applies_the_gates_and_activates() {
-    let Some(dir) = trained_model() else { return };
+    let dir = trained_model();
     let tmp = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", tmp.path().join("gept.db").display());
     let gept = |args: &[&str]| {

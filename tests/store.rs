@@ -3,9 +3,9 @@
 
 mod common;
 
-use gept_actors::Store;
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
 use gept_core::{wire, BucketStep, CollectorStatus, LatestPrice};
+use gept_store::Store;
 
 /// Real rows: the first `n` `/latest` snapshots of the recording.
 fn latest_rows(n: usize) -> Vec<LatestPrice> {
@@ -41,7 +41,7 @@ async fn exercise(store: &Store) {
     store.migrate().await.unwrap();
     // Applying again is a no-op.
     store.migrate().await.unwrap();
-    for table in gept_actors::store::TABLES {
+    for table in gept_store::TABLES {
         let n = store.count(table).await.unwrap();
         if table != "_sqlx_migrations" {
             assert_eq!(n, 0, "{table} is not empty after migration");
@@ -159,7 +159,7 @@ async fn postgres_round_trips_real_rows() {
     let store = Store::connect(&url, 4).await.unwrap();
     exercise(&store).await;
     // Time-series rows landed in daily / monthly partitions.
-    let gept_actors::Store::Postgres(pg) = &store else {
+    let gept_store::Store::Postgres(pg) = &store else {
         panic!("not postgres")
     };
     let parts = pg.partitions_of("prices_latest_1m").await.unwrap();

@@ -9,7 +9,6 @@
 //! writer, so a crash mid-batch loses nothing.
 
 use crate::health::Health;
-use crate::store::Store;
 use crate::upstream::{FetchError, UpstreamClient};
 use crate::writer::{Flush, Rows, StoreWriter, Write};
 use actix::prelude::*;
@@ -19,6 +18,7 @@ use gept_core::config::{CollectorConfig, Config};
 use gept_core::metrics as m;
 use gept_core::wire::{Parsed, ParsedBucket, Rejections};
 use gept_core::{BucketPrice, BucketStep, ItemId, LatestPrice};
+use gept_store::Store;
 use rand::Rng;
 use std::collections::{HashSet, VecDeque};
 use std::panic::AssertUnwindSafe;
@@ -62,8 +62,8 @@ pub enum CollectorError {
     WriterGone,
 }
 
-impl From<crate::store::StoreError> for CollectorError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<gept_store::StoreError> for CollectorError {
+    fn from(e: gept_store::StoreError) -> Self {
         CollectorError::Store(e.to_string())
     }
 }
@@ -79,8 +79,24 @@ pub struct CollectorEnv {
     pub backfill: Arc<Mutex<VecDeque<ItemId>>>,
     /// Whether the timeseries collector runs (else nothing is queued).
     pub backfill_enabled: bool,
-    /// Share of polls that panic mid-batch, for crash tests (0 in production).
-    pub panic_rate: f64,
+    /// Faults injected by crash tests; [`Faults::none`] in `gept serve`.
+    pub faults: Faults,
+}
+
+/// Faults a crash test injects into the collectors. There is no configuration
+/// key for them: only code that starts the service itself (the tests, through
+/// `gept::service::Service::start_with_faults`) can set them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Share of polls that panic mid-batch, after fetching and before writing.
+    pub collector_panic_rate: f64,
+}
+
+impl Faults {
+    /// No faults: what production runs.
+    pub fn none() -> Self {
+        Self::default()
+    }
 }
 
 impl CollectorEnv {
@@ -110,7 +126,8 @@ impl CollectorEnv {
 
     /// Crash-test hook: panics in the middle of a batch with the configured probability.
     fn maybe_panic(&self, name: &str) {
-        if self.panic_rate > 0.0 && rand::thread_rng().gen_bool(self.panic_rate.min(1.0)) {
+        let rate = self.faults.collector_panic_rate;
+        if rate > 0.0 && rand::thread_rng().gen_bool(rate.min(1.0)) {
             panic!("injected panic in collector {name} mid-batch");
         }
     }

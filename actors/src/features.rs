@@ -10,13 +10,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
 
-/// Starts the engine on a thread of its own; it ends when the channel closes.
-/// `on_rows` receives each completed tick with the rows of every item
-/// observed at it (inference takes them from there).
+/// Starts the engine on a thread of its own; it ends when `cancel` fires or
+/// the channel closes (it waits for events on `runtime`, so it observes the
+/// cancellation while idle). `on_rows` receives each completed tick with the
+/// rows of every item observed at it (inference takes them from there).
 pub fn spawn(
     mut events: broadcast::Receiver<FeedEvent>,
     mut items: HashMap<ItemId, ItemMeta>,
+    runtime: tokio::runtime::Handle,
+    cancel: CancellationToken,
     mut on_rows: impl FnMut(Arc<Tick>, Vec<FeatureRow>) + Send + Sync + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
@@ -25,7 +29,14 @@ pub fn spawn(
             timely::execute_directly(move |worker| {
                 let mut engine = Engine::new(worker);
                 loop {
-                    match events.blocking_recv() {
+                    let next = runtime.block_on(async {
+                        tokio::select! {
+                            e = events.recv() => Some(e),
+                            _ = cancel.cancelled() => None,
+                        }
+                    });
+                    let Some(next) = next else { break };
+                    match next {
                         Ok(FeedEvent::Tick(tick)) => {
                             let started = Instant::now();
                             let input = TickInput {

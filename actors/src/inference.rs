@@ -13,14 +13,13 @@
 //! in the snapshot and records `no_model` for each tick.
 
 use crate::collectors::Tick;
-use crate::store::predictions::{InferenceStatus, PredictionRow};
-use crate::store::registry::ModelEntry;
-use crate::Store;
 use arc_swap::ArcSwap;
 use gept_core::metrics as m;
 use gept_core::{target_names, ItemId, LatestPrice, N_TARGETS};
 use gept_dataflows::features::{feature_names, FeatureRow};
 use gept_model::Model;
+use gept_store::Store;
+use gept_store::{InferenceStatus, ModelEntry, PredictionRow};
 use serde::ser::{SerializeMap, Serializer};
 use std::collections::HashMap;
 use std::path::Path;
@@ -121,6 +120,9 @@ pub struct ModelStatus {
 enum Msg {
     Tick(Arc<Tick>, Vec<FeatureRow>),
     Reload(oneshot::Sender<Result<Option<String>, String>>),
+    /// Ends the thread after the ticks queued before it, once their
+    /// prediction writes have finished.
+    Stop,
 }
 
 /// Handle to the inference thread; cheap to clone.
@@ -130,6 +132,8 @@ pub struct Inference {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub stream: broadcast::Sender<Arc<TickPredictions>>,
     pub status: Arc<Mutex<ModelStatus>>,
+    /// The thread, until [`Inference::stop`] takes it.
+    thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
 impl Inference {
@@ -152,6 +156,7 @@ impl Inference {
                 device: format!("{device:?}"),
                 ..Default::default()
             })),
+            thread: Arc::default(),
         };
         let mut worker = Worker {
             shared: inference.clone(),
@@ -160,8 +165,9 @@ impl Inference {
             runtime,
             model: None,
             volumes: HashMap::new(),
+            writes: tokio_util::task::TaskTracker::new(),
         };
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("gept-inference".into())
             .spawn(move || {
                 if let Err(e) = worker.reload() {
@@ -173,10 +179,22 @@ impl Inference {
                         Msg::Reload(reply) => {
                             let _ = reply.send(worker.reload());
                         }
+                        Msg::Stop => break,
                     }
                 }
+                worker.writes.close();
+                let writes = worker.writes.clone();
+                worker.runtime.block_on(writes.wait());
             })?;
+        *inference.thread.lock().expect("thread lock") = Some(thread);
         Ok(inference)
+    }
+
+    /// Stops the thread after the ticks already submitted and their
+    /// prediction writes; returns it to join (`None` if already stopped).
+    pub fn stop(&self) -> Option<std::thread::JoinHandle<()>> {
+        let _ = self.tx.send(Msg::Stop);
+        self.thread.lock().expect("thread lock").take()
     }
 
     /// Hands a completed tick's feature rows to inference.
@@ -197,14 +215,21 @@ impl Inference {
     }
 
     /// Asks for a reload every `every` (the registry may change from another
-    /// process, e.g. `gept model register --activate`).
-    pub fn watch_registry(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// process, e.g. `gept model register --activate`) until `cancel` fires.
+    pub fn watch_registry(
+        &self,
+        every: Duration,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut timer = tokio::time::interval(every);
             timer.tick().await;
             loop {
-                timer.tick().await;
+                tokio::select! {
+                    _ = timer.tick() => {}
+                    _ = cancel.cancelled() => break,
+                }
                 if let Err(e) = this.reload().await {
                     tracing::warn!(error = %e, "registry check failed");
                 }
@@ -245,6 +270,8 @@ struct Worker {
     /// Per item: the last hourly volume seen, and the sum and count of the
     /// distinct ones (their mean flags volume spikes).
     volumes: HashMap<ItemId, (f64, f64, u32)>,
+    /// Prediction writes in flight, awaited before the thread ends.
+    writes: tokio_util::task::TaskTracker,
 }
 
 impl Worker {
@@ -422,7 +449,7 @@ impl Worker {
             s.ticks += 1;
         }
         let store = self.store.clone();
-        self.runtime.spawn(async move {
+        self.runtime.spawn(self.writes.track_future(async move {
             for attempt in 0..5u32 {
                 let result = async {
                     if !rows.is_empty() {
@@ -443,6 +470,6 @@ impl Worker {
                 }
             }
             tracing::error!(tick = status.tick_time, "predictions of this tick were not stored");
-        });
+        }));
     }
 }

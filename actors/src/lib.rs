@@ -5,8 +5,5 @@ pub mod collectors;
 pub mod features;
 pub mod health;
 pub mod inference;
-pub mod store;
 pub mod upstream;
 pub mod writer;
-
-pub use store::{Store, StoreError};

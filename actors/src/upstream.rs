@@ -3,16 +3,22 @@
 //!
 //! A descriptive User-Agent is required. Each request has a timeout; failures
 //! are retried with exponential backoff and full jitter; `429` honours
-//! `Retry-After`; a circuit breaker opens after consecutive failures so a dead
-//! upstream is not hammered. Bodies are parsed by [`gept_core::wire`].
+//! `Retry-After` up to `backoff_max`; one circuit breaker per upstream host
+//! opens after consecutive failures so a dead host is not hammered and a
+//! failing optional feed (news, player count) never blocks `/latest`. A
+//! client made with [`UpstreamClient::with_cancel`] abandons its waits and
+//! requests at once when the service stops. Bodies are parsed by
+//! [`gept_core::wire`].
 
 use gept_core::config::UpstreamConfig;
 use gept_core::wire::{self, Parsed, ParsedBucket, WireError};
 use gept_core::{BucketPrice, BucketStep, ItemId, ItemMeta, LatestPrice, NewsItem};
 use rand::Rng;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 /// Why a fetch failed (after its retries).
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,8 @@ pub enum FetchError {
     Body { url: String, source: WireError },
     #[error("circuit open after repeated failures; next try in {0:?}")]
     CircuitOpen(Duration),
+    #[error("the service is stopping")]
+    Cancelled,
 }
 
 impl FetchError {
@@ -46,6 +54,7 @@ impl FetchError {
             FetchError::Timeout { .. } => "timeout",
             FetchError::Body { .. } => "body",
             FetchError::CircuitOpen(_) => "circuit_open",
+            FetchError::Cancelled => "cancelled",
         }
     }
 }
@@ -60,18 +69,28 @@ pub struct Response {
     pub arrived: std::time::Instant,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Breaker {
     consecutive_failures: u32,
     open_until: Option<Instant>,
 }
 
-/// The upstream client; cheap to clone (shares its connection pool and breaker).
+/// The upstream client; cheap to clone (shares its connection pool and breakers).
 #[derive(Clone)]
 pub struct UpstreamClient {
     http: reqwest::Client,
     config: UpstreamConfig,
-    breaker: Arc<Mutex<Breaker>>,
+    /// One breaker per `host:port`.
+    breakers: Arc<Mutex<HashMap<String, Breaker>>>,
+    cancel: CancellationToken,
+}
+
+/// The breaker key of a URL: its host and port.
+fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?)))
+        .unwrap_or_default()
 }
 
 impl UpstreamClient {
@@ -93,11 +112,25 @@ impl UpstreamClient {
         Ok(Self {
             http,
             config: config.clone(),
-            breaker: Arc::new(Mutex::new(Breaker {
-                consecutive_failures: 0,
-                open_until: None,
-            })),
+            breakers: Arc::default(),
+            cancel: CancellationToken::new(),
         })
+    }
+
+    /// The same client, abandoning waits and requests once `cancel` fires.
+    pub fn with_cancel(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Whether the breaker of `url`'s host is open now.
+    pub fn breaker_open(&self, url: &str) -> bool {
+        self.check_breaker(&host_of(url)).is_err()
+    }
+
+    /// The URL of an API path (e.g. `latest`).
+    pub fn api_url(&self, path: &str) -> String {
+        self.api(path)
     }
 
     fn api(&self, path: &str) -> String {
@@ -116,9 +149,9 @@ impl UpstreamClient {
         Duration::from_millis(rand::thread_rng().gen_range(millis / 2..=millis.max(1)))
     }
 
-    fn check_breaker(&self) -> Result<(), FetchError> {
-        let b = self.breaker.lock().unwrap();
-        match b.open_until {
+    fn check_breaker(&self, host: &str) -> Result<(), FetchError> {
+        let breakers = self.breakers.lock().unwrap();
+        match breakers.get(host).and_then(|b| b.open_until) {
             Some(until) if Instant::now() < until => {
                 Err(FetchError::CircuitOpen(until - Instant::now()))
             }
@@ -126,8 +159,9 @@ impl UpstreamClient {
         }
     }
 
-    fn record(&self, ok: bool) {
-        let mut b = self.breaker.lock().unwrap();
+    fn record(&self, host: &str, ok: bool) {
+        let mut breakers = self.breakers.lock().unwrap();
+        let b = breakers.entry(host.to_string()).or_default();
         if ok {
             b.consecutive_failures = 0;
             b.open_until = None;
@@ -136,6 +170,11 @@ impl UpstreamClient {
             if b.consecutive_failures >= self.config.breaker_failures {
                 b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
                 metrics::counter!(gept_core::metrics::UPSTREAM_BREAKER_OPENED).increment(1);
+                tracing::warn!(
+                    host,
+                    failures = b.consecutive_failures,
+                    "upstream circuit opened"
+                );
             }
         }
     }
@@ -161,7 +200,8 @@ impl UpstreamClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs)
-                .unwrap_or(self.config.backoff_base);
+                .unwrap_or(self.config.backoff_base)
+                .min(self.config.backoff_max);
             return Err(FetchError::RateLimited(wait));
         }
         if !status.is_success() {
@@ -204,10 +244,15 @@ impl UpstreamClient {
         url: &str,
         parse: impl Fn(&Response) -> Result<T, WireError>,
     ) -> Result<(T, Response), FetchError> {
+        let host = host_of(url);
         let mut attempt = 0;
         loop {
-            self.check_breaker()?;
-            let result = self.get_once(url).await.and_then(|r| match parse(&r) {
+            self.check_breaker(&host)?;
+            let once = tokio::select! {
+                r = self.get_once(url) => r,
+                _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
+            };
+            let result = once.and_then(|r| match parse(&r) {
                 Ok(v) => Ok((v, r)),
                 Err(source) => Err(FetchError::Body {
                     url: url.to_string(),
@@ -216,11 +261,17 @@ impl UpstreamClient {
             });
             match result {
                 Ok(ok) => {
-                    self.record(true);
+                    self.record(&host, true);
                     return Ok(ok);
                 }
                 Err(e) => {
-                    self.record(false);
+                    // A 4xx other than 429 is an answer from a live host about
+                    // this request, not a sign the host is down.
+                    let host_failed = !matches!(
+                        e,
+                        FetchError::Status { status, .. } if (400..500).contains(&status)
+                    );
+                    self.record(&host, !host_failed);
                     metrics::counter!(gept_core::metrics::UPSTREAM_ERRORS, "kind" => e.kind())
                         .increment(1);
                     let retryable =
@@ -233,7 +284,10 @@ impl UpstreamClient {
                         _ => self.backoff(attempt),
                     };
                     tracing::debug!(%url, error = %e, ?wait, attempt, "retrying upstream request");
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = self.cancel.cancelled() => return Err(FetchError::Cancelled),
+                    }
                     attempt += 1;
                 }
             }

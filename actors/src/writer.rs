@@ -6,10 +6,10 @@
 //! loses nothing; [`Flush`] reports the failure to whoever waits on it.
 //! Flushes hold the mailbox, so rows are stored in the order they arrived.
 
-use crate::store::Store;
 use actix::prelude::*;
 use gept_core::metrics as m;
 use gept_core::{BucketPrice, BucketStep, ItemMeta, LatestPrice, NewsItem, PlayerCount};
+use gept_store::Store;
 use std::time::Duration;
 
 /// Rows of one table, handed to the writer.

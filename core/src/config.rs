@@ -31,7 +31,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub inference: InferenceConfig,
     pub retention: RetentionConfig,
-    pub chaos: ChaosConfig,
+    pub service: ServiceConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,11 +170,14 @@ pub struct AdminConfig {
     pub token_file: String,
 }
 
-/// Fault injection for crash tests; all zero in production.
+/// The running service as a whole.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChaosConfig {
-    pub collector_panic_rate: f64,
+pub struct ServiceConfig {
+    /// The longest a clean stop may take: polls in flight, the final flush,
+    /// the feature and inference threads and the prediction writes.
+    #[serde(with = "dur")]
+    pub shutdown_timeout: Duration,
 }
 
 /// A configuration that cannot be used, with every problem found.
@@ -284,8 +287,8 @@ impl Config {
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());
         }
-        if !(0.0..=1.0).contains(&self.chaos.collector_panic_rate) {
-            problems.push("chaos.collector_panic_rate: must be between 0 and 1".into());
+        if self.service.shutdown_timeout.is_zero() {
+            problems.push("service.shutdown_timeout: must be above zero".into());
         }
         if self.database.batch_rows == 0 {
             problems.push("database.batch_rows: must be at least 1".into());

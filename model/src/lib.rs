@@ -2,7 +2,7 @@
 //! serving feature graphs (`dataset`), the tch network and its training
 //! (`net`), calibration (`calibration`), self-describing model files
 //! (`file`), evaluation (`metrics`, `eval`) and the registry's activation
-//! gates (`gates`).
+//! gates (`gates`) with activation through them (`registry`).
 
 pub mod calibration;
 pub mod dataset;
@@ -12,5 +12,6 @@ pub mod gates;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;
+pub mod registry;
 
 pub use file::{Model, ModelMeta};

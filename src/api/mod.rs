@@ -12,9 +12,9 @@ pub mod stream;
 use crate::recommend::{self, Risk, Style};
 use gept_actors::health::Health;
 use gept_actors::inference::{Inference, Prediction};
-use gept_actors::Store;
 use gept_core::metrics as m;
 use gept_core::{BucketStep, ItemId, ItemMeta, HORIZONS_H, N_TARGETS, OFFSETS_BP};
+use gept_store::Store;
 use limits::RateLimiter;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -591,9 +591,12 @@ pub fn routes(
         .and(warp::query::<ForceQuery>())
         .and(s.clone())
         .and_then(|version: String, q: ForceQuery, state: ApiState| async move {
-            let verdict = state
-                .store
-                .activate_gated(&version, q.force.unwrap_or(false), chrono::Utc::now().timestamp())
+            let verdict = gept_model::registry::activate_gated(
+                &state.store,
+                &version,
+                q.force.unwrap_or(false),
+                chrono::Utc::now().timestamp(),
+            )
                 .await
                 .map_err(|e| ApiError::reject(StatusCode::CONFLICT, e.to_string()))?;
             if !verdict.passed && !q.force.unwrap_or(false) {

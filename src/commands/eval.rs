@@ -1,10 +1,10 @@
 //! `gept eval`: a model scored on a period it never saw.
 
 use crate::cli::EvalArgs;
-use crate::commands::features::{load_items, load_ticks};
-use crate::commands::history::load_bucket_files;
 use gept_core::duration;
 use gept_core::N_TARGETS;
+use gept_dataflows::inputs::load_bucket_files;
+use gept_dataflows::inputs::{load_items, load_ticks};
 use gept_model::eval::{auc_heatmap_svg, reliability_svg};
 use gept_model::Model;
 use gept_model::{dataset, pipeline};

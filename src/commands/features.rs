@@ -1,59 +1,10 @@
 //! `gept features`: a recording through the feature dataflow, out as CSV.
 
 use crate::cli::FeaturesArgs;
-use gept_core::recordings::{bucket_snapshots, latest_snapshots, read_all};
-use gept_core::wire;
-use gept_core::{BucketStep, ItemId, ItemMeta};
-use gept_dataflows::features::{self, BucketInput, FeatureRow, TickInput};
-use std::collections::HashMap;
+use gept_dataflows::features::{self, FeatureRow};
+use gept_dataflows::inputs::{load_bucket_files, load_items, load_ticks};
 use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
-
-/// Reads the first `max` `/latest` snapshots of a recording as ticks.
-pub fn load_ticks(path: &Path, max: Option<usize>) -> anyhow::Result<Vec<TickInput>> {
-    let mut snaps = Vec::new();
-    for snap in latest_snapshots(path)?.take(max.unwrap_or(usize::MAX)) {
-        let snap = snap?;
-        snaps.push((
-            snap.timestamp,
-            wire::parse_latest(snap.body.as_bytes(), snap.timestamp)?.rows,
-        ));
-    }
-    Ok(features::ticks_from(snaps))
-}
-
-/// Reads a `/1h` recording as bucket inputs, by start.
-pub fn load_hours(path: Option<&Path>) -> anyhow::Result<Vec<BucketInput>> {
-    load_buckets(path, BucketStep::OneHour)
-}
-
-/// Reads a `/5m` or `/1h` recording as bucket inputs, by start.
-pub fn load_buckets(path: Option<&Path>, step: BucketStep) -> anyhow::Result<Vec<BucketInput>> {
-    let Some(path) = path else {
-        return Ok(Vec::new());
-    };
-    bucket_snapshots(path)?
-        .iter()
-        .map(|b| {
-            let p = wire::parse_bucket(b.body.as_bytes())?;
-            Ok(BucketInput {
-                step,
-                start: p.timestamp,
-                rows: p.rows,
-            })
-        })
-        .collect()
-}
-
-/// Reads a `/mapping` recording as item constants by id (empty without one).
-pub fn load_items(path: Option<&Path>) -> anyhow::Result<HashMap<ItemId, ItemMeta>> {
-    let Some(path) = path else {
-        return Ok(HashMap::new());
-    };
-    let parsed = wire::parse_mapping(&read_all(path)?)?;
-    Ok(parsed.rows.into_iter().map(|m| (m.item_id, m)).collect())
-}
 
 /// Writes rows as CSV lines (no header).
 pub fn write_rows(out: &mut impl Write, rows: &[FeatureRow]) -> std::io::Result<()> {
@@ -78,7 +29,7 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("timely options: {e}"))?
     };
     let ticks = Arc::new(load_ticks(&args.latest, args.max_snapshots)?);
-    let hours = Arc::new(crate::commands::history::load_bucket_files(
+    let hours = Arc::new(load_bucket_files(
         args.hourly.as_slice(),
         args.five_minute.as_deref(),
     )?);

@@ -2,35 +2,18 @@
 //! constants, from recordings or from the configured database.
 
 use crate::cli::HistoryArgs;
-use crate::commands::features::{load_buckets, load_hours, load_items, load_ticks};
-use gept_actors::Store;
 use gept_core::config::Config;
 use gept_core::{BucketStep, ItemId, ItemMeta};
 use gept_dataflows::features::{self, BucketInput, TickInput};
+use gept_dataflows::inputs::{load_bucket_files, load_items, load_ticks};
+use gept_store::Store;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 /// Everything the feature engine and the labeller read.
 pub struct History {
     pub ticks: Vec<TickInput>,
     pub hours: Vec<BucketInput>,
     pub items: HashMap<ItemId, ItemMeta>,
-}
-
-/// `/1h` buckets of several recordings and the `/5m` buckets of one, by
-/// start, each (step, start) once.
-pub fn load_bucket_files(
-    hourly: &[PathBuf],
-    five_minute: Option<&Path>,
-) -> anyhow::Result<Vec<BucketInput>> {
-    let mut buckets = Vec::new();
-    for p in hourly {
-        buckets.extend(load_hours(Some(p))?);
-    }
-    buckets.extend(load_buckets(five_minute, BucketStep::FiveMinutes)?);
-    buckets.sort_by_key(|b| (b.start, b.step));
-    buckets.dedup_by_key(|b| (b.start, b.step));
-    Ok(buckets)
 }
 
 impl History {

@@ -1,7 +1,7 @@
 //! `gept migrate`: apply the embedded migrations to the configured database.
 
-use gept_actors::Store;
 use gept_core::config::{redact_url, Config};
+use gept_store::Store;
 
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let url = config.database_url()?;

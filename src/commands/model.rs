@@ -2,15 +2,19 @@
 //! configured database, with the activation gates.
 
 use crate::cli::ModelCommand;
-use gept_actors::store::registry::ModelEntry;
-use gept_actors::Store;
 use gept_core::config::Config;
 use gept_model::file::read_meta;
+use gept_store::ModelEntry;
+use gept_store::Store;
 
 async fn activate(store: &Store, entry: &ModelEntry, force: bool) -> anyhow::Result<()> {
-    let v = store
-        .activate_gated(&entry.version, force, chrono::Utc::now().timestamp())
-        .await?;
+    let v = gept_model::registry::activate_gated(
+        store,
+        &entry.version,
+        force,
+        chrono::Utc::now().timestamp(),
+    )
+    .await?;
     for r in &v.reasons {
         println!("  gate: {r}");
     }
@@ -39,7 +43,7 @@ pub async fn run(config: &Config, command: &ModelCommand) -> anyhow::Result<()> 
                 let meta = read_meta(dir)?;
                 drop(model);
                 let path = std::fs::canonicalize(dir)?;
-                let entry = ModelEntry::pending(&meta, path.display().to_string());
+                let entry = gept_model::registry::pending_entry(&meta, path.display().to_string());
                 store.register_model(&entry).await?;
                 println!(
                     "model {} registered (PENDING) from {}",

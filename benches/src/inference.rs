@@ -1,9 +1,9 @@
-//! `gept bench inference`: one batched forward pass (encoding, network,
+//! `gept-bench inference`: one batched forward pass (encoding, network,
 //! calibration and monotone repair) over every item of a full tick, against
 //! the 5 ms limit, in the same run.
 
-use crate::cli::DeviceArg;
-use crate::commands::features::load_ticks;
+use gept::cli::DeviceArg;
+use gept_dataflows::inputs::load_ticks;
 use gept_model::dataset;
 use gept_model::Model;
 use std::path::Path;

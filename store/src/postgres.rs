@@ -1,10 +1,12 @@
 //! PostgreSQL side of the store: array-parameter bulk inserts (`UNNEST`) with
 //! `ON CONFLICT DO NOTHING`, and time partitions created before their first row.
 
-use super::{chunks, StoreError};
+use crate::rows::{self, InferenceStatus, ModelEntry, PredictionRow};
+use crate::{chunks, StoreError};
 use chrono::{Datelike, TimeZone, Utc};
 use gept_core::{
-    BucketPrice, BucketStep, CollectorStatus, DataGap, ItemMeta, LatestPrice, NewsItem, PlayerCount,
+    BucketPrice, BucketStep, CollectorStatus, DataGap, ItemId, ItemMeta, LatestPrice, NewsItem,
+    PlayerCount,
 };
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
@@ -19,7 +21,7 @@ const CHUNK_ROWS: usize = 50_000;
 /// A PostgreSQL pool and the partitions known to exist.
 #[derive(Clone, Debug)]
 pub struct PgStore {
-    pub(super) pool: PgPool,
+    pub pool: PgPool,
     partitions: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -86,7 +88,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgStore, 
 }
 
 /// Clamps a query bound to the range `to_timestamp` accepts (years 1970..=9999).
-pub(super) fn bound(t: i64) -> i64 {
+fn bound(t: i64) -> i64 {
     t.clamp(0, 253_402_300_799)
 }
 
@@ -481,6 +483,244 @@ impl PgStore {
                 })
             })
             .collect()
+    }
+}
+
+/// `model_registry` columns in [`rows::EntryTuple`] order, times as Unix seconds.
+const REGISTRY_COLUMNS: &str = "version, state, path, sha256, mean_auc, metrics::text, EXTRACT(EPOCH FROM created_at)::int8, \
+    EXTRACT(EPOCH FROM activated_at)::int8, EXTRACT(EPOCH FROM deprecated_at)::int8, EXTRACT(EPOCH FROM archived_at)::int8";
+
+/// Prediction rows per `UNNEST` statement.
+const PREDICTION_CHUNK: usize = 2_000;
+
+impl PgStore {
+    pub(super) async fn register_model(&self, e: &ModelEntry) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO model_registry (version, state, path, sha256, mean_auc, metrics, created_at) \
+             VALUES ($1, 'PENDING', $2, $3, $4, $5::jsonb, to_timestamp($6))",
+        )
+        .bind(&e.version)
+        .bind(&e.path)
+        .bind(&e.sha256)
+        .bind(e.mean_auc)
+        .bind(&e.metrics)
+        .bind(e.created_at)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn models(&self) -> Result<Vec<ModelEntry>, StoreError> {
+        sqlx::query_as::<_, rows::EntryTuple>(&format!(
+            "SELECT {REGISTRY_COLUMNS} FROM model_registry ORDER BY created_at, version"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(rows::entry)
+        .collect()
+    }
+
+    pub(super) async fn activate_model(&self, version: &str, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE model_registry SET state = 'DEPRECATED', deprecated_at = to_timestamp($1) WHERE state = 'ACTIVE'")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE model_registry SET state = 'ACTIVE', activated_at = to_timestamp($1), deprecated_at = NULL WHERE version = $2")
+            .bind(now)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn archive_model(&self, version: &str, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE model_registry SET state = 'ARCHIVED', archived_at = to_timestamp($1) WHERE version = $2 AND state <> 'ACTIVE'",
+        )
+        .bind(now)
+        .bind(version)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn insert_predictions(
+        &self,
+        rows: &[PredictionRow],
+    ) -> Result<u64, StoreError> {
+        self.ensure_partitions("predictions", rows.iter().map(|r| r.tick_time))
+            .await?;
+        let mut stored = 0;
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(PREDICTION_CHUNK) {
+            stored += sqlx::query(
+                "INSERT INTO predictions (item_id, tick_time, observed_at, model_version, probabilities) \
+                 SELECT u.item_id, to_timestamp(u.tick), to_timestamp(u.obs), u.version, u.p \
+                 FROM UNNEST($1::int4[], $2::int8[], $3::int8[], $4::text[], $5::bytea[]) \
+                 AS u(item_id, tick, obs, version, p) ON CONFLICT DO NOTHING",
+            )
+            .bind(chunk.iter().map(|r| r.item_id as i32).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.tick_time).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.observed_at).collect::<Vec<_>>())
+            .bind(chunk.iter().map(|r| r.model_version.clone()).collect::<Vec<_>>())
+            .bind(
+                chunk
+                    .iter()
+                    .map(|r| rows::encode_probabilities(&r.probabilities))
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(super) async fn predictions_at(
+        &self,
+        tick_time: i64,
+    ) -> Result<Vec<PredictionRow>, StoreError> {
+        sqlx::query_as::<_, rows::PredictionTuple>(
+            "SELECT item_id::int8, EXTRACT(EPOCH FROM tick_time)::int8, EXTRACT(EPOCH FROM observed_at)::int8, \
+             model_version, probabilities FROM predictions WHERE tick_time = to_timestamp($1) ORDER BY item_id",
+        )
+        .bind(tick_time)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(rows::prediction)
+        .collect()
+    }
+
+    pub(super) async fn put_inference_status(
+        &self,
+        s: &InferenceStatus,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO inference_status (tick_time, items, latency_ms, model_version, outcome, message, created_at) \
+             VALUES (to_timestamp($1), $2, $3, $4, $5, $6, to_timestamp($7)) ON CONFLICT (tick_time) DO UPDATE SET \
+             items = excluded.items, latency_ms = excluded.latency_ms, model_version = excluded.model_version, \
+             outcome = excluded.outcome, message = excluded.message, created_at = excluded.created_at",
+        )
+        .bind(s.tick_time)
+        .bind(s.items as i32)
+        .bind(s.latency_ms)
+        .bind(&s.model_version)
+        .bind(&s.outcome)
+        .bind(&s.message)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn inference_statuses(&self) -> Result<Vec<InferenceStatus>, StoreError> {
+        Ok(sqlx::query_as::<_, rows::StatusTuple>(
+            "SELECT EXTRACT(EPOCH FROM tick_time)::int8, items::int8, latency_ms, model_version, outcome, message \
+             FROM inference_status ORDER BY tick_time",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(rows::inference_status)
+        .collect())
+    }
+
+    pub(super) async fn item_latest(
+        &self,
+        item: ItemId,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<LatestPrice>, StoreError> {
+        Ok(sqlx::query_as::<_, rows::ItemLatestTuple>(
+            "SELECT EXTRACT(EPOCH FROM timestamp)::int8, high::int8, EXTRACT(EPOCH FROM high_time)::int8, low::int8, \
+             EXTRACT(EPOCH FROM low_time)::int8 FROM prices_latest_1m \
+             WHERE item_id = $1 AND timestamp >= to_timestamp($2) AND timestamp < to_timestamp($3) ORDER BY timestamp LIMIT $4",
+        )
+        .bind(item as i32)
+        .bind(bound(from))
+        .bind(bound(to))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| rows::item_latest(item, r))
+        .collect())
+    }
+
+    pub(super) async fn item_buckets(
+        &self,
+        step: BucketStep,
+        item: ItemId,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<BucketPrice>, StoreError> {
+        Ok(sqlx::query_as::<_, rows::ItemBucketTuple>(&format!(
+            "SELECT EXTRACT(EPOCH FROM timestamp)::int8, avg_high_price::int8, high_price_volume::int8, \
+             avg_low_price::int8, low_price_volume::int8 FROM {} \
+             WHERE item_id = $1 AND timestamp >= to_timestamp($2) AND timestamp < to_timestamp($3) ORDER BY timestamp LIMIT $4",
+            step.table()
+        ))
+        .bind(item as i32)
+        .bind(bound(from))
+        .bind(bound(to))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| rows::item_bucket(item, r))
+        .collect())
+    }
+
+    pub(super) async fn delete_before(
+        &self,
+        table: &str,
+        column: &str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(&format!(
+            "DELETE FROM {table} WHERE {column} < to_timestamp($1)"
+        ))
+        .bind(bound(before))
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn newest_time(&self, table: &str) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT EXTRACT(EPOCH FROM MAX(timestamp))::int8 FROM {table}"
+        ))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await
     }
 }
 

@@ -1,10 +1,11 @@
-//! `gept bench serve`: the serving path in one process on loopback, against
+//! `gept-bench serve`: the serving path in one process on loopback, against
 //! the aims in the same run.
 //!
-//! A temporary SQLite store registers `--model` as ACTIVE; the serving
-//! feature engine, the inference thread and the HTTP server run as in
-//! `gept serve`. Recorded ticks go in through the collectors' broadcast (what
-//! the `/latest` collector does after fetching and parsing); the first ones
+//! A temporary SQLite store registers `--model` as ACTIVE; the service starts
+//! through `gept::service::Service`, exactly as `gept serve` starts it, with
+//! the collectors off. Recorded ticks and `/1h` and `/5m` buckets go in
+//! through the service's feed (what the collectors publish after fetching,
+//! parsing and handing rows to the writer); the first ticks
 //! warm the windows up, then each measured tick is timed from its hand-over
 //! to its arrival at every websocket client:
 //! 1. one client subscribed to everything (a full-universe tick; aim p99 ≤ 50 ms);
@@ -13,15 +14,14 @@
 //! 4. `wrk` against `GET /api/v1/predictions/{id}` and `GET /api/v1/predictions`
 //!    (aim ≥ 20,000 req/s with p99 ≤ 10 ms for the single item).
 
-use crate::api::{limits::RateLimiter, ApiState};
-use crate::commands::features::{load_hours, load_items, load_ticks};
-use crate::http::{self, AppState};
 use futures::StreamExt;
+use gept::service::{Service, ServiceHandle};
 use gept_actors::collectors::{FeedEvent, Tick};
-use gept_actors::inference::Inference;
-use gept_actors::store::registry::ModelEntry;
-use gept_actors::Store;
+use gept_core::BucketStep;
+use gept_dataflows::features::BucketInput;
+use gept_dataflows::inputs::{load_buckets, load_hours, load_items, load_ticks};
 use gept_model::file::read_meta;
+use gept_store::Store;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,11 +31,43 @@ pub struct Options<'a> {
     pub model: &'a Path,
     pub latest: &'a Path,
     pub hourly: Option<&'a Path>,
+    pub five_minute: Option<&'a Path>,
     pub mapping: Option<&'a Path>,
     pub warmup: usize,
     pub ticks: usize,
     pub subscribers: usize,
     pub wrk_seconds: u64,
+}
+
+/// The service's feed: each tick goes in after the recorded `/1h` and `/5m`
+/// buckets complete by its time, as the collectors would have published them.
+struct ServiceFeed<'a> {
+    service: &'a ServiceHandle,
+    /// Buckets not yet published, by completion time.
+    pending: std::sync::Mutex<std::collections::VecDeque<(BucketStep, BucketInput)>>,
+}
+
+impl ServiceFeed<'_> {
+    fn tick(&self, tick: &gept_dataflows::features::TickInput, arrived: Instant) {
+        let mut pending = self.pending.lock().unwrap();
+        while pending
+            .front()
+            .is_some_and(|(step, b)| b.start + step.seconds() <= tick.time)
+        {
+            let (step, b) = pending.pop_front().expect("front exists");
+            self.service.feed(FeedEvent::Bucket {
+                step,
+                timestamp: b.start,
+                rows: Arc::new(b.rows),
+            });
+        }
+        drop(pending);
+        self.service.feed(FeedEvent::Tick(Arc::new(Tick {
+            observed_at: tick.time,
+            arrived,
+            rows: tick.rows.clone(),
+        })));
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -89,7 +121,7 @@ async fn connect_clients(
 /// Feeds `ticks` through the broadcast one at a time; each waits until
 /// `expect` deliveries of it arrived (bounded). Returns delivery latencies (ms).
 async fn measure(
-    events: &broadcast::Sender<FeedEvent>,
+    events: &ServiceFeed<'_>,
     ticks: &[gept_dataflows::features::TickInput],
     arrivals: &Arrivals,
     expect: usize,
@@ -98,11 +130,7 @@ async fn measure(
     for tick in ticks {
         arrivals.lock().unwrap().clear();
         let sent = Instant::now();
-        let _ = events.send(FeedEvent::Tick(Arc::new(Tick {
-            observed_at: tick.time,
-            arrived: sent,
-            rows: tick.rows.clone(),
-        })));
+        events.tick(tick, sent);
         let deadline = sent + Duration::from_secs(60);
         loop {
             let n = arrivals
@@ -190,19 +218,19 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let all = load_ticks(o.latest, Some(o.warmup + o.ticks))?;
     anyhow::ensure!(all.len() > o.warmup, "the recording has too few snapshots");
     let hours = load_hours(o.hourly)?;
+    let five = load_buckets(o.five_minute, BucketStep::FiveMinutes)?;
     let items = load_items(o.mapping)?;
     let dir = tempfile::tempdir()?;
-    let store = Store::connect(
-        &format!(
-            "sqlite://{}?mode=rwc",
-            dir.path().join("bench.db").display()
-        ),
-        4,
-    )
-    .await?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    // The model is ACTIVE before the service starts, so inference loads it
+    // before the first tick.
+    let store = Store::connect(&url, 1).await?;
     store.migrate().await?;
     store
-        .register_model(&ModelEntry::pending(
+        .register_model(&gept_model::registry::pending_entry(
             &meta,
             std::fs::canonicalize(o.model)?.display().to_string(),
         ))
@@ -210,66 +238,68 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     store
         .activate_model(&meta.version, chrono::Utc::now().timestamp())
         .await?;
-    let inference = Inference::spawn(
-        store.clone(),
-        tch::Device::Cpu,
-        tokio::runtime::Handle::current(),
-        64,
-    )?;
-    let (events, _) = broadcast::channel(1024);
-    let sink = inference.clone();
-    let _engine =
-        gept_actors::features::spawn(events.subscribe(), items.clone(), move |t, rows| {
-            sink.submit(t, rows)
-        })?;
-    for h in &hours {
-        let _ = events.send(FeedEvent::Bucket {
-            step: gept_core::BucketStep::OneHour,
-            timestamp: h.start,
-            rows: Arc::new(h.rows.clone()),
-        });
+    store
+        .upsert_items(
+            &items.values().cloned().collect::<Vec<_>>(),
+            chrono::Utc::now().timestamp(),
+        )
+        .await?;
+    store.close().await;
+
+    // The service as `gept serve` runs it, with the collectors off: the
+    // benchmark publishes the recorded feed exactly as they would.
+    let mut env: Vec<(String, String)> = [
+        ("GEPT__DATABASE__URL", url.as_str()),
+        ("GEPT__API__LISTEN", "127.0.0.1:0"),
+        (
+            "GEPT__UPSTREAM__USER_AGENT",
+            "gept-bench (bench@gept.invalid)",
+        ),
+        ("GEPT__API__TRUSTED_CLIENTS", "127.0.0.1"),
+        ("GEPT__API__TRUSTED_RATE_LIMIT_PER_SECOND", "1000000000"),
+        ("GEPT__INFERENCE__DEVICE", "cpu"),
+        ("GEPT__INFERENCE__STREAM_BUFFER", "64"),
+        ("GEPT__INFERENCE__REGISTRY_POLL", "1h"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for feed in [
+        "LATEST",
+        "5M",
+        "1H",
+        "MAPPING",
+        "NEWS",
+        "PLAYER_COUNT",
+        "TIMESERIES",
+    ] {
+        env.push((format!("GEPT__COLLECTORS__{feed}__ENABLED"), "false".into()));
     }
-    let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .build_recorder()
-        .handle();
-    let api = ApiState {
-        store: store.clone(),
-        health: Default::default(),
-        inference: inference.clone(),
-        items: Arc::new(arc_swap::ArcSwap::from_pointee(items)),
-        limiter: Arc::new(RateLimiter::new(
-            20.0,
-            40.0,
-            vec!["127.0.0.1".parse()?],
-            1e9,
-        )),
-        admin_token: None,
-        max_body_bytes: 16_384,
-        ws_max_message_bytes: 16_384,
-        ws_queue: 8,
-        retention: (Duration::from_secs(86_400), Duration::from_secs(86_400)),
-        started_at: chrono::Utc::now().timestamp(),
-        all_items_message: Arc::default(),
+    let config = gept_core::config::Config::load_with_env(None, env)
+        .map_err(|e| anyhow::anyhow!("bench configuration: {e}"))?;
+    let service = Service::start(&config).await?;
+    let (addr, inference, store) = (
+        service.addr,
+        service.inference.clone(),
+        service.store.clone(),
+    );
+    let mut buckets: Vec<(BucketStep, BucketInput)> = hours
+        .into_iter()
+        .map(|h| (BucketStep::OneHour, h))
+        .chain(five.into_iter().map(|b| (BucketStep::FiveMinutes, b)))
+        .collect();
+    buckets.sort_by_key(|(step, b)| (b.start + step.seconds(), *step));
+    let events = ServiceFeed {
+        service: &service,
+        pending: std::sync::Mutex::new(buckets.into()),
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let routes = http::routes(AppState {
-        api,
-        prometheus,
-        cors_origins: Vec::new(),
-    });
-    tokio::spawn(warp::serve(routes).incoming(listener).run());
     let ws_url = format!("ws://{addr}/api/v1/stream");
 
     // Warm-up: the windows fill; wait for each tick's predictions.
     let (warm, measured) = all.split_at(o.warmup.min(all.len() - 1));
     let mut stream = inference.stream.subscribe();
     for tick in warm {
-        let _ = events.send(FeedEvent::Tick(Arc::new(Tick {
-            observed_at: tick.time,
-            arrived: Instant::now(),
-            rows: tick.rows.clone(),
-        })));
+        events.tick(tick, Instant::now());
         loop {
             match tokio::time::timeout(Duration::from_secs(60), stream.recv()).await {
                 Ok(Ok(p)) if p.tick_time == tick.time => break,
@@ -355,5 +385,11 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         let (rps, p99) = wrk(&all_url, o.wrk_seconds, 8)?;
         println!("GET /api/v1/predictions (every item, ~{items_per_tick} × 108): {rps:.1} req/s, p99 {p99:.1} ms");
     }
+    drop(events);
+    let report = service.shutdown().await;
+    anyhow::ensure!(
+        report.clean(),
+        "the service did not stop cleanly: {report:?}"
+    );
     Ok(())
 }

@@ -1,13 +1,13 @@
-//! `gept bench ingest`: snapshots per second end to end, replay server →
+//! `gept-bench ingest`: snapshots per second end to end, replay server →
 //! upstream client → parser → store, on the step clock, with the share of
 //! time in HTTP, parsing and storage; against the raw store load rate of the
 //! same rows in the same run.
 
-use crate::mock_api::{self, Clock, Faults, MockOptions};
 use gept_actors::upstream::UpstreamClient;
-use gept_actors::Store;
 use gept_core::config::Config;
 use gept_core::wire;
+use gept_replay::{self as mock_api, Clock, Faults, MockOptions};
+use gept_store::Store;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

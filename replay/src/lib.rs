@@ -1,4 +1,4 @@
-//! `gept mock-api`: a local HTTP server that replays recorded API responses in
+//! `gept-replay`: a local HTTP server that replays recorded API responses in
 //! the API's exact format and paths, for tests, benchmarks and offline runs.
 //!
 //! Clocks: `step` serves the next recorded `/latest` snapshot on each request

@@ -1,11 +1,11 @@
-//! `gept bench features`: per-tick latency, replay throughput and peak memory
+//! `gept-bench features`: per-tick latency, replay throughput and peak memory
 //! of the feature dataflow on a recording, against the batch peer (every
 //! feature of every item recomputed from the last 24 h at a tick) in the same run.
 
-use crate::commands::features::{load_items, load_ticks};
-use crate::commands::history::load_bucket_files;
 use gept_dataflows::batch;
 use gept_dataflows::features::{self, TickInput};
+use gept_dataflows::inputs::load_bucket_files;
+use gept_dataflows::inputs::{load_items, load_ticks};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -1,10 +1,10 @@
-//! `gept bench store`: rows/s of the store loading the whole `/latest`
+//! `gept-bench store`: rows/s of the store loading the whole `/latest`
 //! recording, against each database's own bulk load of the same rows in the
 //! same run (`sqlite3 .import` of a CSV; PostgreSQL `COPY ... FROM STDIN`).
 
-use gept_actors::Store;
 use gept_core::recordings::latest_snapshots;
 use gept_core::{wire, LatestPrice};
+use gept_store::Store;
 use sqlx::postgres::PgPoolCopyExt;
 use std::io::Write;
 use std::path::Path;
@@ -67,7 +67,7 @@ pub async fn run(
         .arg("-cmd")
         .arg(format!(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size={};",
-            gept_actors::store::sqlite::CACHE_SIZE_PRAGMA
+            gept_store::sqlite::CACHE_SIZE_PRAGMA
         ))
         .arg(format!(
             ".import --csv --skip 1 {} prices_latest_1m",

@@ -1,0 +1,209 @@
+//! `gept-bench`: GePT's benchmarks, one subcommand each. Every one runs the
+//! product's own code on the recordings and prints its figure next to a
+//! named peer or limit measured in the same run, with the ratio.
+//! BENCHMARKS.md quotes them with the commands that made them.
+
+mod features;
+mod inference;
+mod ingest;
+mod serve;
+mod store;
+
+use clap::{Parser, Subcommand};
+use gept::cli::DeviceArg;
+use std::path::PathBuf;
+
+/// GePT's benchmarks against their peers and limits.
+#[derive(Debug, Parser)]
+#[command(name = "gept-bench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The serving path on loopback: tick → websocket delivery (1 client;
+    /// many clients of 10 items; many clients of every item) and wrk on the
+    /// prediction routes, against the aims.
+    Serve {
+        /// A model directory (`gept train`).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// The `/latest` recording.
+        #[arg(long, value_name = "FILE")]
+        latest: PathBuf,
+        /// The `/1h` recording (volume features).
+        #[arg(long, value_name = "FILE")]
+        hourly: Option<PathBuf>,
+        /// The `/5m` recording (the feed `gept serve` also collects).
+        #[arg(long, value_name = "FILE")]
+        five_minute: Option<PathBuf>,
+        /// The `/mapping` recording (item constants).
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
+        /// Ticks fed before measuring (the windows fill).
+        #[arg(long, default_value_t = 300)]
+        warmup: usize,
+        /// Ticks measured (split over the three stream scenarios).
+        #[arg(long, default_value_t = 30)]
+        ticks: usize,
+        /// Websocket clients of scenarios 2 and 3.
+        #[arg(long, default_value_t = 1000)]
+        subscribers: usize,
+        /// Seconds of each wrk run (0: skip).
+        #[arg(long, default_value_t = 10)]
+        wrk_seconds: u64,
+    },
+    /// One batched forward pass (with calibration) over every item of a
+    /// full tick, p50 and p99, against the 5 ms limit.
+    Inference {
+        /// The model directory.
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// The `/latest` recording; its last tick's rows are predicted.
+        #[arg(long, value_name = "FILE")]
+        latest: PathBuf,
+        /// Use only the first N snapshots.
+        #[arg(long, default_value_t = 300)]
+        snapshots: usize,
+        #[arg(long, default_value_t = 200)]
+        repeats: usize,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+    },
+    /// Snapshots/s end to end (replay server → client → parser → SQLite
+    /// store) on the step clock, the share of time in HTTP, parsing and
+    /// storage, against the raw store load rate of the same rows.
+    Ingest {
+        /// Folder with the recordings (as for `gept mock-api`).
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Replay only the first N snapshots.
+        #[arg(long)]
+        snapshots: Option<usize>,
+        /// Work folder for the SQLite files.
+        #[arg(long, default_value = "bench-out")]
+        work_dir: PathBuf,
+    },
+    /// Per-tick latency (p50, p99), replay throughput and peak memory of the
+    /// feature dataflow, against recomputing every feature from the last
+    /// 24 h at each tick (the batch peer), in the same run.
+    Features {
+        /// The `/latest` recording.
+        #[arg(long, value_name = "FILE")]
+        latest: PathBuf,
+        /// The `/1h` recording.
+        #[arg(long, value_name = "FILE")]
+        hourly: Option<PathBuf>,
+        /// The `/5m` recording.
+        #[arg(long, value_name = "FILE")]
+        five_minute: Option<PathBuf>,
+        /// The `/mapping` recording.
+        #[arg(long, value_name = "FILE")]
+        mapping: Option<PathBuf>,
+        /// Use only the first N snapshots.
+        #[arg(long)]
+        snapshots: Option<usize>,
+        /// Timely worker threads.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Rows/s loading the whole `/latest` recording into SQLite and
+    /// PostgreSQL through the store, against each database's own bulk load
+    /// (`sqlite3 .import`, PostgreSQL `COPY`) of the same rows.
+    Store {
+        /// The `/latest` recording (latest_snapshots.jsonl.zst).
+        #[arg(long, value_name = "FILE")]
+        latest: PathBuf,
+        /// PostgreSQL to load into; skipped when unreachable.
+        #[arg(
+            long,
+            env = "GEPT_BENCH_DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        postgres: String,
+        /// Work folder for the SQLite files and the CSV of the peers.
+        #[arg(long, default_value = "bench-out")]
+        work_dir: PathBuf,
+        /// Load only the first N snapshots (all by default).
+        #[arg(long)]
+        snapshots: Option<usize>,
+    },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn main() -> std::process::ExitCode {
+    gept::telemetry::init();
+    match run(Cli::parse().command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve {
+            model,
+            latest,
+            hourly,
+            five_minute,
+            mapping,
+            warmup,
+            ticks,
+            subscribers,
+            wrk_seconds,
+        } => gept::service::system().block_on(serve::run(serve::Options {
+            model: &model,
+            latest: &latest,
+            hourly: hourly.as_deref(),
+            five_minute: five_minute.as_deref(),
+            mapping: mapping.as_deref(),
+            warmup,
+            ticks,
+            subscribers,
+            wrk_seconds,
+        })),
+        Command::Inference {
+            model,
+            latest,
+            snapshots,
+            repeats,
+            device,
+        } => inference::run(&model, &latest, snapshots, repeats, device),
+        Command::Features {
+            latest,
+            hourly,
+            five_minute,
+            mapping,
+            snapshots,
+            workers,
+        } => features::run(
+            &latest,
+            hourly.as_deref(),
+            five_minute.as_deref(),
+            mapping.as_deref(),
+            snapshots,
+            workers,
+        ),
+        Command::Ingest {
+            data_dir,
+            snapshots,
+            work_dir,
+        } => runtime()?.block_on(ingest::run(&data_dir, snapshots, &work_dir)),
+        Command::Store {
+            latest,
+            postgres,
+            work_dir,
+            snapshots,
+        } => runtime()?.block_on(store::run(&latest, &postgres, &work_dir, snapshots)),
+    }
+}

@@ -1,0 +1,323 @@
+//! The one wiring of the running service: store, upstream client, store
+//! writer, collectors, feature engine, inference and the HTTP API.
+//!
+//! `gept serve`, the serving benchmark and the end-to-end tests all start the
+//! service through [`Service::start`] (tests that inject faults through
+//! [`Service::start_with_faults`]) and stop it through
+//! [`ServiceHandle::shutdown`]. The service must be started inside an actix
+//! `System` (the collectors are actors): [`system`] builds one over a
+//! multi-thread tokio runtime.
+//!
+//! Shutdown is one [`CancellationToken`]. Every part observes it: the
+//! upstream client abandons requests and `Retry-After` waits, the feature
+//! engine thread leaves its loop, the registry watcher and the item follower
+//! end, the HTTP server stops accepting. [`ServiceHandle::shutdown`] fires it,
+//! then stops the collectors (each answers after its poll in flight), flushes
+//! the writer, joins the feature thread, stops the inference thread after the
+//! ticks already handed to it and awaits their prediction writes, waits for
+//! the HTTP server and closes the store, all within
+//! `service.shutdown_timeout`.
+
+use crate::api::{limits::RateLimiter, ApiState};
+use crate::http::{self, AppState};
+use actix::prelude::*;
+use gept_actors::collectors::{self, CollectorActor, CollectorEnv, Faults, FeedEvent, Shutdown};
+use gept_actors::health::Health;
+use gept_actors::inference::Inference;
+use gept_actors::upstream::UpstreamClient;
+use gept_actors::writer::{Flush, StoreWriter};
+use gept_core::config::{redact_url, Config};
+use gept_core::{ItemId, ItemMeta};
+use gept_store::Store;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// Capacity of the feed broadcast (collectors → feature engine, item follower).
+const FEED_CAPACITY: usize = 1024;
+
+/// An actix `System` over a multi-thread tokio runtime, for [`Service::start`].
+pub fn system() -> actix::SystemRunner {
+    actix::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// Starts the service; see the module documentation.
+pub struct Service;
+
+/// A running service: where it listens, its parts for callers that feed or
+/// inspect it, and the way to stop it.
+pub struct ServiceHandle {
+    /// The HTTP API's address.
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub inference: Inference,
+    pub health: Health,
+    feed: broadcast::Sender<FeedEvent>,
+    cancel: CancellationToken,
+    collectors: Vec<(&'static str, Addr<CollectorActor>)>,
+    writer: Addr<StoreWriter>,
+    engine: Option<std::thread::JoinHandle<()>>,
+    http: tokio::task::JoinHandle<()>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    shutdown_timeout: Duration,
+}
+
+/// What a stop achieved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopReport {
+    /// Every row handed to the writer was stored.
+    pub flushed: bool,
+    /// The feature and inference threads ended and prediction writes finished.
+    pub threads_joined: bool,
+    /// Everything finished within `service.shutdown_timeout`.
+    pub in_time: bool,
+}
+
+impl StopReport {
+    /// Whether nothing was left behind.
+    pub fn clean(&self) -> bool {
+        self.flushed && self.threads_joined && self.in_time
+    }
+}
+
+fn inference_device(config: &Config) -> anyhow::Result<tch::Device> {
+    Ok(
+        match config.inference.device_name().map_err(anyhow::Error::msg)? {
+            "cpu" => tch::Device::Cpu,
+            "cuda" => {
+                anyhow::ensure!(
+                    tch::Cuda::is_available(),
+                    "inference.device = cuda, but no CUDA device is available"
+                );
+                tch::Device::Cuda(0)
+            }
+            _ => tch::Device::cuda_if_available(),
+        },
+    )
+}
+
+/// Keeps the API's item metadata current with each `/mapping` poll.
+fn follow_items(
+    mut events: broadcast::Receiver<FeedEvent>,
+    items: Arc<arc_swap::ArcSwap<HashMap<ItemId, ItemMeta>>>,
+    cancel: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = cancel.cancelled() => break,
+            };
+            match event {
+                Ok(FeedEvent::Items(list)) => items.store(Arc::new(
+                    list.iter().map(|m| (m.item_id, m.clone())).collect(),
+                )),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    })
+}
+
+impl Service {
+    /// Starts every part the configuration enables, as `gept serve` runs it.
+    pub async fn start(config: &Config) -> anyhow::Result<ServiceHandle> {
+        Self::start_with_faults(config, Faults::none()).await
+    }
+
+    /// [`Service::start`] with faults injected into the collectors (crash tests).
+    pub async fn start_with_faults(
+        config: &Config,
+        faults: Faults,
+    ) -> anyhow::Result<ServiceHandle> {
+        let cancel = CancellationToken::new();
+        let client = UpstreamClient::new(&config.upstream)?.with_cancel(cancel.clone());
+        let prometheus = crate::telemetry::install_metrics()?;
+        let url = config.database_url()?;
+        let store = Store::connect(&url, config.database.max_connections).await?;
+        store.migrate().await?;
+        tracing::info!(database = %redact_url(&url), "store ready");
+
+        let health = Health::default();
+        let inference = Inference::spawn(
+            store.clone(),
+            inference_device(config)?,
+            tokio::runtime::Handle::current(),
+            config.inference.stream_buffer,
+        )?;
+        let mut background =
+            vec![inference.watch_registry(config.inference.registry_poll, cancel.clone())];
+        let items_map: HashMap<_, _> = store
+            .load_items()
+            .await?
+            .into_iter()
+            .map(|m| (m.item_id, m))
+            .collect();
+        let items = Arc::new(arc_swap::ArcSwap::from_pointee(items_map.clone()));
+        let trusted = config
+            .api
+            .trusted_clients
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| anyhow::anyhow!("api.trusted_clients: {c:?} is not an IP address"))
+            })
+            .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+        let api = ApiState {
+            store: store.clone(),
+            health: health.clone(),
+            inference: inference.clone(),
+            items: items.clone(),
+            limiter: Arc::new(RateLimiter::new(
+                config.api.rate_limit_per_second,
+                config.api.rate_limit_burst,
+                trusted,
+                config.api.trusted_rate_limit_per_second,
+            )),
+            admin_token: config.admin_token()?.map(Arc::from),
+            max_body_bytes: config.api.max_body_bytes,
+            ws_max_message_bytes: config.api.ws_max_message_bytes,
+            ws_queue: config.api.ws_client_queue,
+            retention: (config.retention.latest, config.retention.predictions),
+            started_at: chrono::Utc::now().timestamp(),
+            all_items_message: Arc::default(),
+        };
+        let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
+        let addr = listener.local_addr()?;
+        let routes = http::routes(AppState {
+            api,
+            prometheus,
+            cors_origins: config.api.cors_origins.clone(),
+        });
+        let http_stop = cancel.clone();
+        let http = tokio::spawn(async move {
+            warp::serve(routes)
+                .incoming(listener)
+                .graceful(async move { http_stop.cancelled().await })
+                .run()
+                .await;
+        });
+        tracing::info!(%addr, "listening");
+
+        let writer = StoreWriter::new(
+            store.clone(),
+            config.database.batch_rows,
+            config.database.flush_interval,
+        )
+        .start();
+        let (feed, _) = broadcast::channel(FEED_CAPACITY);
+        background.push(follow_items(feed.subscribe(), items, cancel.clone()));
+        let sink = inference.clone();
+        let engine = gept_actors::features::spawn(
+            feed.subscribe(),
+            items_map,
+            tokio::runtime::Handle::current(),
+            cancel.clone(),
+            move |tick, rows| sink.submit(tick, rows),
+        )?;
+        let env = Arc::new(CollectorEnv {
+            client,
+            writer: writer.clone(),
+            store: store.clone(),
+            events: feed.clone(),
+            health: health.clone(),
+            backfill: Arc::default(),
+            backfill_enabled: config.collectors.timeseries.enabled,
+            faults,
+        });
+        let collectors = collectors::start_all(config, env);
+        tracing::info!(collectors = ?collectors.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "collectors started");
+        Ok(ServiceHandle {
+            addr,
+            store,
+            inference,
+            health,
+            feed,
+            cancel,
+            collectors,
+            writer,
+            engine: Some(engine),
+            http,
+            background,
+            shutdown_timeout: config.service.shutdown_timeout,
+        })
+    }
+}
+
+impl ServiceHandle {
+    /// Publishes an event on the collectors' feed, exactly as a collector
+    /// does after storing what it fetched (the serving benchmark feeds
+    /// recorded ticks and buckets this way with the collectors disabled).
+    pub fn feed(&self, event: FeedEvent) {
+        let _ = self.feed.send(event);
+    }
+
+    /// The cancellation signal every part observes; fired by [`Self::shutdown`].
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// Stops every part, in order, within `service.shutdown_timeout`.
+    pub async fn shutdown(mut self) -> StopReport {
+        let timeout = self.shutdown_timeout;
+        let mut report = StopReport {
+            flushed: false,
+            threads_joined: false,
+            in_time: false,
+        };
+        let stop = async {
+            self.cancel.cancel();
+            tracing::info!("shutting down: stopping collectors");
+            for (_, addr) in &self.collectors {
+                let _ = addr.send(Shutdown).await;
+            }
+            tracing::info!("flushing the store writer");
+            for attempt in 0..5u32 {
+                match self.writer.send(Flush).await {
+                    Ok(Ok(())) => {
+                        report.flushed = true;
+                        break;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(attempt, error = %e, "final flush failed; retrying")
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "store writer is gone");
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+            }
+            tracing::info!("joining the feature engine and inference threads");
+            let engine = self.engine.take();
+            let inference = self.inference.clone();
+            let joined = tokio::task::spawn_blocking(move || {
+                let engine_ok = engine.is_none_or(|t| t.join().is_ok());
+                // The engine has stopped submitting: stop inference after
+                // the ticks already queued and their prediction writes.
+                let inference_ok = inference.stop().is_none_or(|t| t.join().is_ok());
+                engine_ok && inference_ok
+            })
+            .await;
+            report.threads_joined = joined.unwrap_or(false);
+            for task in self.background.drain(..) {
+                let _ = task.await;
+            }
+            let _ = (&mut self.http).await;
+            self.store.close().await;
+        };
+        report.in_time = tokio::time::timeout(timeout, stop).await.is_ok();
+        if !report.in_time {
+            tracing::error!(?timeout, "shutdown did not finish in time");
+        }
+        report
+    }
+}

@@ -1,0 +1,366 @@
+//! GePT's store: the schema (embedded migrations), SQLite (the embedded
+//! default) and PostgreSQL, behind one type.
+//!
+//! Every operation is a method of [`Store`], written once here with its
+//! documentation, and dispatched to the backend's method of the same name and
+//! signature ([`sqlite::SqliteStore`], [`postgres::PgStore`]); rows shared by
+//! both backends and their mapping from a selected tuple live in [`rows`].
+//! Every write is batched and idempotent: a repeated row is not stored twice
+//! (`INSERT OR IGNORE` / `ON CONFLICT DO NOTHING`), and the count of rows
+//! actually stored is returned. Times are Unix seconds in this API;
+//! PostgreSQL stores them as `timestamptz`.
+//!
+//! This crate depends on `gept-core` only: no dataflow, actor or model code.
+
+pub mod postgres;
+pub mod rows;
+pub mod sqlite;
+
+pub use rows::{
+    decode_probabilities, encode_probabilities, InferenceStatus, ModelEntry, ModelState,
+    PredictionRow,
+};
+
+use gept_core::{
+    BucketPrice, BucketStep, CollectorStatus, DataGap, ItemId, ItemMeta, LatestPrice, NewsItem,
+    PlayerCount,
+};
+use std::time::Duration;
+
+/// Why a store operation failed. Shown to operators, never to HTTP clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot connect to the database: {0}")]
+    Connect(String),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A pooled connection to the configured database.
+#[derive(Clone, Debug)]
+pub enum Store {
+    Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PgStore),
+}
+
+/// Tables a store test or an operator may count.
+pub const TABLES: [&str; 12] = [
+    "items",
+    "prices_latest_1m",
+    "price_data_5min",
+    "prices_1h",
+    "osrs_news",
+    "player_counts",
+    "predictions",
+    "model_registry",
+    "inference_status",
+    "collector_status",
+    "data_gaps",
+    "_sqlx_migrations",
+];
+
+/// Tables keyed by `timestamp` that [`Store::newest_time`] reads.
+const TIME_SERIES: [&str; 3] = ["prices_latest_1m", "price_data_5min", "prices_1h"];
+
+/// Calls the backend method of the same name with the same arguments.
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+            Store::Postgres(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite:...` or `postgres://...`) with a pool of
+    /// `max_connections`. A SQLite file and its folder are created if missing.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            sqlite::connect(url, max_connections)
+                .await
+                .map(Store::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            postgres::connect(url, max_connections)
+                .await
+                .map(Store::Postgres)
+        } else {
+            Err(StoreError::Connect(format!(
+                "unsupported database URL scheme in {:?}",
+                gept_core::config::redact_url(url)
+            )))
+        }
+    }
+
+    /// Applies the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self.migrate())
+    }
+
+    /// Whether the database answers a trivial query within `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, async { dispatch!(self.ping()) })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+
+    // ---- collected prices and reference data ----
+
+    /// Stores `/latest` observations; returns how many were new.
+    pub async fn insert_latest(&self, rows: &[LatestPrice]) -> Result<u64, StoreError> {
+        dispatch!(self.insert_latest(rows))
+    }
+
+    /// Stores `/5m` or `/1h` bucket rows; returns how many were new.
+    pub async fn insert_buckets(
+        &self,
+        step: BucketStep,
+        rows: &[BucketPrice],
+    ) -> Result<u64, StoreError> {
+        dispatch!(self.insert_buckets(step, rows))
+    }
+
+    /// Inserts or refreshes item metadata.
+    pub async fn upsert_items(&self, items: &[ItemMeta], now: i64) -> Result<u64, StoreError> {
+        dispatch!(self.upsert_items(items, now))
+    }
+
+    /// Stores news items not seen before.
+    pub async fn insert_news(&self, items: &[NewsItem], now: i64) -> Result<u64, StoreError> {
+        dispatch!(self.insert_news(items, now))
+    }
+
+    /// Stores player counts not seen before.
+    pub async fn insert_player_counts(&self, rows: &[PlayerCount]) -> Result<u64, StoreError> {
+        dispatch!(self.insert_player_counts(rows))
+    }
+
+    /// All `/latest` rows with `from <= timestamp < to`, ordered by time then item.
+    pub async fn load_latest(&self, from: i64, to: i64) -> Result<Vec<LatestPrice>, StoreError> {
+        dispatch!(self.load_latest(from, to))
+    }
+
+    /// All bucket rows of `step` with `from <= timestamp < to`, ordered by time then item.
+    pub async fn load_buckets(
+        &self,
+        step: BucketStep,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<BucketPrice>, StoreError> {
+        dispatch!(self.load_buckets(step, from, to))
+    }
+
+    /// All items, by id.
+    pub async fn load_items(&self) -> Result<Vec<ItemMeta>, StoreError> {
+        dispatch!(self.load_items())
+    }
+
+    /// The distinct bucket starts stored for `step`, ascending.
+    pub async fn bucket_times(&self, step: BucketStep) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self.bucket_times(step))
+    }
+
+    /// One item's `/latest` observations with `from <= timestamp < to`, oldest
+    /// first, at most `limit`.
+    pub async fn item_latest(
+        &self,
+        item: ItemId,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<LatestPrice>, StoreError> {
+        dispatch!(self.item_latest(item, from, to, limit))
+    }
+
+    /// One item's `/5m` or `/1h` buckets with `from <= timestamp < to`,
+    /// oldest first, at most `limit`.
+    pub async fn item_buckets(
+        &self,
+        step: BucketStep,
+        item: ItemId,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<BucketPrice>, StoreError> {
+        dispatch!(self.item_buckets(step, item, from, to, limit))
+    }
+
+    /// Rows in `table` (one of [`TABLES`]).
+    pub async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        if !TABLES.contains(&table) {
+            return Err(StoreError::Invalid(format!("unknown table {table}")));
+        }
+        dispatch!(self.count(table))
+    }
+
+    /// The newest `timestamp` in a time-series table (`prices_latest_1m`,
+    /// `price_data_5min`, `prices_1h`), Unix seconds; `None` when empty.
+    pub async fn newest_time(&self, table: &str) -> Result<Option<i64>, StoreError> {
+        if !TIME_SERIES.contains(&table) {
+            return Err(StoreError::Invalid(format!(
+                "{table} is not a time-series table"
+            )));
+        }
+        dispatch!(self.newest_time(table))
+    }
+
+    // ---- collector bookkeeping ----
+
+    /// Writes the whole status row of a collector.
+    pub async fn put_collector_status(
+        &self,
+        s: &CollectorStatus,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.put_collector_status(s, now))
+    }
+
+    /// Every collector's status row, by name.
+    pub async fn collector_statuses(&self) -> Result<Vec<CollectorStatus>, StoreError> {
+        dispatch!(self.collector_statuses())
+    }
+
+    /// Records a missed bucket of `feed` (once).
+    pub async fn record_gap(&self, feed: &str, bucket: i64, now: i64) -> Result<(), StoreError> {
+        dispatch!(self.record_gap(feed, bucket, now))
+    }
+
+    /// Marks a recorded gap as back-filled.
+    pub async fn fill_gap(&self, feed: &str, bucket: i64, now: i64) -> Result<(), StoreError> {
+        dispatch!(self.fill_gap(feed, bucket, now))
+    }
+
+    /// Gaps of `feed` not yet back-filled, oldest first.
+    pub async fn open_gaps(&self, feed: &str) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self.open_gaps(feed))
+    }
+
+    /// Every gap ever recorded, as (feed, bucket, filled_at).
+    pub async fn gaps(&self) -> Result<Vec<DataGap>, StoreError> {
+        dispatch!(self.gaps())
+    }
+
+    // ---- predictions and inference ----
+
+    /// Stores predictions (idempotent per item and tick); returns how many were new.
+    pub async fn insert_predictions(&self, rows: &[PredictionRow]) -> Result<u64, StoreError> {
+        dispatch!(self.insert_predictions(rows))
+    }
+
+    /// The predictions stored for one tick, by item.
+    pub async fn predictions_at(&self, tick_time: i64) -> Result<Vec<PredictionRow>, StoreError> {
+        dispatch!(self.predictions_at(tick_time))
+    }
+
+    /// Records what inference did at a tick (replacing an earlier row of it).
+    pub async fn put_inference_status(
+        &self,
+        s: &InferenceStatus,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.put_inference_status(s, now))
+    }
+
+    /// Every inference status row, oldest tick first.
+    pub async fn inference_statuses(&self) -> Result<Vec<InferenceStatus>, StoreError> {
+        dispatch!(self.inference_statuses())
+    }
+
+    /// Deletes `/latest` observations older than `latest_before` and
+    /// predictions and inference rows older than `predictions_before`;
+    /// returns the rows deleted per table.
+    pub async fn apply_retention(
+        &self,
+        latest_before: i64,
+        predictions_before: i64,
+    ) -> Result<Vec<(&'static str, u64)>, StoreError> {
+        let plan = [
+            ("prices_latest_1m", "timestamp", latest_before),
+            ("predictions", "tick_time", predictions_before),
+            ("inference_status", "tick_time", predictions_before),
+        ];
+        let mut out = Vec::new();
+        for (table, column, before) in plan {
+            let n = dispatch!(self.delete_before(table, column, before))?;
+            out.push((table, n));
+        }
+        Ok(out)
+    }
+
+    // ---- the model registry: PENDING → ACTIVE → DEPRECATED → ARCHIVED ----
+
+    /// Registers a model as PENDING; an already registered version is an error.
+    pub async fn register_model(&self, e: &ModelEntry) -> Result<(), StoreError> {
+        match dispatch!(self.register_model(e)) {
+            Ok(()) => Ok(()),
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Err(StoreError::Invalid(
+                format!("model {} is already registered", e.version),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every registered model, oldest first.
+    pub async fn models(&self) -> Result<Vec<ModelEntry>, StoreError> {
+        dispatch!(self.models())
+    }
+
+    /// The ACTIVE model, if any (a unique partial index allows at most one).
+    pub async fn active_model(&self) -> Result<Option<ModelEntry>, StoreError> {
+        Ok(self
+            .models()
+            .await?
+            .into_iter()
+            .find(|m| m.state == ModelState::Active))
+    }
+
+    /// Makes `version` the ACTIVE model and the previous ACTIVE one
+    /// DEPRECATED, in one transaction. Only a PENDING or DEPRECATED model can
+    /// be activated. This applies no quality gate: the model side does
+    /// (`gept_model::registry::activate_gated`).
+    pub async fn activate_model(&self, version: &str, now: i64) -> Result<(), StoreError> {
+        let target = self
+            .models()
+            .await?
+            .into_iter()
+            .find(|m| m.version == version)
+            .ok_or_else(|| StoreError::Invalid(format!("no model {version} in the registry")))?;
+        match target.state {
+            ModelState::Active => Ok(()),
+            ModelState::Archived => Err(StoreError::Invalid(format!(
+                "model {version} is archived and cannot be activated"
+            ))),
+            ModelState::Pending | ModelState::Deprecated => {
+                dispatch!(self.activate_model(version, now))
+            }
+        }
+    }
+
+    /// Archives a model that is not ACTIVE.
+    pub async fn archive_model(&self, version: &str, now: i64) -> Result<(), StoreError> {
+        if dispatch!(self.archive_model(version, now))? == 0 {
+            return Err(StoreError::Invalid(format!(
+                "no archivable model {version} (unknown, or ACTIVE)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Splits `rows` into chunks that keep a statement under `max_params` binds.
+pub(crate) fn chunks<T>(
+    rows: &[T],
+    columns: usize,
+    max_params: usize,
+) -> std::slice::Chunks<'_, T> {
+    rows.chunks((max_params / columns).max(1))
+}

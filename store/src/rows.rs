@@ -1,0 +1,187 @@
+//! Rows of the tables that both backends read and write, and the one mapping
+//! from a selected tuple to each row type. Both backends select the same
+//! columns in the same order (PostgreSQL converts times to Unix seconds in
+//! SQL), so a row is built from a tuple in one place.
+
+use crate::StoreError;
+use gept_core::{BucketPrice, ItemId, LatestPrice, N_TARGETS};
+
+/// One item's probabilities at one tick.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionRow {
+    pub item_id: ItemId,
+    pub tick_time: i64,
+    pub observed_at: i64,
+    pub model_version: String,
+    pub probabilities: Vec<f32>,
+}
+
+/// What inference did at one tick.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct InferenceStatus {
+    pub tick_time: i64,
+    pub items: i64,
+    pub latency_ms: f64,
+    pub model_version: Option<String>,
+    /// `ok`, `no_model` or `error`.
+    pub outcome: String,
+    pub message: Option<String>,
+}
+
+/// Lifecycle state of a registered model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ModelState {
+    Pending,
+    Active,
+    Deprecated,
+    Archived,
+}
+
+impl ModelState {
+    /// The state as stored in `model_registry.state`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelState::Pending => "PENDING",
+            ModelState::Active => "ACTIVE",
+            ModelState::Deprecated => "DEPRECATED",
+            ModelState::Archived => "ARCHIVED",
+        }
+    }
+
+    /// Reads a stored state.
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "PENDING" => ModelState::Pending,
+            "ACTIVE" => ModelState::Active,
+            "DEPRECATED" => ModelState::Deprecated,
+            "ARCHIVED" => ModelState::Archived,
+            other => {
+                return Err(StoreError::Invalid(format!(
+                    "unknown model state {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+/// One row of `model_registry`; times are Unix seconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelEntry {
+    pub version: String,
+    pub state: ModelState,
+    pub path: String,
+    pub sha256: String,
+    pub mean_auc: Option<f64>,
+    /// Validation metrics as JSON text.
+    pub metrics: String,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+    pub deprecated_at: Option<i64>,
+    pub archived_at: Option<i64>,
+}
+
+/// Probabilities as stored: 108 little-endian f32.
+pub fn encode_probabilities(p: &[f32]) -> Vec<u8> {
+    p.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The probabilities of a stored prediction; a blob of the wrong size is an error.
+pub fn decode_probabilities(b: &[u8]) -> Result<Vec<f32>, StoreError> {
+    if b.len() != N_TARGETS * 4 {
+        return Err(StoreError::Invalid(format!(
+            "a stored prediction has {} bytes, not {}",
+            b.len(),
+            N_TARGETS * 4
+        )));
+    }
+    Ok(b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// `model_registry` as selected: version, state, path, sha256, mean_auc,
+/// metrics, created_at, activated_at, deprecated_at, archived_at.
+pub(crate) type EntryTuple = (
+    String,
+    String,
+    String,
+    String,
+    Option<f64>,
+    String,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+
+pub(crate) fn entry(r: EntryTuple) -> Result<ModelEntry, StoreError> {
+    Ok(ModelEntry {
+        version: r.0,
+        state: ModelState::parse(&r.1)?,
+        path: r.2,
+        sha256: r.3,
+        mean_auc: r.4,
+        metrics: r.5,
+        created_at: r.6,
+        activated_at: r.7,
+        deprecated_at: r.8,
+        archived_at: r.9,
+    })
+}
+
+/// `predictions` as selected: item_id, tick_time, observed_at, model_version, probabilities.
+pub(crate) type PredictionTuple = (i64, i64, i64, String, Vec<u8>);
+
+pub(crate) fn prediction(r: PredictionTuple) -> Result<PredictionRow, StoreError> {
+    Ok(PredictionRow {
+        item_id: r.0 as ItemId,
+        tick_time: r.1,
+        observed_at: r.2,
+        model_version: r.3,
+        probabilities: decode_probabilities(&r.4)?,
+    })
+}
+
+/// `inference_status` as selected: tick_time, items, latency_ms, model_version, outcome, message.
+pub(crate) type StatusTuple = (i64, i64, f64, Option<String>, String, Option<String>);
+
+pub(crate) fn inference_status(r: StatusTuple) -> InferenceStatus {
+    InferenceStatus {
+        tick_time: r.0,
+        items: r.1,
+        latency_ms: r.2,
+        model_version: r.3,
+        outcome: r.4,
+        message: r.5,
+    }
+}
+
+/// One item's `/latest` row as selected: timestamp, high, high_time, low, low_time.
+pub(crate) type ItemLatestTuple = (i64, Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
+pub(crate) fn item_latest(item: ItemId, r: ItemLatestTuple) -> LatestPrice {
+    LatestPrice {
+        item_id: item,
+        timestamp: r.0,
+        high: r.1,
+        high_time: r.2,
+        low: r.3,
+        low_time: r.4,
+    }
+}
+
+/// One item's bucket as selected: timestamp, avg_high_price, high_price_volume,
+/// avg_low_price, low_price_volume.
+pub(crate) type ItemBucketTuple = (i64, Option<i64>, i64, Option<i64>, i64);
+
+pub(crate) fn item_bucket(item: ItemId, r: ItemBucketTuple) -> BucketPrice {
+    BucketPrice {
+        item_id: item,
+        timestamp: r.0,
+        avg_high_price: r.1,
+        high_price_volume: r.2,
+        avg_low_price: r.3,
+        low_price_volume: r.4,
+    }
+}

@@ -1,0 +1,609 @@
+//! SQLite side of the store: WAL, one multi-row statement per chunk, one
+//! transaction per batch.
+
+use crate::rows::{self, InferenceStatus, ModelEntry, PredictionRow};
+use crate::{chunks, StoreError};
+use gept_core::{
+    BucketPrice, BucketStep, CollectorStatus, DataGap, ItemId, ItemMeta, LatestPrice, NewsItem,
+    PlayerCount,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The SQLite backend: a pool with WAL and the pragmas below.
+#[derive(Clone, Debug)]
+pub struct SqliteStore {
+    pub pool: SqlitePool,
+}
+
+/// Page cache per connection: 64 MiB (negative means KiB).
+pub const CACHE_SIZE_PRAGMA: &str = "-65536";
+
+/// SQLite's bound-parameter limit (since 3.32).
+const MAX_PARAMS: usize = 32_766;
+
+pub(super) async fn connect(url: &str, max_connections: u32) -> Result<SqliteStore, StoreError> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Connect(e.to_string()))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        // Inserts land on one leaf page per item (primary key item, time):
+        // a page cache that holds that working set avoids a read and a
+        // write syscall per row.
+        .pragma("cache_size", CACHE_SIZE_PRAGMA)
+        .pragma("temp_store", "memory")
+        // Checkpoint less often: a bigger WAL merges repeated writes of the
+        // same leaf pages before they reach the database file.
+        .pragma("wal_autocheckpoint", "16384")
+        .foreign_keys(true);
+    let path = options.get_filename();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Connect(format!("{}: {e}", dir.display())))?;
+    }
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
+        .map(|pool| SqliteStore { pool })
+        .map_err(|e| StoreError::Connect(e.to_string()))
+}
+
+impl SqliteStore {
+    pub(super) async fn insert_latest(&self, rows: &[LatestPrice]) -> Result<u64, StoreError> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await?;
+        let mut stored = 0;
+        for chunk in chunks(rows, 6, MAX_PARAMS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO prices_latest_1m (item_id, timestamp, high, high_time, low, low_time) ",
+            );
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.item_id as i64)
+                    .push_bind(r.timestamp)
+                    .push_bind(r.high)
+                    .push_bind(r.high_time)
+                    .push_bind(r.low)
+                    .push_bind(r.low_time);
+            });
+            stored += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(super) async fn insert_buckets(
+        &self,
+        step: BucketStep,
+        rows: &[BucketPrice],
+    ) -> Result<u64, StoreError> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await?;
+        let mut stored = 0;
+        let head = format!(
+            "INSERT OR IGNORE INTO {} (item_id, timestamp, avg_high_price, high_price_volume, avg_low_price, low_price_volume) ",
+            step.table()
+        );
+        for chunk in chunks(rows, 6, MAX_PARAMS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(&head);
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(r.item_id as i64)
+                    .push_bind(r.timestamp)
+                    .push_bind(r.avg_high_price)
+                    .push_bind(r.high_price_volume)
+                    .push_bind(r.avg_low_price)
+                    .push_bind(r.low_price_volume);
+            });
+            stored += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(super) async fn upsert_items(
+        &self,
+        items: &[ItemMeta],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let pool = &self.pool;
+        let mut tx = pool.begin().await?;
+        let mut stored = 0;
+        for chunk in chunks(items, 10, MAX_PARAMS) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO items (item_id, name, examine, members, lowalch, highalch, value, buy_limit, icon, updated_at) ",
+            );
+            qb.push_values(chunk, |mut b, m| {
+                b.push_bind(m.item_id as i64)
+                    .push_bind(&m.name)
+                    .push_bind(&m.examine)
+                    .push_bind(m.members)
+                    .push_bind(m.lowalch)
+                    .push_bind(m.highalch)
+                    .push_bind(m.value)
+                    .push_bind(m.buy_limit)
+                    .push_bind(&m.icon)
+                    .push_bind(now);
+            });
+            qb.push(
+                " ON CONFLICT (item_id) DO UPDATE SET name = excluded.name, examine = excluded.examine, \
+                 members = excluded.members, lowalch = excluded.lowalch, highalch = excluded.highalch, \
+                 value = excluded.value, buy_limit = excluded.buy_limit, icon = excluded.icon, \
+                 updated_at = excluded.updated_at",
+            );
+            stored += qb.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(super) async fn insert_news(
+        &self,
+        items: &[NewsItem],
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let pool = &self.pool;
+        let mut stored = 0;
+        for n in items {
+            stored += sqlx::query(
+                "INSERT OR IGNORE INTO osrs_news (guid, title, link, published_at, category, fetched_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&n.guid)
+            .bind(&n.title)
+            .bind(&n.link)
+            .bind(n.published_at)
+            .bind(&n.category)
+            .bind(now)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(stored)
+    }
+
+    pub(super) async fn insert_player_counts(
+        &self,
+        rows: &[PlayerCount],
+    ) -> Result<u64, StoreError> {
+        let pool = &self.pool;
+        let mut stored = 0;
+        for r in rows {
+            stored += sqlx::query(
+                "INSERT OR IGNORE INTO player_counts (timestamp, players) VALUES (?, ?)",
+            )
+            .bind(r.timestamp)
+            .bind(r.players)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+        Ok(stored)
+    }
+
+    pub(super) async fn load_latest(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<LatestPrice>, StoreError> {
+        let pool = &self.pool;
+        let rows = sqlx::query(
+            "SELECT item_id, timestamp, high, high_time, low, low_time FROM prices_latest_1m \
+             WHERE timestamp >= ? AND timestamp < ? ORDER BY timestamp, item_id",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LatestPrice {
+                    item_id: r.try_get::<i64, _>(0)? as u32,
+                    timestamp: r.try_get(1)?,
+                    high: r.try_get(2)?,
+                    high_time: r.try_get(3)?,
+                    low: r.try_get(4)?,
+                    low_time: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn load_buckets(
+        &self,
+        step: BucketStep,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<BucketPrice>, StoreError> {
+        let pool = &self.pool;
+        let sql = format!(
+            "SELECT item_id, timestamp, avg_high_price, high_price_volume, avg_low_price, low_price_volume FROM {} \
+             WHERE timestamp >= ? AND timestamp < ? ORDER BY timestamp, item_id",
+            step.table()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(from)
+            .bind(to)
+            .fetch_all(pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BucketPrice {
+                    item_id: r.try_get::<i64, _>(0)? as u32,
+                    timestamp: r.try_get(1)?,
+                    avg_high_price: r.try_get(2)?,
+                    high_price_volume: r.try_get(3)?,
+                    avg_low_price: r.try_get(4)?,
+                    low_price_volume: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn load_items(&self) -> Result<Vec<ItemMeta>, StoreError> {
+        let pool = &self.pool;
+        let rows = sqlx::query(
+            "SELECT item_id, name, examine, members, lowalch, highalch, value, buy_limit, icon FROM items ORDER BY item_id",
+        )
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(ItemMeta {
+                    item_id: r.try_get::<i64, _>(0)? as u32,
+                    name: r.try_get(1)?,
+                    examine: r.try_get(2)?,
+                    members: r.try_get(3)?,
+                    lowalch: r.try_get(4)?,
+                    highalch: r.try_get(5)?,
+                    value: r.try_get(6)?,
+                    buy_limit: r.try_get(7)?,
+                    icon: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn bucket_times(&self, step: BucketStep) -> Result<Vec<i64>, StoreError> {
+        let pool = &self.pool;
+        let sql = format!(
+            "SELECT DISTINCT timestamp FROM {} ORDER BY timestamp",
+            step.table()
+        );
+        Ok(sqlx::query_scalar(&sql).fetch_all(pool).await?)
+    }
+
+    pub(super) async fn put_collector_status(
+        &self,
+        s: &CollectorStatus,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        sqlx::query(
+            "INSERT INTO collector_status (collector, last_success, last_error, last_error_at, consecutive_failures, \
+             restarts, rows_written, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (collector) DO UPDATE SET last_success = excluded.last_success, last_error = excluded.last_error, \
+             last_error_at = excluded.last_error_at, consecutive_failures = excluded.consecutive_failures, \
+             restarts = excluded.restarts, rows_written = excluded.rows_written, updated_at = excluded.updated_at",
+        )
+        .bind(&s.collector)
+        .bind(s.last_success)
+        .bind(&s.last_error)
+        .bind(s.last_error_at)
+        .bind(s.consecutive_failures)
+        .bind(s.restarts)
+        .bind(s.rows_written)
+        .bind(now)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn collector_statuses(&self) -> Result<Vec<CollectorStatus>, StoreError> {
+        let pool = &self.pool;
+        let rows = sqlx::query(
+            "SELECT collector, last_success, last_error, last_error_at, consecutive_failures, restarts, rows_written \
+             FROM collector_status ORDER BY collector",
+        )
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(CollectorStatus {
+                    collector: r.try_get(0)?,
+                    last_success: r.try_get(1)?,
+                    last_error: r.try_get(2)?,
+                    last_error_at: r.try_get(3)?,
+                    consecutive_failures: r.try_get(4)?,
+                    restarts: r.try_get(5)?,
+                    rows_written: r.try_get(6)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn record_gap(
+        &self,
+        feed: &str,
+        bucket: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        sqlx::query("INSERT OR IGNORE INTO data_gaps (feed, bucket, detected_at) VALUES (?, ?, ?)")
+            .bind(feed)
+            .bind(bucket)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn fill_gap(
+        &self,
+        feed: &str,
+        bucket: i64,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let pool = &self.pool;
+        sqlx::query(
+            "UPDATE data_gaps SET filled_at = ? WHERE feed = ? AND bucket = ? AND filled_at IS NULL",
+        )
+        .bind(now)
+        .bind(feed)
+        .bind(bucket)
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn open_gaps(&self, feed: &str) -> Result<Vec<i64>, StoreError> {
+        let pool = &self.pool;
+        Ok(sqlx::query_scalar(
+            "SELECT bucket FROM data_gaps WHERE feed = ? AND filled_at IS NULL ORDER BY bucket",
+        )
+        .bind(feed)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    pub(super) async fn gaps(&self) -> Result<Vec<DataGap>, StoreError> {
+        let pool = &self.pool;
+        let rows = sqlx::query(
+            "SELECT feed, bucket, detected_at, filled_at FROM data_gaps ORDER BY feed, bucket",
+        )
+        .fetch_all(pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DataGap {
+                    feed: r.try_get(0)?,
+                    bucket: r.try_get(1)?,
+                    detected_at: r.try_get(2)?,
+                    filled_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `model_registry` columns in [`rows::EntryTuple`] order.
+const REGISTRY_COLUMNS: &str = "version, state, path, sha256, mean_auc, metrics, created_at, activated_at, deprecated_at, archived_at";
+
+/// Prediction rows per statement (5 binds each).
+const PREDICTION_CHUNK: usize = 400;
+
+impl SqliteStore {
+    pub(super) async fn register_model(&self, e: &ModelEntry) -> Result<(), sqlx::Error> {
+        sqlx::query(&format!(
+            "INSERT INTO model_registry ({REGISTRY_COLUMNS}) VALUES (?, 'PENDING', ?, ?, ?, ?, ?, NULL, NULL, NULL)"
+        ))
+        .bind(&e.version)
+        .bind(&e.path)
+        .bind(&e.sha256)
+        .bind(e.mean_auc)
+        .bind(&e.metrics)
+        .bind(e.created_at)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+    }
+
+    pub(super) async fn models(&self) -> Result<Vec<ModelEntry>, StoreError> {
+        sqlx::query_as::<_, rows::EntryTuple>(&format!(
+            "SELECT {REGISTRY_COLUMNS} FROM model_registry ORDER BY created_at, version"
+        ))
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(rows::entry)
+        .collect()
+    }
+
+    pub(super) async fn activate_model(&self, version: &str, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE model_registry SET state = 'DEPRECATED', deprecated_at = ? WHERE state = 'ACTIVE'")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE model_registry SET state = 'ACTIVE', activated_at = ?, deprecated_at = NULL WHERE version = ?")
+            .bind(now)
+            .bind(version)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn archive_model(&self, version: &str, now: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE model_registry SET state = 'ARCHIVED', archived_at = ? WHERE version = ? AND state <> 'ACTIVE'",
+        )
+        .bind(now)
+        .bind(version)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    pub(super) async fn insert_predictions(
+        &self,
+        rows: &[PredictionRow],
+    ) -> Result<u64, StoreError> {
+        let mut stored = 0;
+        let mut tx = self.pool.begin().await?;
+        for chunk in rows.chunks(PREDICTION_CHUNK) {
+            let mut q = QueryBuilder::<Sqlite>::new(
+                "INSERT OR IGNORE INTO predictions (item_id, tick_time, observed_at, model_version, probabilities) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(r.item_id as i64)
+                    .push_bind(r.tick_time)
+                    .push_bind(r.observed_at)
+                    .push_bind(&r.model_version)
+                    .push_bind(rows::encode_probabilities(&r.probabilities));
+            });
+            stored += q.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    pub(super) async fn predictions_at(
+        &self,
+        tick_time: i64,
+    ) -> Result<Vec<PredictionRow>, StoreError> {
+        sqlx::query_as::<_, rows::PredictionTuple>(
+            "SELECT item_id, tick_time, observed_at, model_version, probabilities FROM predictions \
+             WHERE tick_time = ? ORDER BY item_id",
+        )
+        .bind(tick_time)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(rows::prediction)
+        .collect()
+    }
+
+    pub(super) async fn put_inference_status(
+        &self,
+        s: &InferenceStatus,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO inference_status (tick_time, items, latency_ms, model_version, outcome, message, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.tick_time)
+        .bind(s.items)
+        .bind(s.latency_ms)
+        .bind(&s.model_version)
+        .bind(&s.outcome)
+        .bind(&s.message)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn inference_statuses(&self) -> Result<Vec<InferenceStatus>, StoreError> {
+        Ok(sqlx::query_as::<_, rows::StatusTuple>(
+            "SELECT tick_time, items, latency_ms, model_version, outcome, message FROM inference_status ORDER BY tick_time",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(rows::inference_status)
+        .collect())
+    }
+
+    pub(super) async fn item_latest(
+        &self,
+        item: ItemId,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<LatestPrice>, StoreError> {
+        Ok(sqlx::query_as::<_, rows::ItemLatestTuple>(
+            "SELECT timestamp, high, high_time, low, low_time FROM prices_latest_1m \
+             WHERE item_id = ? AND timestamp >= ? AND timestamp < ? ORDER BY timestamp LIMIT ?",
+        )
+        .bind(item as i64)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| rows::item_latest(item, r))
+        .collect())
+    }
+
+    pub(super) async fn item_buckets(
+        &self,
+        step: BucketStep,
+        item: ItemId,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<BucketPrice>, StoreError> {
+        Ok(sqlx::query_as::<_, rows::ItemBucketTuple>(&format!(
+            "SELECT timestamp, avg_high_price, high_price_volume, avg_low_price, low_price_volume FROM {} \
+             WHERE item_id = ? AND timestamp >= ? AND timestamp < ? ORDER BY timestamp LIMIT ?",
+            step.table()
+        ))
+        .bind(item as i64)
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|r| rows::item_bucket(item, r))
+        .collect())
+    }
+
+    pub(super) async fn delete_before(
+        &self,
+        table: &str,
+        column: &str,
+        before: i64,
+    ) -> Result<u64, StoreError> {
+        Ok(
+            sqlx::query(&format!("DELETE FROM {table} WHERE {column} < ?"))
+                .bind(before)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+
+    pub(super) async fn count(&self, table: &str) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    pub(super) async fn newest_time(&self, table: &str) -> Result<Option<i64>, StoreError> {
+        Ok(
+            sqlx::query_scalar(&format!("SELECT MAX(timestamp) FROM {table}"))
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await
+    }
+}
