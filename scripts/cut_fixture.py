@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Cuts the small in-repo excerpt of the recordings (tests/fixtures/osrs) that
-tests use when ../shared/data/osrs is absent: 41 items, 2025-05-20 05:00 to 2025-05-21 17:00 UTC (36 h: long
+tests use when ../shared/data/osrs is absent: 68 items, 2025-05-20 05:00 to 2025-05-23 05:00 UTC (72 h: long
 enough to train a small model and score it on a later period).
 
 Usage: scripts/cut_fixture.py ../shared/data/osrs/ernestoreza-ge_data tests/fixtures/osrs
@@ -10,11 +10,18 @@ import gzip, json, subprocess, sys, os
 
 src, dst = sys.argv[1], sys.argv[2]
 os.makedirs(dst, exist_ok=True)
-START, END = 1747717200, 1747846800  # 2025-05-20 05:00 .. 2025-05-21 17:00 UTC
+START, END = 1747717200, 1747976400  # 2025-05-20 05:00 .. 2025-05-23 05:00 UTC
 # Liquid items, items with null sides and rarely traded ones.
 ITEMS = ["2", "6", "8", "10", "12", "28", "30", "36", "39", "40", "41", "42", "43", "44", "45",
          "46", "47", "48", "50", "52", "53", "54", "56", "58", "60", "62", "64", "66", "68", "70",
-         "72", "74", "139", "207", "245", "314", "453", "560", "2660", "4151", "26247"]
+         "72", "74", "139", "207", "245", "314", "453", "560", "2660", "4151", "26247",
+         # Liquid items worth flipping (runes, food, potions, bars, logs, bond).
+         "385", "440", "1513", "1515", "2353", "2434", "11832", "12695", "12934",
+         "13190", "21880", "561", "565", "3024", "6685",
+         # Volatile, traded items whose 2 % round trips often fill within 4 h.
+         "288", "21180", "1213", "1725", "5288", "22887", "2501", "1161", "2491", "22195",
+         # Items the mapping lists without a buy limit.
+         "28226", "26370"]
 keep = set(ITEMS)
 
 lines = subprocess.run(["zstd", "-dc", os.path.join(src, "latest_snapshots.jsonl.zst")],

@@ -1,6 +1,7 @@
 //! The `gept` command line.
 
 use clap::{Parser, Subcommand};
+use gept_core::config::Config;
 use std::path::PathBuf;
 
 /// GePT: Old School RuneScape Grand Exchange fill predictions on every tick.
@@ -72,6 +73,49 @@ pub struct HistoryArgs {
     /// Use only ticks at or before this time (RFC 3339 or Unix seconds).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub until: Option<i64>,
+}
+
+/// The history `gept train` and `gept dataset` read: recordings, or the
+/// configured database with `--from-db`; cut at `--until`.
+impl HistoryArgs {
+    pub fn load(&self, config: Option<&Config>) -> anyhow::Result<gept_model::history::History> {
+        let args = self;
+        use gept_model::history::History;
+        let mut history = if args.from_db {
+            let config =
+                config.ok_or_else(|| anyhow::anyhow!("--from-db needs a configuration"))?;
+            let until = args.until.unwrap_or(i64::MAX - 1);
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let store = gept_store::Store::connect(
+                        &config.database_url()?,
+                        config.database.max_connections,
+                    )
+                    .await?;
+                    let history = History::from_store(&store, until).await;
+                    store.close().await;
+                    anyhow::Ok(history?)
+                })?
+        } else {
+            let latest = args
+                .latest
+                .as_ref()
+                .ok_or_else(|| anyhow::anyhow!("--latest FILE or --from-db is required"))?;
+            History::from_recordings(
+                latest,
+                &args.hourly,
+                args.five_minute.as_deref(),
+                args.mapping.as_deref(),
+            )?
+        };
+        if let Some(until) = args.until {
+            history.truncate(until);
+        }
+        anyhow::ensure!(!history.ticks.is_empty(), "no /latest ticks in the history");
+        Ok(history)
+    }
 }
 
 /// RFC 3339 (`2025-05-23T12:00:00Z`) or Unix seconds.

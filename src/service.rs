@@ -189,6 +189,7 @@ impl Service {
             retention: (config.retention.latest, config.retention.predictions),
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
+            cancel: cancel.clone(),
         };
         let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
         let addr = listener.local_addr()?;

@@ -204,7 +204,8 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
                     .unwrap();
                 let b = first["p"][k].as_f64().unwrap() / hello["p_scale"].as_f64().unwrap();
                 assert!(
-                    (a - b).abs() <= 0.5e-4 + 1e-9,
+                    // Half a unit of the integer scale, plus f32 rounding of p × 10,000.
+                    (a - b).abs() <= 0.5e-4 + 1e-6,
                     "{name}: snapshot {a}, stream {b}"
                 );
             }
@@ -435,10 +436,30 @@ async fn without_a_model_prices_are_served_and_status_says_so() {
 fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
     let rec = common::recordings();
     let tmp = tempfile::tempdir().unwrap();
-    let meta = small_model(&tmp.path().join("m"), 3);
+    // On the full recordings one epoch of a tiny network on 100 snapshots
+    // ranks thousands of items. The in-repo excerpt (about 60 items) is too
+    // small for that: the model there learns from all of it with the default
+    // network, and this test checks the ranking, tax and limits, not accuracy.
+    let full = common::shared_recordings().is_some();
+    let snapshots = if full { 100 } else { 433 };
+    let meta = common::train_model(
+        &rec,
+        snapshots,
+        if full {
+            TrainOptions {
+                hidden: vec![16],
+                max_epochs: 1,
+                seed: 3,
+                ..TrainOptions::default()
+            }
+        } else {
+            TrainOptions::default()
+        },
+        &tmp.path().join("m"),
+    );
     let model = Model::load(&tmp.path().join("m"), tch::Device::Cpu).unwrap();
     assert_eq!(model.meta.version, meta.version);
-    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(120)).unwrap();
+    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(snapshots + 20)).unwrap();
     let hours = load_hours(Some(&rec.join(recordings::HOURLY_FILE))).unwrap();
     let items = load_items(Some(&rec.join(recordings::MAPPING_FILE))).unwrap();
     let last = ticks.last().unwrap();

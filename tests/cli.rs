@@ -31,7 +31,7 @@ fn help_explains_each_subcommand() {
     let o = gept(&["--help"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    for sub in ["migrate", "config", "bench"] {
+    for sub in ["serve", "migrate", "config", "train", "eval", "model"] {
         assert!(t.contains(sub), "--help lacks {sub}: {t}");
     }
 }

@@ -161,7 +161,7 @@ fn trained_model() -> &'static Path {
         let dir = common::recordings();
         let opts = TrainOptions {
             hidden: vec![64, 32],
-            max_epochs: 3,
+            max_epochs: common::test_epochs(3),
             ..TrainOptions::default()
         };
         let tmp = tempfile::tempdir().unwrap();

@@ -178,3 +178,100 @@ async fn postgres_round_trips_real_rows() {
     store.close().await;
     common::drop_postgres_database(&url).await;
 }
+
+/// The store writer while PostgreSQL goes away and comes back (a proxy cuts
+/// every connection): a flush during the outage fails and keeps its rows;
+/// after the database returns, the store holds every row exactly once.
+#[test]
+fn the_writer_loses_nothing_and_duplicates_nothing_through_an_outage() {
+    gept::service::system().block_on(writer_through_an_outage());
+}
+
+async fn writer_through_an_outage() {
+    use actix::Actor;
+    use gept_actors::writer::{Flush, Rows, StoreWriter, Write};
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    // Migrate directly, then reach the database through the proxy.
+    let direct = Store::connect(&url, 2).await.unwrap();
+    direct.migrate().await.unwrap();
+    let target = {
+        let rest = url.split_once('@').unwrap().1;
+        let hostport = rest.split('/').next().unwrap();
+        tokio::net::lookup_host(if hostport.contains(':') {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:5432")
+        })
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+    };
+    let proxy = common::CutProxy::start(target).await;
+    let (head, rest) = url.split_once('@').unwrap();
+    let db = rest.split_once('/').unwrap().1;
+    let proxied = format!("{head}@{}/{db}", proxy.addr);
+    let store = Store::connect(&proxied, 2).await.unwrap();
+    let writer = StoreWriter::new(
+        store.clone(),
+        1_000_000,
+        std::time::Duration::from_secs(3600),
+    )
+    .start();
+
+    let rows = latest_rows(12);
+    let by_tick: Vec<Vec<LatestPrice>> = {
+        let mut ticks: Vec<Vec<LatestPrice>> = Vec::new();
+        for r in &rows {
+            match ticks.last_mut() {
+                Some(t) if t[0].timestamp == r.timestamp => t.push(*r),
+                _ => ticks.push(vec![*r]),
+            }
+        }
+        ticks
+    };
+    assert!(by_tick.len() >= 12, "{} ticks", by_tick.len());
+    // Before the outage: stored.
+    for t in &by_tick[..4] {
+        writer.send(Write(Rows::Latest(t.clone()))).await.unwrap();
+    }
+    writer.send(Flush).await.unwrap().unwrap();
+    // The outage: writes are accepted, flushes fail and keep the rows.
+    proxy.cut();
+    for t in &by_tick[4..8] {
+        writer.send(Write(Rows::Latest(t.clone()))).await.unwrap();
+    }
+    let failed = writer.send(Flush).await.unwrap();
+    assert!(failed.is_err(), "a flush with the database gone must fail");
+    // Rows of an earlier tick again (a collector retrying) must not duplicate.
+    writer
+        .send(Write(Rows::Latest(by_tick[2].clone())))
+        .await
+        .unwrap();
+    // The database returns.
+    proxy.restore();
+    for t in &by_tick[8..] {
+        writer.send(Write(Rows::Latest(t.clone()))).await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match writer.send(Flush).await.unwrap() {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(std::time::Instant::now() < deadline, "never recovered: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let stored = direct
+        .load_latest(i64::MIN + 1, i64::MAX - 1)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), rows.len(), "every row once");
+    assert_eq!(stored, rows, "exactly the recorded rows");
+    store.close().await;
+    direct.close().await;
+    common::drop_postgres_database(&url).await;
+}

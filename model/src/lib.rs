@@ -9,6 +9,7 @@ pub mod dataset;
 pub mod eval;
 pub mod file;
 pub mod gates;
+pub mod history;
 pub mod metrics;
 pub mod net;
 pub mod pipeline;

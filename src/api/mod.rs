@@ -7,55 +7,24 @@
 //! `{"error": "..."}` and never carry SQL or internals (those go to the log).
 
 pub mod limits;
+pub mod state;
 pub mod stream;
 
 use crate::recommend::{self, Risk, Style};
-use gept_actors::health::Health;
-use gept_actors::inference::{Inference, Prediction};
+use gept_actors::inference::Prediction;
 use gept_core::metrics as m;
 use gept_core::{BucketStep, ItemId, ItemMeta, HORIZONS_H, N_TARGETS, OFFSETS_BP};
-use gept_store::Store;
-use limits::RateLimiter;
 use serde::{Deserialize, Serialize};
+pub use state::{ApiState, SharedMessage};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 /// The OpenAPI description of `/api/v1`.
 pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
-
-/// The newest all-items stream message with its tick.
-pub type SharedMessage = Arc<
-    Mutex<
-        Option<(
-            Arc<gept_actors::inference::TickPredictions>,
-            warp::ws::Message,
-        )>,
-    >,
->;
-
-/// What the API handlers share; cheap to clone.
-#[derive(Clone)]
-pub struct ApiState {
-    pub store: Store,
-    pub health: Health,
-    pub inference: Inference,
-    /// Item metadata, refreshed from the store.
-    pub items: Arc<arc_swap::ArcSwap<HashMap<ItemId, ItemMeta>>>,
-    pub limiter: Arc<RateLimiter>,
-    /// Admin endpoints are off without a token.
-    pub admin_token: Option<Arc<str>>,
-    pub max_body_bytes: u64,
-    pub ws_max_message_bytes: usize,
-    pub ws_queue: usize,
-    pub retention: (Duration, Duration),
-    pub started_at: i64,
-    /// The newest all-items stream message, shared by clients.
-    pub all_items_message: SharedMessage,
-}
 
 /// An API error: a status and a message safe to show to clients.
 #[derive(Debug)]
@@ -562,9 +531,12 @@ pub fn routes(
 
     let ws = warp::path!("stream").and(warp::ws()).and(s.clone()).map(
         |ws: warp::ws::Ws, state: ApiState| {
-            let max = state.ws_max_message_bytes;
-            ws.max_message_size(max)
-                .max_frame_size(max)
+            // The transport accepts up to four times the limit so that an
+            // oversized message is read and refused with close code 1009
+            // (message too big) by the client task, not dropped unexplained.
+            let transport_max = state.ws_max_message_bytes.saturating_mul(4);
+            ws.max_message_size(transport_max)
+                .max_frame_size(transport_max)
                 .on_upgrade(move |socket| stream::client(socket, state))
                 .into_response()
         },

@@ -11,12 +11,15 @@
 //! - a client that fell behind (its queue of `ws_client_queue` messages was
 //!   full, or it missed ticks) gets `{"type":"lagged","missed":n,"snapshot":{…}}`
 //!   with the latest prediction of every subscribed item, then ticks again.
-//! - bad client messages get `{"type":"error","error":…}`.
+//! - bad client messages get `{"type":"error","error":…}` (a binary frame,
+//!   unreadable JSON, an unknown type, an unknown horizon or offset);
+//! - a message over `ws_max_message_bytes` closes the connection with code
+//!   1009 (message too big); the service stopping closes it with 1001.
 //!
 //! Each client has a bounded queue drained by its own writer task, so a slow
 //! client never slows the others or the tick.
 
-use super::ApiState;
+use crate::api::state::ApiState;
 use futures::{SinkExt, StreamExt};
 use gept_actors::inference::{Prediction, TickPredictions};
 use gept_core::metrics as m;
@@ -220,6 +223,14 @@ fn subscribed_message(sub: &Subscription) -> Message {
     )
 }
 
+/// The error text of an unreadable client message: what is expected, never
+/// the parser's internals.
+const EXPECTED: &str = r#"expected {"type":"subscribe","items":[ids]|null,"horizons":[hours]|null,"offsets":[percent]|null}"#;
+
+fn error_message(text: &str) -> Message {
+    Message::text(serde_json::json!({"type": "error", "error": text}).to_string())
+}
+
 /// Serves one websocket client until it leaves or the service stops.
 pub async fn client(ws: WebSocket, state: ApiState) {
     metrics::gauge!(m::WS_CLIENTS).increment(1.0);
@@ -247,14 +258,34 @@ pub async fn client(ws: WebSocket, state: ApiState) {
         let _ = queue.try_send(Message::text(hello.to_string()));
     }
     let mut missed: u64 = 0;
+    let limit = state.ws_max_message_bytes;
     loop {
         tokio::select! {
+            _ = state.cancel.cancelled() => {
+                let _ = queue.try_send(Message::close_with(1001u16, "the service is stopping"));
+                break;
+            }
             msg = incoming.next() => {
                 let Some(Ok(msg)) = msg else { break };
                 if msg.is_close() {
                     break;
                 }
-                let Ok(text) = msg.to_str() else { continue };
+                if msg.is_ping() || msg.is_pong() {
+                    continue;
+                }
+                if msg.as_bytes().len() > limit {
+                    let _ = queue.try_send(Message::close_with(
+                        1009u16,
+                        format!("message over {limit} bytes"),
+                    ));
+                    break;
+                }
+                let Ok(text) = msg.to_str() else {
+                    if queue.try_send(error_message("binary frames are not supported; send JSON text")).is_err() {
+                        missed += 1;
+                    }
+                    continue;
+                };
                 let reply = match serde_json::from_str::<ClientMessage>(text) {
                     Ok(ClientMessage::Subscribe { items, horizons, offsets }) => {
                         match Subscription::new(items, horizons, offsets) {
@@ -262,12 +293,10 @@ pub async fn client(ws: WebSocket, state: ApiState) {
                                 sub = s;
                                 subscribed_message(&sub)
                             }
-                            Err(e) => Message::text(serde_json::json!({"type": "error", "error": e}).to_string()),
+                            Err(e) => error_message(&e),
                         }
                     }
-                    Err(e) => Message::text(
-                        serde_json::json!({"type": "error", "error": format!("unreadable message: {e}")}).to_string(),
-                    ),
+                    Err(_) => error_message(&format!("unreadable message; {EXPECTED}")),
                 };
                 if queue.try_send(reply).is_err() {
                     missed += 1;

@@ -1,14 +1,13 @@
 //! `gept dataset`: the rows `gept train` learns from, as CSV for peer models.
 
 use crate::cli::DatasetArgs;
-use crate::commands::history::History;
 use gept_core::config::Config;
 use gept_model::dataset::write_csv;
 use gept_model::pipeline::{self, Split};
 use std::io::Write;
 
 pub fn run(args: &DatasetArgs, config: Option<&Config>) -> anyhow::Result<()> {
-    let history = History::load(&args.history, config)?;
+    let history = args.history.load(config)?;
     let split = Split {
         validation_fraction: args.validation_fraction,
         stride: args.stride,

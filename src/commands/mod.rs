@@ -1,10 +1,9 @@
-//! One module per `gept` subcommand.
+//! One module per `gept` subcommand; `run` dispatches to them.
 
 pub mod config;
 pub mod dataset;
 pub mod eval;
 pub mod features;
-pub mod history;
 pub mod migrate;
 pub mod model;
 pub mod serve;

@@ -2,7 +2,6 @@
 //! calibration, and a self-describing model directory.
 
 use crate::cli::TrainArgs;
-use crate::commands::history::History;
 use gept_core::config::Config;
 use gept_model::net::TrainOptions;
 use gept_model::pipeline::{self, Split};
@@ -23,7 +22,7 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
         anyhow::bail!("--exclude-features: no feature is called {f:?} (see docs/FEATURES.md)");
     }
     let device = args.device.device()?;
-    let history = History::load(&args.history, config)?;
+    let history = args.history.load(config)?;
     eprintln!(
         "train: {} ticks, {} /1h and /5m buckets, {} items with constants; device {device:?}",
         history.ticks.len(),

@@ -24,8 +24,13 @@ pub fn skip(test: &str, what: &str) {
     let _ = writeln!(std::io::stderr(), "SKIP {test}: {what} is missing");
 }
 
-/// The full development recordings, if this checkout sits beside them.
+/// The full development recordings, if this checkout sits beside them
+/// (`GEPT_TEST_RECORDINGS=fixture` hides them, to run the suite as a
+/// machine without `../shared` would).
 pub fn shared_recordings() -> Option<PathBuf> {
+    if std::env::var("GEPT_TEST_RECORDINGS").as_deref() == Ok("fixture") {
+        return None;
+    }
     let dir =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/osrs/ernestoreza-ge_data");
     dir.join("latest_snapshots.jsonl.zst")
@@ -58,6 +63,17 @@ pub fn recordings() -> PathBuf {
         });
         fixture_recordings()
     })
+}
+
+/// Training epochs for a test model: a few on the full recordings (thousands
+/// of items), more on the excerpt (about 50 items, so an epoch is a few
+/// hundred milliseconds and one alone learns little).
+pub fn test_epochs(full: usize) -> usize {
+    if shared_recordings().is_some() {
+        full
+    } else {
+        12
+    }
 }
 
 /// A fresh SQLite database in a temporary folder (kept alive by the guard).
@@ -268,7 +284,8 @@ where
 }
 
 /// Trains a model on the first `snapshots` of the recordings in `dir` (30 %
-/// validation, every 4th tick) and saves it to `out`, on the CPU.
+/// validation; every 4th tick of the full recordings, every tick of the
+/// excerpt, whose 60 items give few rows) and saves it to `out`, on the CPU.
 pub fn train_model(
     dir: &std::path::Path,
     snapshots: usize,
@@ -282,7 +299,7 @@ pub fn train_model(
     let items = load_items(Some(&dir.join(MAPPING_FILE))).unwrap();
     let split = gept_model::pipeline::Split {
         validation_fraction: 0.3,
-        stride: 4,
+        stride: if shared_recordings().is_some() { 4 } else { 1 },
     };
     let (vs, meta) = gept_model::pipeline::train(
         &ticks,
@@ -295,4 +312,57 @@ pub fn train_model(
     )
     .unwrap();
     gept_model::Model::save(out, &vs, meta).unwrap()
+}
+
+/// A TCP proxy on loopback in front of a database, that a test can cut (every
+/// open connection is dropped and new ones are refused) and restore.
+pub struct CutProxy {
+    pub addr: std::net::SocketAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl CutProxy {
+    /// Starts forwarding connections to `target`.
+    pub async fn start(target: std::net::SocketAddr) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let (flag, gen) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let mut cut = gen.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        CutProxy {
+            addr,
+            up,
+            generation,
+        }
+    }
+
+    /// The database goes away: open connections drop, new ones are refused.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// The database comes back.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
 }

@@ -1,0 +1,44 @@
+//! What the API handlers share: the service's parts and the API's settings.
+//! The routes (`api::routes`) and the websocket clients (`api::stream`) both
+//! read it; it depends on neither.
+
+use crate::api::limits::RateLimiter;
+use gept_actors::health::Health;
+use gept_actors::inference::Inference;
+use gept_core::{ItemId, ItemMeta};
+use gept_store::Store;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The newest all-items stream message with its tick.
+pub type SharedMessage = Arc<
+    Mutex<
+        Option<(
+            Arc<gept_actors::inference::TickPredictions>,
+            warp::ws::Message,
+        )>,
+    >,
+>;
+
+/// What the API handlers share; cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub health: Health,
+    pub inference: Inference,
+    /// Item metadata, refreshed from the store.
+    pub items: Arc<arc_swap::ArcSwap<HashMap<ItemId, ItemMeta>>>,
+    pub limiter: Arc<RateLimiter>,
+    /// Admin endpoints are off without a token.
+    pub admin_token: Option<Arc<str>>,
+    pub max_body_bytes: u64,
+    pub ws_max_message_bytes: usize,
+    pub ws_queue: usize,
+    pub retention: (Duration, Duration),
+    pub started_at: i64,
+    /// The newest all-items stream message, shared by clients.
+    pub all_items_message: SharedMessage,
+    /// The service's stop signal: websocket clients are closed (1001) on it.
+    pub cancel: tokio_util::sync::CancellationToken,
+}
