@@ -186,7 +186,9 @@ impl Service {
             max_body_bytes: config.api.max_body_bytes,
             ws_max_message_bytes: config.api.ws_max_message_bytes,
             ws_queue: config.api.ws_client_queue,
-            retention: (config.retention.latest, config.retention.predictions),
+            retention: Arc::new(gept_actors::retention::Policy::from_config(
+                &config.retention,
+            )),
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
             cancel: cancel.clone(),
@@ -234,6 +236,13 @@ impl Service {
             backfill_enabled: config.collectors.timeseries.enabled,
             faults,
         });
+        if config.retention.enabled {
+            background.push(gept_actors::retention::spawn(
+                store.clone(),
+                &config.retention,
+                cancel.clone(),
+            ));
+        }
         let collectors = collectors::start_all(config, env);
         tracing::info!(collectors = ?collectors.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "collectors started");
         Ok(ServiceHandle {

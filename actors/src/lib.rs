@@ -1,9 +1,11 @@
-//! Long-lived concerns of GePT: the store, the upstream client, the batched
-//! store writer, the supervised collector actors and the feature engine.
+//! Long-lived parts of GePT: the upstream client, the batched store writer,
+//! the supervised collector actors, the feature engine and inference threads,
+//! and retention.
 
 pub mod collectors;
 pub mod features;
 pub mod health;
 pub mod inference;
+pub mod retention;
 pub mod upstream;
 pub mod writer;

@@ -100,12 +100,32 @@ impl InferenceConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    /// `/latest` observations older than this are deleted.
+    /// Whether the retention pass runs on its schedule (the admin route runs
+    /// it on demand either way).
+    pub enabled: bool,
+    /// Time between two passes; each waits a further random share of `jitter`.
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    #[serde(with = "dur")]
+    pub jitter: Duration,
+    /// Rows per delete statement on SQLite, so collectors keep writing.
+    pub batch_rows: u64,
+    /// `/latest` observations older than this are deleted, after their
+    /// `/5m` and `/1h` buckets are filled in where the upstream ones are missing.
     #[serde(with = "dur")]
     pub latest: Duration,
-    /// Predictions and inference status rows older than this are deleted.
+    /// `/5m` buckets older than this are deleted (0: kept forever).
+    #[serde(with = "dur")]
+    pub five_minute: Duration,
+    /// `/1h` buckets older than this are deleted (0: kept forever).
+    #[serde(with = "dur")]
+    pub one_hour: Duration,
+    /// Predictions older than this are deleted.
     #[serde(with = "dur")]
     pub predictions: Duration,
+    /// `inference_status` rows and filled `data_gaps` older than this are deleted.
+    #[serde(with = "dur")]
+    pub status: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -66,6 +66,18 @@ pub const WS_DROPPED: &str = "gept_websocket_dropped_messages_total";
 /// HTTP requests refused by the rate limit.
 pub const RATE_LIMITED: &str = "gept_http_rate_limited_total";
 /// HTTP request duration in seconds. Labels: `route`.
+/// Retention passes. Labels: `outcome` (`ok`, `error`).
+pub const RETENTION_RUNS: &str = "gept_retention_runs_total";
+/// Rows removed by retention. Labels: `table`.
+pub const RETENTION_ROWS_DELETED: &str = "gept_retention_rows_deleted_total";
+/// Partitions dropped by retention (PostgreSQL). Labels: `table`.
+pub const RETENTION_PARTITIONS_DROPPED: &str = "gept_retention_partitions_dropped_total";
+/// `/5m` and `/1h` rows filled in from expiring ticks.
+pub const RETENTION_ROWS_DOWNSAMPLED: &str = "gept_retention_rows_downsampled_total";
+/// Unix time of the last successful retention pass.
+pub const RETENTION_LAST_SUCCESS: &str = "gept_retention_last_success_timestamp_seconds";
+/// Bytes the database holds in use.
+pub const DATABASE_BYTES: &str = "gept_database_bytes";
 pub const HTTP_REQUEST_SECONDS: &str = "gept_http_request_duration_seconds";
 
 /// Every metric: (name, kind, help).
@@ -197,5 +209,35 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         HTTP_REQUEST_SECONDS,
         Kind::Histogram,
         "HTTP request duration in seconds, by route.",
+    ),
+    (
+        RETENTION_RUNS,
+        Kind::Counter,
+        "Retention passes, by outcome.",
+    ),
+    (
+        RETENTION_ROWS_DELETED,
+        Kind::Counter,
+        "Rows removed by retention, by table.",
+    ),
+    (
+        RETENTION_PARTITIONS_DROPPED,
+        Kind::Counter,
+        "Whole partitions dropped by retention, by table.",
+    ),
+    (
+        RETENTION_ROWS_DOWNSAMPLED,
+        Kind::Counter,
+        "5m and 1h rows filled in from expiring 1-minute ticks.",
+    ),
+    (
+        RETENTION_LAST_SUCCESS,
+        Kind::Gauge,
+        "Unix time of the last successful retention pass.",
+    ),
+    (
+        DATABASE_BYTES,
+        Kind::Gauge,
+        "Bytes the database holds in use, measured after each retention pass.",
     ),
 ];

@@ -16,7 +16,7 @@ use gept_core::metrics as m;
 use gept_core::{BucketStep, ItemId, ItemMeta, HORIZONS_H, N_TARGETS, OFFSETS_BP};
 use serde::{Deserialize, Serialize};
 pub use state::{ApiState, SharedMessage};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -587,18 +587,10 @@ pub fn routes(
         .and(body_limit(state.max_body_bytes))
         .and(s.clone())
         .and_then(|state: ApiState| async move {
-            let now = chrono::Utc::now().timestamp();
-            let (latest, predictions) = state.retention;
-            let deleted = state
-                .store
-                .apply_retention(
-                    now - latest.as_secs() as i64,
-                    now - predictions.as_secs() as i64,
-                )
+            let report = gept_actors::retention::run_now(&state.store, &state.retention)
                 .await
                 .map_err(ApiError::internal)?;
-            let deleted: HashMap<&str, u64> = deleted.into_iter().collect();
-            Ok::<_, Rejection>(json(&serde_json::json!({"deleted": deleted})))
+            Ok::<_, Rejection>(json(&report))
         });
 
     v1.and(rate_limited(state)).and(

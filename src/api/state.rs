@@ -9,7 +9,6 @@ use gept_core::{ItemId, ItemMeta};
 use gept_store::Store;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// The newest all-items stream message with its tick.
 pub type SharedMessage = Arc<
@@ -35,7 +34,8 @@ pub struct ApiState {
     pub max_body_bytes: u64,
     pub ws_max_message_bytes: usize,
     pub ws_queue: usize,
-    pub retention: (Duration, Duration),
+    /// The retention policy the admin route applies now.
+    pub retention: Arc<gept_actors::retention::Policy>,
     pub started_at: i64,
     /// The newest all-items stream message, shared by clients.
     pub all_items_message: SharedMessage,

@@ -13,9 +13,11 @@
 //! This crate depends on `gept-core` only: no dataflow, actor or model code.
 
 pub mod postgres;
+pub mod retention;
 pub mod rows;
 pub mod sqlite;
 
+pub use retention::{Expired, Expiring};
 pub use rows::{
     decode_probabilities, encode_probabilities, InferenceStatus, ModelEntry, ModelState,
     PredictionRow,
@@ -275,25 +277,58 @@ impl Store {
         dispatch!(self.inference_statuses())
     }
 
-    /// Deletes `/latest` observations older than `latest_before` and
-    /// predictions and inference rows older than `predictions_before`;
-    /// returns the rows deleted per table.
-    pub async fn apply_retention(
+    // ---- retention ----
+
+    /// Removes the rows of `what` older than `before`. PostgreSQL drops each
+    /// partition whose end is at or before `before` (whole partitions only:
+    /// rows of a partly expired partition stay until all of it has expired)
+    /// and deletes from the small unpartitioned tables; SQLite deletes in
+    /// statements of at most `batch_rows` rows, so writers wait at most one.
+    pub async fn expire(
         &self,
-        latest_before: i64,
-        predictions_before: i64,
-    ) -> Result<Vec<(&'static str, u64)>, StoreError> {
-        let plan = [
-            ("prices_latest_1m", "timestamp", latest_before),
-            ("predictions", "tick_time", predictions_before),
-            ("inference_status", "tick_time", predictions_before),
-        ];
-        let mut out = Vec::new();
-        for (table, column, before) in plan {
-            let n = dispatch!(self.delete_before(table, column, before))?;
-            out.push((table, n));
+        what: Expiring,
+        before: i64,
+        batch_rows: u64,
+    ) -> Result<Expired, StoreError> {
+        dispatch!(self.expire(what, before, batch_rows))
+    }
+
+    /// Creates the partitions of `now` and of the two periods after it
+    /// (PostgreSQL; nothing to do on SQLite).
+    pub async fn prepare_partitions(&self, now: i64) -> Result<(), StoreError> {
+        dispatch!(self.prepare_partitions(now))
+    }
+
+    /// Gives the space of deleted rows back to the file system where the
+    /// backend keeps it (SQLite's incremental vacuum).
+    pub async fn reclaim_space(&self) -> Result<(), StoreError> {
+        dispatch!(self.reclaim_space())
+    }
+
+    /// The oldest time in `what`'s time column; `None` when empty.
+    pub async fn oldest_time(&self, what: Expiring) -> Result<Option<i64>, StoreError> {
+        dispatch!(self.oldest_time(what))
+    }
+
+    /// Bytes the database holds in use (SQLite: pages in use; PostgreSQL:
+    /// `pg_database_size`).
+    pub async fn database_bytes(&self) -> Result<i64, StoreError> {
+        dispatch!(self.database_bytes())
+    }
+
+    /// Fills in `/5m` and `/1h` rows from the 1-minute ticks of trades in
+    /// `[from, to)` (see [`retention::downsample`]) where the upstream's are
+    /// missing: an upstream row is never replaced. Returns the rows added.
+    pub async fn downsample_latest(&self, from: i64, to: i64) -> Result<u64, StoreError> {
+        // A trade is seen by the ticks after it: minutes later, or longer
+        // across a gap in collection.
+        let ticks = self.load_latest(from, to + 3600).await?;
+        let mut added = 0;
+        for step in [BucketStep::FiveMinutes, BucketStep::OneHour] {
+            let rows = retention::downsample(&ticks, step, from, to);
+            added += self.insert_buckets(step, &rows).await?;
         }
-        Ok(out)
+        Ok(added)
     }
 
     // ---- the model registry: PENDING → ACTIVE → DEPRECATED → ARCHIVED ----

@@ -1,6 +1,7 @@
 //! PostgreSQL side of the store: array-parameter bulk inserts (`UNNEST`) with
 //! `ON CONFLICT DO NOTHING`, and time partitions created before their first row.
 
+use crate::retention::{Expired, Expiring};
 use crate::rows::{self, InferenceStatus, ModelEntry, PredictionRow};
 use crate::{chunks, StoreError};
 use chrono::{Datelike, TimeZone, Utc};
@@ -679,21 +680,6 @@ impl PgStore {
         .collect())
     }
 
-    pub(super) async fn delete_before(
-        &self,
-        table: &str,
-        column: &str,
-        before: i64,
-    ) -> Result<u64, StoreError> {
-        Ok(sqlx::query(&format!(
-            "DELETE FROM {table} WHERE {column} < to_timestamp($1)"
-        ))
-        .bind(bound(before))
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
-    }
-
     pub(super) async fn count(&self, table: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&self.pool)
@@ -724,6 +710,118 @@ impl PgStore {
     }
 }
 
+/// Start and end (Unix seconds) of the partition named by `suffix` (see
+/// [`partition_of`]); `None` for a name this store did not make.
+fn bounds_of(span: Span, suffix: &str) -> Option<(i64, i64)> {
+    match span {
+        Span::Day => {
+            let d = chrono::NaiveDate::parse_from_str(suffix, "%Y%m%d").ok()?;
+            let start = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+            Some((start, start + 86_400))
+        }
+        Span::Month => {
+            let d = chrono::NaiveDate::parse_from_str(&format!("{suffix}01"), "%Y%m%d").ok()?;
+            let start = d.and_hms_opt(0, 0, 0)?.and_utc().timestamp();
+            let (_, _, end) = partition_of(Span::Month, start);
+            Some((start, end))
+        }
+    }
+}
+
+/// How far apart two partitions of `span` start, at most.
+fn period(span: Span) -> i64 {
+    match span {
+        Span::Day => 86_400,
+        Span::Month => 31 * 86_400,
+    }
+}
+
+impl PgStore {
+    pub(super) async fn expire(
+        &self,
+        what: Expiring,
+        before: i64,
+        _batch_rows: u64,
+    ) -> Result<Expired, StoreError> {
+        let table = what.table();
+        let mut expired = Expired::default();
+        if what.partitioned() {
+            // Whole partitions only: a partition goes once its end has passed;
+            // its rows are never deleted one by one.
+            let span = span_of(table);
+            let prefix = format!("{table}_p");
+            for name in self.partitions_of(table).await? {
+                let Some((_, end)) = name.strip_prefix(&prefix).and_then(|s| bounds_of(span, s))
+                else {
+                    continue;
+                };
+                if end > before {
+                    continue;
+                }
+                let mut tx = self.pool.begin().await?;
+                let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {name}"))
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query(&format!("DROP TABLE {name}"))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                self.partitions.lock().await.remove(&name);
+                expired.rows += rows as u64;
+                expired.partitions += 1;
+            }
+        } else {
+            let condition = match what {
+                Expiring::FilledGaps => {
+                    "filled_at IS NOT NULL AND filled_at < to_timestamp($1)".to_string()
+                }
+                _ => format!("{} < to_timestamp($1)", what.column()),
+            };
+            expired.rows = sqlx::query(&format!("DELETE FROM {table} WHERE {condition}"))
+                .bind(bound(before))
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        }
+        Ok(expired)
+    }
+
+    /// Creates the partitions of `now` and the two periods after it, so no
+    /// insert waits on DDL.
+    pub(super) async fn prepare_partitions(&self, now: i64) -> Result<(), StoreError> {
+        for what in Expiring::ALL.into_iter().filter(|w| w.partitioned()) {
+            let step = period(span_of(what.table()));
+            self.ensure_partitions(what.table(), (0..3).map(|k| now + k * step))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn reclaim_space(&self) -> Result<(), StoreError> {
+        // Dropped partitions give their files back at once; the small tables'
+        // deleted rows are left to autovacuum.
+        Ok(())
+    }
+
+    pub(super) async fn oldest_time(&self, what: Expiring) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT EXTRACT(EPOCH FROM MIN({}))::int8 FROM {}",
+            what.column(),
+            what.table()
+        ))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn database_bytes(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT pg_database_size(current_database())::int8")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,5 +839,19 @@ mod tests {
         let (name, _, end) = partition_of(Span::Month, 1_765_000_000); // December 2025
         assert_eq!(name, "202512");
         assert_eq!(literal(end), "2026-01-01 00:00:00+00");
+        // Names read back to the same bounds.
+        assert_eq!(
+            bounds_of(Span::Day, "20250520"),
+            Some((1_747_699_200, 1_747_785_600))
+        );
+        let (start, end) = bounds_of(Span::Month, "202512").unwrap();
+        assert_eq!(
+            (literal(start), literal(end)),
+            (
+                "2025-12-01 00:00:00+00".into(),
+                "2026-01-01 00:00:00+00".into()
+            )
+        );
+        assert_eq!(bounds_of(Span::Day, "notadate"), None);
     }
 }

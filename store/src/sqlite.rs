@@ -1,6 +1,7 @@
 //! SQLite side of the store: WAL, one multi-row statement per chunk, one
 //! transaction per batch.
 
+use crate::retention::{Expired, Expiring};
 use crate::rows::{self, InferenceStatus, ModelEntry, PredictionRow};
 use crate::{chunks, StoreError};
 use gept_core::{
@@ -36,6 +37,9 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<SqliteSto
         // write syscall per row.
         .pragma("cache_size", CACHE_SIZE_PRAGMA)
         .pragma("temp_store", "memory")
+        // Deleted pages can be given back (retention's incremental_vacuum);
+        // takes effect on a new file, see `migrate` for older ones.
+        .auto_vacuum(sqlx::sqlite::SqliteAutoVacuum::Incremental)
         // Checkpoint less often: a bigger WAL merges repeated writes of the
         // same leaf pages before they reach the database file.
         .pragma("wal_autocheckpoint", "16384")
@@ -565,21 +569,6 @@ impl SqliteStore {
         .collect())
     }
 
-    pub(super) async fn delete_before(
-        &self,
-        table: &str,
-        column: &str,
-        before: i64,
-    ) -> Result<u64, StoreError> {
-        Ok(
-            sqlx::query(&format!("DELETE FROM {table} WHERE {column} < ?"))
-                .bind(before)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
-
     pub(super) async fn count(&self, table: &str) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
             .fetch_one(&self.pool)
@@ -596,6 +585,19 @@ impl SqliteStore {
 
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        // Retention gives space back with incremental_vacuum, which needs
+        // auto_vacuum = INCREMENTAL (2). A file created before that setting
+        // needs one VACUUM to take it (outside any transaction).
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&self.pool)
+            .await?;
+        if mode != 2 {
+            let mut conn = self.pool.acquire().await?;
+            sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("VACUUM").execute(&mut *conn).await?;
+        }
         Ok(())
     }
 
@@ -605,5 +607,77 @@ impl SqliteStore {
 
     pub(super) async fn close(&self) {
         self.pool.close().await
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn expire(
+        &self,
+        what: Expiring,
+        before: i64,
+        batch_rows: u64,
+    ) -> Result<Expired, StoreError> {
+        let (table, key) = (what.table(), what.key());
+        let condition = match what {
+            Expiring::FilledGaps => "filled_at IS NOT NULL AND filled_at < ?".to_string(),
+            _ => format!("{} < ?", what.column()),
+        };
+        let sql = format!(
+            "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} WHERE {condition} LIMIT ?)"
+        );
+        let mut expired = Expired::default();
+        loop {
+            // One short statement at a time: writers wait at most one batch.
+            let n = sqlx::query(&sql)
+                .bind(before)
+                .bind(batch_rows.max(1) as i64)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            expired.rows += n;
+            if n < batch_rows.max(1) {
+                return Ok(expired);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    pub(super) async fn prepare_partitions(&self, _now: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    pub(super) async fn reclaim_space(&self) -> Result<(), StoreError> {
+        // Free pages go back to the file system (auto_vacuum = INCREMENTAL,
+        // set by migration 0002); the WAL is folded in and truncated.
+        sqlx::query("PRAGMA incremental_vacuum")
+            .execute(&self.pool)
+            .await?;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await;
+        Ok(())
+    }
+
+    pub(super) async fn oldest_time(&self, what: Expiring) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT MIN({}) FROM {}",
+            what.column(),
+            what.table()
+        ))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn database_bytes(&self) -> Result<i64, StoreError> {
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&self.pool)
+            .await?;
+        let size: i64 = sqlx::query_scalar("PRAGMA page_size")
+            .fetch_one(&self.pool)
+            .await?;
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((pages - free) * size)
     }
 }

@@ -1,0 +1,279 @@
+//! Retention on both backends with an injected clock, on real recorded rows:
+//! expired ticks, predictions and status rows removed (whole partitions on
+//! PostgreSQL, the next ones created ahead), rows inside the window
+//! untouched, and the `/5m` and `/1h` rows filled in from the expired ticks
+//! equal to a plain recomputation written here.
+
+mod common;
+
+use gept_actors::retention::{run_pass, Policy};
+use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
+use gept_core::{wire, BucketPrice, BucketStep, ItemId, LatestPrice, N_TARGETS};
+use gept_store::{Expiring, InferenceStatus, PredictionRow, Store};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const DAY: i64 = 86_400;
+
+/// About two days of the recording, for a subset of the items on the full
+/// recordings (every item of the excerpt).
+struct Data {
+    latest: Vec<LatestPrice>,
+    five: Vec<BucketPrice>,
+    hour: Vec<BucketPrice>,
+}
+
+fn keep(item: ItemId) -> bool {
+    common::shared_recordings().is_none() || item.is_multiple_of(16)
+}
+
+fn data() -> Data {
+    let dir = common::recordings();
+    let mut latest = Vec::new();
+    for snap in latest_snapshots(&dir.join(recordings::LATEST_FILE))
+        .unwrap()
+        .take(600)
+    {
+        let snap = snap.unwrap();
+        let parsed = wire::parse_latest(snap.body.as_bytes(), snap.timestamp).unwrap();
+        latest.extend(parsed.rows.into_iter().filter(|r| keep(r.item_id)));
+    }
+    latest.sort_by_key(|r| (r.timestamp, r.item_id));
+    let last = latest.last().unwrap().timestamp;
+    let buckets = |file: &str| -> Vec<BucketPrice> {
+        let mut rows: Vec<BucketPrice> = bucket_snapshots(&dir.join(file))
+            .unwrap()
+            .iter()
+            .flat_map(|b| wire::parse_bucket(b.body.as_bytes()).unwrap().rows)
+            .filter(|r| keep(r.item_id) && r.timestamp <= last)
+            .collect();
+        rows.sort_by_key(|r| (r.timestamp, r.item_id));
+        rows
+    };
+    Data {
+        five: buckets(recordings::FIVE_MINUTE_FILE),
+        hour: buckets(recordings::HOURLY_FILE),
+        latest,
+    }
+}
+
+/// The plain recomputation: every distinct trade the ticks show with its time
+/// in `[from, to)`, grouped by item and bucket; the mean price rounded half up
+/// and the count, per side.
+/// Distinct (time, price) trades of the high and the low side.
+type Trades = [BTreeSet<(i64, i64)>; 2];
+
+fn recompute(ticks: &[LatestPrice], step: i64, from: i64, to: i64) -> Vec<BucketPrice> {
+    let mut trades: BTreeMap<(ItemId, i64), Trades> = BTreeMap::new();
+    for r in ticks {
+        for (side, price, time) in [(0, r.high, r.high_time), (1, r.low, r.low_time)] {
+            if let (Some(p), Some(t)) = (price, time) {
+                if t >= from && t < to && p > 0 {
+                    trades.entry((r.item_id, t / step * step)).or_default()[side].insert((t, p));
+                }
+            }
+        }
+    }
+    let avg = |s: &BTreeSet<(i64, i64)>| -> Option<i64> {
+        if s.is_empty() {
+            return None;
+        }
+        let sum: i64 = s.iter().map(|(_, p)| p).sum();
+        let n = s.len() as f64;
+        Some((sum as f64 / n + 0.5).floor() as i64)
+    };
+    trades
+        .into_iter()
+        .map(|((item, ts), [h, l])| BucketPrice {
+            item_id: item,
+            timestamp: ts,
+            avg_high_price: avg(&h),
+            high_price_volume: h.len() as i64,
+            avg_low_price: avg(&l),
+            low_price_volume: l.len() as i64,
+        })
+        .collect()
+}
+
+/// Upstream rows, plus recomputed ones where upstream has no row of that
+/// item and bucket.
+fn union(upstream: &[BucketPrice], ours: Vec<BucketPrice>) -> Vec<BucketPrice> {
+    let have: BTreeSet<(ItemId, i64)> = upstream.iter().map(|r| (r.item_id, r.timestamp)).collect();
+    let mut all: Vec<BucketPrice> = upstream.to_vec();
+    all.extend(
+        ours.into_iter()
+            .filter(|r| !have.contains(&(r.item_id, r.timestamp))),
+    );
+    all.sort_by_key(|r| (r.timestamp, r.item_id));
+    all
+}
+
+async fn retention_on(store: &Store) {
+    store.migrate().await.unwrap();
+    let d = data();
+    let first = d.latest.first().unwrap().timestamp;
+    let first_day = first - first.rem_euclid(DAY);
+    store.insert_latest(&d.latest).await.unwrap();
+    store
+        .insert_buckets(BucketStep::FiveMinutes, &d.five)
+        .await
+        .unwrap();
+    store
+        .insert_buckets(BucketStep::OneHour, &d.hour)
+        .await
+        .unwrap();
+    let ticks: BTreeSet<i64> = d.latest.iter().map(|r| r.timestamp).collect();
+    let predictions: Vec<PredictionRow> = ticks
+        .iter()
+        .map(|&t| PredictionRow {
+            item_id: d.latest[0].item_id,
+            tick_time: t,
+            observed_at: t,
+            model_version: "m".into(),
+            probabilities: vec![0.5; N_TARGETS],
+        })
+        .collect();
+    store.insert_predictions(&predictions).await.unwrap();
+    for &t in &ticks {
+        store
+            .put_inference_status(
+                &InferenceStatus {
+                    tick_time: t,
+                    items: 1,
+                    latency_ms: 1.0,
+                    model_version: Some("m".into()),
+                    outcome: "ok".into(),
+                    message: None,
+                },
+                t,
+            )
+            .await
+            .unwrap();
+    }
+
+    // The clock: noon of the third day. Ticks, predictions and status kept
+    // for one day; /5m for 90 days; /1h forever.
+    let now = first_day + 2 * DAY + 12 * 3600;
+    let cutoff = first_day + DAY;
+    let policy = Policy {
+        keep: BTreeMap::from([
+            (Expiring::Latest, Some(Duration::from_secs(36 * 3600))),
+            (
+                Expiring::FiveMinute,
+                Some(Duration::from_secs(90 * DAY as u64)),
+            ),
+            (Expiring::OneHour, None),
+            (Expiring::Predictions, Some(Duration::from_secs(DAY as u64))),
+            (
+                Expiring::InferenceStatus,
+                Some(Duration::from_secs(DAY as u64)),
+            ),
+            (Expiring::FilledGaps, Some(Duration::from_secs(DAY as u64))),
+        ]),
+        batch_rows: 1_000,
+    };
+    assert_eq!(policy.cutoff(Expiring::Latest, now), Some(cutoff));
+    let expired_ticks = d.latest.iter().filter(|r| r.timestamp < cutoff).count();
+    assert!(expired_ticks > 0 && expired_ticks < d.latest.len());
+
+    let report = run_pass(store, &policy, now).await.unwrap();
+
+    // Ticks: exactly those inside the window are left, untouched.
+    let kept: Vec<LatestPrice> = d
+        .latest
+        .iter()
+        .filter(|r| r.timestamp >= cutoff)
+        .copied()
+        .collect();
+    assert_eq!(
+        store.load_latest(i64::MIN + 1, i64::MAX - 1).await.unwrap(),
+        kept
+    );
+    assert_eq!(report.deleted["prices_latest_1m"], expired_ticks as u64);
+    // Predictions and status rows: the day before `now`'s day is the cutoff.
+    let pred_cutoff = policy.cutoff(Expiring::Predictions, now).unwrap();
+    let kept_ticks = ticks.iter().filter(|&&t| t >= pred_cutoff).count() as i64;
+    assert_eq!(store.count("predictions").await.unwrap(), kept_ticks);
+    assert_eq!(store.count("inference_status").await.unwrap(), kept_ticks);
+    // Buckets: upstream rows untouched, the expired days' ticks recomputed
+    // where upstream has none.
+    let five = store
+        .load_buckets(BucketStep::FiveMinutes, i64::MIN + 1, i64::MAX - 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        five,
+        union(&d.five, recompute(&d.latest, 300, first_day, cutoff))
+    );
+    let hour = store
+        .load_buckets(BucketStep::OneHour, i64::MIN + 1, i64::MAX - 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        hour,
+        union(&d.hour, recompute(&d.latest, 3600, first_day, cutoff))
+    );
+    assert!(report.downsampled > 0, "the expired day had trades to keep");
+    assert_eq!(
+        report.downsampled as usize,
+        five.len() + hour.len() - d.five.len() - d.hour.len()
+    );
+    // A second pass finds nothing more to do.
+    let again = run_pass(store, &policy, now).await.unwrap();
+    assert_eq!(again.downsampled, 0);
+    assert!(again.deleted.values().all(|&n| n == 0), "{again:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_sqlite_removes_what_expired_and_keeps_the_rest() {
+    let (store, _dir) = common::sqlite_store().await;
+    retention_on(&store).await;
+    // SQLite gives the space back: no free pages left after the pass.
+    let Store::Sqlite(s) = &store else {
+        unreachable!()
+    };
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(free, 0, "incremental vacuum left free pages");
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(&s.pool)
+        .await
+        .unwrap();
+    assert_eq!(mode, 2, "auto_vacuum = INCREMENTAL");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_on_postgres_drops_partitions_and_creates_the_next() {
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    let store = Store::connect(&url, 4).await.unwrap();
+    retention_on(&store).await;
+    let Store::Postgres(pg) = &store else {
+        unreachable!()
+    };
+    let d = data();
+    let first = d.latest[0].timestamp;
+    let first_day = first - first.rem_euclid(DAY);
+    let now = first_day + 2 * DAY + 12 * 3600;
+    let day_name = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .unwrap()
+            .format("prices_latest_1m_p%Y%m%d")
+            .to_string()
+    };
+    let parts = pg.partitions_of("prices_latest_1m").await.unwrap();
+    assert!(!parts.contains(&day_name(first_day)), "{parts:?}");
+    for ahead in 0..3 {
+        assert!(
+            parts.contains(&day_name(now + ahead * DAY)),
+            "partition {} days ahead missing: {parts:?}",
+            ahead
+        );
+    }
+    store.close().await;
+    common::drop_postgres_database(&url).await;
+}
