@@ -50,6 +50,25 @@ pub enum Command {
     /// The model registry of the configured database.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Backups of the configured database (`gept serve` also makes them on
+    /// `backup.interval`).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Replace the configured database's contents with a backup made by
+    /// `gept backup now` or the service (same backend). Stop `gept serve`
+    /// first.
+    Restore {
+        /// The backup file (`gept-<time>.db` or `.dump`).
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Make a backup now into `backup.dir` (rotated to `backup.keep`).
+    Now,
+    /// List the backups in `backup.dir`, oldest first.
+    List,
 }
 
 /// Where history comes from: recordings, or the configured database.

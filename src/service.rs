@@ -243,6 +243,15 @@ impl Service {
                 cancel.clone(),
             ));
         }
+        if config.backup.enabled {
+            background.push(gept_actors::backup::spawn(
+                store.clone(),
+                config.backup_dir(),
+                config.backup.interval,
+                config.backup.keep,
+                cancel.clone(),
+            ));
+        }
         let collectors = collectors::start_all(config, env);
         tracing::info!(collectors = ?collectors.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "collectors started");
         Ok(ServiceHandle {

@@ -1,7 +1,8 @@
 //! Long-lived parts of GePT: the upstream client, the batched store writer,
 //! the supervised collector actors, the feature engine and inference threads,
-//! and retention.
+//! retention and backups.
 
+pub mod backup;
 pub mod collectors;
 pub mod features;
 pub mod health;

@@ -31,6 +31,7 @@ pub struct Config {
     pub admin: AdminConfig,
     pub inference: InferenceConfig,
     pub retention: RetentionConfig,
+    pub backup: BackupConfig,
     pub service: ServiceConfig,
 }
 
@@ -190,6 +191,31 @@ pub struct AdminConfig {
     pub token_file: String,
 }
 
+/// Scheduled backups of the database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    pub enabled: bool,
+    /// Time between two backups (the first one after this long).
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// Folder of the backups; empty: `backups` in `data.dir`.
+    pub dir: String,
+    /// Backups kept; older ones are deleted after each new one.
+    pub keep: usize,
+}
+
+impl Config {
+    /// The folder backups go to.
+    pub fn backup_dir(&self) -> PathBuf {
+        if self.backup.dir.is_empty() {
+            self.data.dir.join("backups")
+        } else {
+            PathBuf::from(&self.backup.dir)
+        }
+    }
+}
+
 /// The running service as a whole.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +332,9 @@ impl Config {
         }
         if self.database.max_connections == 0 {
             problems.push("database.max_connections: must be at least 1".into());
+        }
+        if self.backup.keep == 0 {
+            problems.push("backup.keep: must be at least 1".into());
         }
         if self.service.shutdown_timeout.is_zero() {
             problems.push("service.shutdown_timeout: must be above zero".into());

@@ -76,6 +76,12 @@ pub const RETENTION_PARTITIONS_DROPPED: &str = "gept_retention_partitions_droppe
 pub const RETENTION_ROWS_DOWNSAMPLED: &str = "gept_retention_rows_downsampled_total";
 /// Unix time of the last successful retention pass.
 pub const RETENTION_LAST_SUCCESS: &str = "gept_retention_last_success_timestamp_seconds";
+/// Backups made. Labels: `outcome` (`ok`, `error`).
+pub const BACKUPS: &str = "gept_backups_total";
+/// Unix time of the newest complete backup.
+pub const BACKUP_LAST_SUCCESS: &str = "gept_backup_last_success_timestamp_seconds";
+/// Size of the newest complete backup.
+pub const BACKUP_BYTES: &str = "gept_backup_bytes";
 /// Bytes the database holds in use.
 pub const DATABASE_BYTES: &str = "gept_database_bytes";
 pub const HTTP_REQUEST_SECONDS: &str = "gept_http_request_duration_seconds";
@@ -234,6 +240,17 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         RETENTION_LAST_SUCCESS,
         Kind::Gauge,
         "Unix time of the last successful retention pass.",
+    ),
+    (BACKUPS, Kind::Counter, "Backups made, by outcome."),
+    (
+        BACKUP_LAST_SUCCESS,
+        Kind::Gauge,
+        "Unix time of the newest complete backup.",
+    ),
+    (
+        BACKUP_BYTES,
+        Kind::Gauge,
+        "Size in bytes of the newest complete backup.",
     ),
     (
         DATABASE_BYTES,

@@ -1,5 +1,6 @@
 //! One module per `gept` subcommand; `run` dispatches to them.
 
+pub mod backup;
 pub mod config;
 pub mod dataset;
 pub mod eval;
@@ -58,6 +59,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Model(command) => {
             let config = load_config(&cli)?;
             tokio_runtime()?.block_on(model::run(&config, command))
+        }
+        Command::Backup(command) => {
+            let config = load_config(&cli)?;
+            tokio_runtime()?.block_on(backup::run(&config, command))
+        }
+        Command::Restore { file } => {
+            let config = load_config(&cli)?;
+            tokio_runtime()?.block_on(backup::restore(&config, file))
         }
     }
 }

@@ -40,6 +40,8 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("backup: {0}")]
+    Backup(String),
 }
 
 /// A pooled connection to the configured database.
@@ -329,6 +331,50 @@ impl Store {
             added += self.insert_buckets(step, &rows).await?;
         }
         Ok(added)
+    }
+
+    // ---- backups ----
+
+    /// Writes a consistent copy of the whole database to `path` (SQLite:
+    /// `VACUUM INTO`, while writers go on; PostgreSQL: `pg_dump -Fc`). The
+    /// copy is written under a temporary name beside `path` and renamed only
+    /// once complete, so `path` is either a whole backup or absent.
+    pub async fn backup_to(&self, path: &std::path::Path) -> Result<u64, StoreError> {
+        let partial = path.with_extension("partial");
+        let _ = std::fs::remove_file(&partial);
+        let written = async {
+            dispatch!(self.backup_to(&partial))?;
+            std::fs::rename(&partial, path)
+                .map_err(|e| StoreError::Backup(format!("{}: {e}", path.display())))?;
+            std::fs::metadata(path)
+                .map(|m| m.len())
+                .map_err(|e| StoreError::Backup(format!("{}: {e}", path.display())))
+        }
+        .await;
+        if written.is_err() {
+            let _ = std::fs::remove_file(&partial);
+        }
+        written
+    }
+
+    /// Replaces the database's contents with a backup made by
+    /// [`Store::backup_to`] on the same backend (stop the service first).
+    pub async fn restore_from(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Backup(format!(
+                "no backup at {}",
+                path.display()
+            )));
+        }
+        dispatch!(self.restore_from(path))
+    }
+
+    /// The file extension of this backend's backups.
+    pub fn backup_extension(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "db",
+            Store::Postgres(_) => "dump",
+        }
     }
 
     // ---- the model registry: PENDING → ACTIVE → DEPRECATED → ARCHIVED ----

@@ -24,6 +24,8 @@ const CHUNK_ROWS: usize = 50_000;
 pub struct PgStore {
     pub pool: PgPool,
     partitions: Arc<Mutex<HashSet<String>>>,
+    /// The connection URL, for `pg_dump` and `pg_restore` (never logged).
+    url: Arc<str>,
 }
 
 /// How a time-series table is partitioned.
@@ -85,6 +87,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgStore, 
     Ok(PgStore {
         pool,
         partitions: Arc::default(),
+        url: Arc::from(url),
     })
 }
 
@@ -819,6 +822,67 @@ impl PgStore {
                 .fetch_one(&self.pool)
                 .await?,
         )
+    }
+}
+
+impl PgStore {
+    /// `pg_dump -Fc` of the whole database into `path`.
+    pub(super) async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let out = tokio::process::Command::new("pg_dump")
+            .arg("--format=custom")
+            .arg("--file")
+            .arg(path)
+            .arg("--dbname")
+            .arg(&*self.url)
+            .output()
+            .await
+            .map_err(|e| StoreError::Backup(format!("pg_dump could not run: {e}")))?;
+        if !out.status.success() {
+            return Err(StoreError::Backup(format!(
+                "pg_dump failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Puts a `pg_dump -Fc` file back: the archive is checked first
+    /// (`pg_restore --list`), then the `public` schema is dropped and made
+    /// again and the dump restored into it in one transaction. (`pg_restore
+    /// --clean` cannot drop partitions' inherited constraints.)
+    pub(super) async fn restore_from(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let run = |args: Vec<std::ffi::OsString>| async move {
+            let out = tokio::process::Command::new("pg_restore")
+                .args(&args)
+                .output()
+                .await
+                .map_err(|e| StoreError::Backup(format!("pg_restore could not run: {e}")))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(StoreError::Backup(format!(
+                    "pg_restore failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )))
+            }
+        };
+        run(vec!["--list".into(), path.into()]).await?;
+        sqlx::query("DROP SCHEMA public CASCADE")
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("CREATE SCHEMA public")
+            .execute(&self.pool)
+            .await?;
+        self.partitions.lock().await.clear();
+        run(vec![
+            "--no-owner".into(),
+            "--exit-on-error".into(),
+            "--single-transaction".into(),
+            "--dbname".into(),
+            (*self.url).into(),
+            path.into(),
+        ])
+        .await
     }
 }
 

@@ -681,3 +681,76 @@ impl SqliteStore {
         Ok((pages - free) * size)
     }
 }
+
+impl SqliteStore {
+    /// `VACUUM INTO path`: a consistent, compact copy while writers go on.
+    pub(super) async fn backup_to(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let target = path
+            .to_str()
+            .ok_or_else(|| StoreError::Backup(format!("{} is not UTF-8", path.display())))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces every row of every table with the backup's, in one
+    /// transaction: the backup is attached and each table copied.
+    pub(super) async fn restore_from(&self, path: &std::path::Path) -> Result<(), StoreError> {
+        let source = path
+            .to_str()
+            .ok_or_else(|| StoreError::Backup(format!("{} is not UTF-8", path.display())))?;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("ATTACH DATABASE ? AS backup")
+            .bind(source)
+            .execute(&mut *conn)
+            .await?;
+        let result = async {
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM backup.sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )
+            .fetch_all(&mut *conn)
+            .await?;
+            if !tables.iter().any(|t| t == "_sqlx_migrations") {
+                return Err(StoreError::Backup(format!(
+                    "{} is not a GePT database backup",
+                    path.display()
+                )));
+            }
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query("PRAGMA defer_foreign_keys = ON")
+                .execute(&mut *conn)
+                .await?;
+            let copy = async {
+                for t in &tables {
+                    sqlx::query(&format!("DELETE FROM main.\"{t}\""))
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query(&format!(
+                        "INSERT INTO main.\"{t}\" SELECT * FROM backup.\"{t}\""
+                    ))
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Ok::<(), StoreError>(())
+            }
+            .await;
+            match copy {
+                Ok(()) => {
+                    sqlx::query("COMMIT").execute(&mut *conn).await?;
+                    Ok(())
+                }
+                Err(e) => {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        let _ = sqlx::query("DETACH DATABASE backup")
+            .execute(&mut *conn)
+            .await;
+        result
+    }
+}
