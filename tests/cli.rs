@@ -31,7 +31,9 @@ fn help_explains_each_subcommand() {
     let o = gept(&["--help"], &[]);
     assert!(o.status.success(), "{}", text(&o));
     let t = text(&o);
-    for sub in ["serve", "migrate", "config", "train", "eval", "model", "backup", "restore"] {
+    for sub in [
+        "serve", "migrate", "config", "train", "eval", "model", "backup", "restore",
+    ] {
         assert!(t.contains(sub), "--help lacks {sub}: {t}");
     }
 }

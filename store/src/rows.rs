@@ -81,23 +81,41 @@ pub struct ModelEntry {
     pub archived_at: Option<i64>,
 }
 
-/// Probabilities as stored: 108 little-endian f32.
+/// Stored probabilities are quantised to `u16`: p × 65,535, rounded. The
+/// resolution is 1/65,535 (1.5 × 10⁻⁵, the largest error half of it), finer
+/// than the stream's 10⁻⁴ and than any calibration: 216 bytes for the 108
+/// targets instead of 432 as f32.
+pub const P_QUANTUM: f32 = 65_535.0;
+
+/// Probabilities as stored: 108 little-endian `u16`, p × [`P_QUANTUM`].
 pub fn encode_probabilities(p: &[f32]) -> Vec<u8> {
-    p.iter().flat_map(|v| v.to_le_bytes()).collect()
+    p.iter()
+        .flat_map(|v| ((v.clamp(0.0, 1.0) * P_QUANTUM).round() as u16).to_le_bytes())
+        .collect()
 }
 
-/// The probabilities of a stored prediction; a blob of the wrong size is an error.
+/// The probabilities of a stored prediction: 108 `u16` (216 bytes), or the
+/// 108 f32 (432 bytes) rows stored before quantisation. Any other size is an
+/// error.
 pub fn decode_probabilities(b: &[u8]) -> Result<Vec<f32>, StoreError> {
-    if b.len() != N_TARGETS * 4 {
-        return Err(StoreError::Invalid(format!(
-            "a stored prediction has {} bytes, not {}",
-            b.len(),
-            N_TARGETS * 4
-        )));
+    if b.len() == N_TARGETS * 2 {
+        return Ok(b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 / P_QUANTUM)
+            .collect());
     }
-    Ok(b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    if b.len() == N_TARGETS * 4 {
+        return Ok(b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect());
+    }
+    Err(StoreError::Invalid(format!(
+        "a stored prediction has {} bytes, not {} (u16) or {} (f32)",
+        b.len(),
+        N_TARGETS * 2,
+        N_TARGETS * 4
+    )))
 }
 
 /// `model_registry` as selected: version, state, path, sha256, mean_auc,
@@ -183,5 +201,30 @@ pub(crate) fn item_bucket(item: ItemId, r: ItemBucketTuple) -> BucketPrice {
         high_price_volume: r.2,
         avg_low_price: r.3,
         low_price_volume: r.4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_round_trip_within_half_a_quantum() {
+        let p: Vec<f32> = (0..N_TARGETS)
+            .map(|k| (k as f32 * 0.00917).fract())
+            .collect();
+        let bytes = encode_probabilities(&p);
+        assert_eq!(bytes.len(), 216);
+        let back = decode_probabilities(&bytes).unwrap();
+        for (a, b) in p.iter().zip(&back) {
+            assert!((a - b).abs() <= 0.5 / 65_535.0 + 1e-7, "{a} vs {b}");
+        }
+        // Ends are exact; out-of-range values are clamped.
+        let ends = encode_probabilities(&[0.0, 1.0, -0.5, 2.0]);
+        assert_eq!(ends, [0, 0, 255, 255, 0, 0, 255, 255]);
+        // Rows stored as f32 before quantisation still read.
+        let legacy: Vec<u8> = p.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(decode_probabilities(&legacy).unwrap(), p);
+        assert!(decode_probabilities(&[0; 100]).is_err());
     }
 }
