@@ -32,12 +32,13 @@ pub fn routes(
         .and(warp::get())
         .and(with_state.clone())
         .then(|s: AppState| async move {
-            if s.api.store.ping(Duration::from_secs(2)).await {
-                warp::reply::with_status("ready", StatusCode::OK).into_response()
+            let (ready, body) = readiness(&s.api).await;
+            let status = if ready {
+                StatusCode::OK
             } else {
-                warp::reply::with_status("database unreachable", StatusCode::SERVICE_UNAVAILABLE)
-                    .into_response()
-            }
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            warp::reply::with_status(warp::reply::json(&body), status).into_response()
         });
     let metrics = warp::path!("metrics")
         .and(warp::get())
@@ -75,4 +76,59 @@ pub fn routes(
         .with(cors)
         .recover(api::recover)
         .with(log)
+}
+
+/// `/readyz`: ready only when every check passes; the body names each check
+/// and why it failed. Checks: the database answers; the `/latest` collector
+/// succeeded within `api.ready_max_feed_age`; the feature engine and the
+/// inference thread are running; with a model loaded, the newest tick was
+/// predicted (its predictions lag the feed by at most the same age).
+pub async fn readiness(api: &api::ApiState) -> (bool, serde_json::Value) {
+    let now = chrono::Utc::now().timestamp();
+    let max_age = api.ready_max_feed_age.as_secs() as i64;
+    let database = api.store.ping(Duration::from_secs(2)).await;
+    let latest = api
+        .health
+        .collectors()
+        .into_iter()
+        .find(|c| c.collector == "latest");
+    let feed_age = latest
+        .as_ref()
+        .and_then(|c| c.last_success)
+        .map(|t| now - t);
+    let feed = feed_age.is_some_and(|age| age <= max_age);
+    let engine = api.engine_alive.is_alive();
+    let inference = api.inference.alive.is_alive();
+    let model = api.inference.status.lock().expect("status lock").clone();
+    let newest = api.health.newest().get("latest").copied();
+    let predicted = match (&model.version, newest) {
+        (None, _) | (_, None) => true,
+        (Some(_), Some(newest)) => model.last_tick.is_some_and(|t| newest - t <= max_age),
+    };
+    let check = |ok: bool, why: &str| {
+        if ok {
+            serde_json::json!({"ok": true})
+        } else {
+            serde_json::json!({"ok": false, "why": why})
+        }
+    };
+    let ready = database && feed && engine && inference && predicted;
+    let body = serde_json::json!({
+        "ready": ready,
+        "checks": {
+            "database": check(database, "the database does not answer"),
+            "latest_feed": {
+                "ok": feed,
+                "age_seconds": feed_age,
+                "why": (!feed).then(|| match feed_age {
+                    None => "no /latest poll has succeeded yet".to_string(),
+                    Some(age) => format!("the last successful /latest poll was {age} s ago (limit {max_age} s)"),
+                }),
+            },
+            "feature_engine": check(engine, "the feature engine is not running"),
+            "inference": check(inference, "the inference thread is not running"),
+            "predictions": check(predicted, "the newest tick has not been predicted"),
+        }
+    });
+    (ready, body)
 }

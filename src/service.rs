@@ -162,6 +162,7 @@ impl Service {
             .map(|m| (m.item_id, m))
             .collect();
         let items = Arc::new(arc_swap::ArcSwap::from_pointee(items_map.clone()));
+        let engine_alive = gept_actors::health::Alive::default();
         let trusted = config
             .api
             .trusted_clients
@@ -191,6 +192,8 @@ impl Service {
             )),
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
+            engine_alive: engine_alive.clone(),
+            ready_max_feed_age: config.api.ready_max_feed_age,
             cancel: cancel.clone(),
         };
         let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
@@ -224,6 +227,7 @@ impl Service {
             items_map,
             tokio::runtime::Handle::current(),
             cancel.clone(),
+            engine_alive,
             move |tick, rows| sink.submit(tick, rows),
         )?;
         let env = Arc::new(CollectorEnv {

@@ -12,7 +12,8 @@ use std::time::Instant;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
 
-/// Starts the engine on a thread of its own; it ends when `cancel` fires or
+/// Starts the engine on a thread of its own (`alive` is set while it runs);
+/// it ends when `cancel` fires or
 /// the channel closes (it waits for events on `runtime`, so it observes the
 /// cancellation while idle). `on_rows` receives each completed tick with the
 /// rows of every item observed at it (inference takes them from there).
@@ -21,11 +22,14 @@ pub fn spawn(
     mut items: HashMap<ItemId, ItemMeta>,
     runtime: tokio::runtime::Handle,
     cancel: CancellationToken,
+    alive: crate::health::Alive,
     mut on_rows: impl FnMut(Arc<Tick>, Vec<FeatureRow>) + Send + Sync + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("gept-features".into())
         .spawn(move || {
+            // Readiness sees the engine down once this thread ends, however.
+            let _alive = alive.enter();
             timely::execute_directly(move |worker| {
                 let mut engine = Engine::new(worker);
                 loop {

@@ -103,3 +103,56 @@ impl Health {
         }
     }
 }
+
+/// Whether a long-running part (the feature engine or inference thread) is
+/// running: set while an [`AliveGuard`] lives, cleared when it drops, also
+/// when the thread unwinds from a panic.
+#[derive(Clone, Default, Debug)]
+pub struct Alive(Arc<std::sync::atomic::AtomicBool>);
+
+/// Marks its [`Alive`] as running until dropped.
+pub struct AliveGuard(Alive);
+
+impl Alive {
+    /// Marks the part as running until the guard drops.
+    pub fn enter(&self) -> AliveGuard {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        AliveGuard(self.clone())
+    }
+
+    /// Whether the part is running now.
+    pub fn is_alive(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        (self.0).0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Alive;
+
+    #[test]
+    fn a_thread_that_panics_is_not_alive() {
+        let alive = Alive::default();
+        assert!(!alive.is_alive());
+        let (started, wait) = std::sync::mpsc::channel();
+        let (go, release) = std::sync::mpsc::channel::<()>();
+        let a = alive.clone();
+        let t = std::thread::spawn(move || {
+            let _g = a.enter();
+            started.send(()).unwrap();
+            release.recv().unwrap();
+            panic!("injected");
+        });
+        wait.recv().unwrap();
+        assert!(alive.is_alive());
+        go.send(()).unwrap();
+        assert!(t.join().is_err());
+        assert!(!alive.is_alive(), "a panicked thread still counts as alive");
+    }
+}

@@ -134,6 +134,8 @@ pub struct Inference {
     pub status: Arc<Mutex<ModelStatus>>,
     /// The thread, until [`Inference::stop`] takes it.
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// Set while the thread runs.
+    pub alive: crate::health::Alive,
 }
 
 impl Inference {
@@ -157,6 +159,7 @@ impl Inference {
                 ..Default::default()
             })),
             thread: Arc::default(),
+            alive: crate::health::Alive::default(),
         };
         let mut worker = Worker {
             shared: inference.clone(),
@@ -167,9 +170,11 @@ impl Inference {
             volumes: HashMap::new(),
             writes: tokio_util::task::TaskTracker::new(),
         };
+        let alive = inference.alive.clone();
         let thread = std::thread::Builder::new()
             .name("gept-inference".into())
             .spawn(move || {
+                let _alive = alive.enter();
                 if let Err(e) = worker.reload() {
                     tracing::error!(error = %e, "loading the ACTIVE model failed; serving prices without predictions");
                 }

@@ -57,6 +57,9 @@ pub struct DatabaseConfig {
 #[serde(deny_unknown_fields)]
 pub struct ApiConfig {
     pub listen: String,
+    /// `/readyz` answers 503 when the newest `/latest` tick is older.
+    #[serde(with = "dur")]
+    pub ready_max_feed_age: Duration,
     /// Per-client (IP address) token bucket: sustained requests per second.
     pub rate_limit_per_second: f64,
     /// Requests a client may make at once before the sustained rate applies.

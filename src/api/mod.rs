@@ -345,7 +345,10 @@ pub fn routes(
             if from > to {
                 return Err(bad("from is after to"));
             }
-            let limit = q.limit.unwrap_or(5_000).clamp(1, 20_000);
+            let limit = q.limit.unwrap_or(5_000);
+            if !(1..=20_000).contains(&limit) {
+                return Err(bad(format!("limit {limit} is outside 1 to 20000")));
+            }
             let points = match step {
                 "1m" => serde_json::to_value(
                     state
@@ -380,10 +383,6 @@ pub fn routes(
         .and(warp::query::<PredictionsQuery>())
         .and(s.clone())
         .and_then(|q: PredictionsQuery, state: ApiState| async move {
-            let snap = state.inference.snapshot.load();
-            if snap.model_version.is_none() && snap.predictions.is_empty() {
-                return Err(no_model(&state));
-            }
             let targets = select_targets(q.horizon.as_deref(), q.offset.as_deref())?;
             let ids: Option<HashSet<ItemId>> = q
                 .ids
@@ -392,6 +391,13 @@ pub fn routes(
                 .transpose()?
                 .map(|v| v.into_iter().collect());
             let min = q.min_probability.unwrap_or(0.0);
+            if !(0.0..=1.0).contains(&min) {
+                return Err(bad(format!("min_probability {min} is not between 0 and 1")));
+            }
+            let snap = state.inference.snapshot.load();
+            if snap.model_version.is_none() && snap.predictions.is_empty() {
+                return Err(no_model(&state));
+            }
             let mut list: Vec<&Arc<Prediction>> = snap
                 .predictions
                 .values()
@@ -563,6 +569,13 @@ pub fn routes(
         .and(warp::query::<ForceQuery>())
         .and(s.clone())
         .and_then(|version: String, q: ForceQuery, state: ApiState| async move {
+            let known = state.store.models().await.map_err(ApiError::internal)?;
+            if !known.iter().any(|m| m.version == version) {
+                return Err(ApiError::reject(
+                    StatusCode::NOT_FOUND,
+                    format!("no model {version} in the registry"),
+                ));
+            }
             let verdict = gept_model::registry::activate_gated(
                 &state.store,
                 &version,
@@ -579,6 +592,21 @@ pub fn routes(
             }
             let loaded = state.inference.reload().await.map_err(|e| ApiError::reject(StatusCode::CONFLICT, e))?;
             Ok::<_, Rejection>(json(&serde_json::json!({"activated": version, "model_version": loaded, "gates": verdict.reasons})))
+        });
+
+    // An item id that is not a number: 400 naming it, not 404 (the typed
+    // routes above take every numeric id first).
+    let not_an_id = warp::path("items")
+        .or(warp::path("predictions"))
+        .unify()
+        .and(warp::path::param::<String>())
+        .and(warp::path::tail())
+        .and(warp::get())
+        .and_then(|id: String, _: warp::path::Tail| async move {
+            if id.parse::<ItemId>().is_ok() {
+                return Err::<warp::reply::Response, _>(warp::reject::not_found());
+            }
+            Err(bad(format!("item id {id:?} is not a number")))
         });
 
     let admin_retention = warp::path!("admin" / "retention")
@@ -616,6 +644,8 @@ pub fn routes(
             .or(admin_activate)
             .unify()
             .or(admin_retention)
+            .unify()
+            .or(not_an_id)
             .unify(),
     )
 }
@@ -634,6 +664,15 @@ pub async fn recover(err: Rejection) -> Result<warp::reply::Response, std::conve
         )
     } else if err.find::<warp::reject::InvalidQuery>().is_some() {
         (StatusCode::BAD_REQUEST, "invalid query string".into(), None)
+    } else if err
+        .find::<warp::filters::ws::MissingConnectionUpgrade>()
+        .is_some()
+    {
+        (
+            StatusCode::UPGRADE_REQUIRED,
+            "this route is a websocket: send Connection: upgrade and Upgrade: websocket".into(),
+            None,
+        )
     } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
         (
             StatusCode::METHOD_NOT_ALLOWED,

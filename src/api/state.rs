@@ -39,6 +39,10 @@ pub struct ApiState {
     pub started_at: i64,
     /// The newest all-items stream message, shared by clients.
     pub all_items_message: SharedMessage,
+    /// Set while the feature engine thread runs (readiness).
+    pub engine_alive: gept_actors::health::Alive,
+    /// `/readyz` wants a `/latest` tick at most this old.
+    pub ready_max_feed_age: std::time::Duration,
     /// The service's stop signal: websocket clients are closed (1001) on it.
     pub cancel: tokio_util::sync::CancellationToken,
 }
