@@ -172,6 +172,15 @@ impl Service {
                     .map_err(|_| anyhow::anyhow!("api.trusted_clients: {c:?} is not an IP address"))
             })
             .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+        let trusted_proxies = config
+            .api
+            .trusted_proxies
+            .iter()
+            .map(|c| {
+                c.parse()
+                    .map_err(|_| anyhow::anyhow!("api.trusted_proxies: {c:?} is not an IP address"))
+            })
+            .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
         let api = ApiState {
             store: store.clone(),
             health: health.clone(),
@@ -192,6 +201,11 @@ impl Service {
             )),
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
+            trusted_proxies: Arc::new(trusted_proxies),
+            ws_slots: Arc::new(crate::api::limits::WsSlots::new(
+                config.api.ws_max_clients,
+                config.api.ws_max_clients_per_ip,
+            )),
             engine_alive: engine_alive.clone(),
             ready_max_feed_age: config.api.ready_max_feed_age,
             cancel: cancel.clone(),

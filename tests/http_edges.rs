@@ -125,3 +125,118 @@ async fn readiness_and_edges() {
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");
 }
+
+#[test]
+fn clients_behind_a_trusted_proxy_are_limited_apart_and_websockets_are_capped() {
+    gept::service::system().block_on(proxies_and_caps());
+}
+
+async fn proxies_and_caps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", tmp.path().join("gept.db").display());
+    let mut env: Vec<(String, String)> = [
+        ("GEPT__DATABASE__URL", url.as_str()),
+        ("GEPT__API__LISTEN", "127.0.0.1:0"),
+        (
+            "GEPT__UPSTREAM__USER_AGENT",
+            "gept-tests (tests@gept.invalid)",
+        ),
+        ("GEPT__API__RATE_LIMIT_PER_SECOND", "0.01"),
+        ("GEPT__API__RATE_LIMIT_BURST", "3"),
+        ("GEPT__API__TRUSTED_PROXIES", "127.0.0.1"),
+        ("GEPT__API__WS_MAX_CLIENTS_PER_IP", "2"),
+        ("GEPT__RETENTION__ENABLED", "false"),
+        ("GEPT__BACKUP__ENABLED", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for feed in [
+        "LATEST",
+        "5M",
+        "1H",
+        "MAPPING",
+        "NEWS",
+        "PLAYER_COUNT",
+        "TIMESERIES",
+    ] {
+        env.push((format!("GEPT__COLLECTORS__{feed}__ENABLED"), "false".into()));
+    }
+    let config = gept_core::config::Config::load_with_env(None, env.clone()).unwrap();
+    let service = Service::start(&config).await.unwrap();
+    let base = format!("http://{}", service.addr);
+    let status_of = |client: reqwest::Client, xff: Option<&'static str>| {
+        let url = format!("{base}/api/v1/items");
+        async move {
+            let mut req = client.get(url);
+            if let Some(x) = xff {
+                req = req.header("x-forwarded-for", x);
+            }
+            req.send().await.unwrap().status().as_u16()
+        }
+    };
+    // Through the trusted proxy (127.0.0.1), each player has a bucket of 3.
+    let proxy = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(status_of(proxy.clone(), Some("198.51.100.1")).await, 200);
+    }
+    assert_eq!(status_of(proxy.clone(), Some("198.51.100.1")).await, 429);
+    assert_eq!(
+        status_of(proxy.clone(), Some("198.51.100.2")).await,
+        200,
+        "another player behind the same proxy has its own bucket"
+    );
+    // A spoofed first entry does not buy a fresh bucket: the proxy appended
+    // the real address last.
+    assert_eq!(
+        status_of(proxy.clone(), Some("203.0.113.99, 198.51.100.1")).await,
+        429
+    );
+    // An untrusted peer's header is ignored: it is limited as itself.
+    let untrusted = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    for k in 0..3 {
+        let xff = ["192.0.2.1", "192.0.2.2", "192.0.2.3"][k];
+        assert_eq!(status_of(untrusted.clone(), Some(xff)).await, 200);
+    }
+    assert_eq!(status_of(untrusted.clone(), Some("192.0.2.4")).await, 429);
+
+    let report = service.shutdown().await;
+    assert!(report.clean(), "{report:?}");
+
+    // Websockets (a second service, without the tight rate limit): two from
+    // one client, the third refused with a reason.
+    env.retain(|(k, _)| !k.starts_with("GEPT__API__RATE_LIMIT"));
+    let config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    let service = Service::start(&config).await.unwrap();
+    let ws_url = format!("ws://{}/api/v1/stream", service.addr);
+    let (a, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (b, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    match tokio_tungstenite::connect_async(&ws_url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status().as_u16(), 429);
+            let body =
+                String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default()).to_string();
+            assert!(body.contains("per client"), "{body}");
+        }
+        other => panic!("a third websocket from one client was not refused: {other:?}"),
+    }
+    // Closing one frees its place.
+    drop(a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if tokio_tungstenite::connect_async(&ws_url).await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the closed connection's place was never freed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(b);
+    let report = service.shutdown().await;
+    assert!(report.clean(), "{report:?}");
+}

@@ -75,6 +75,12 @@ pub struct ApiConfig {
     pub ws_max_message_bytes: usize,
     /// Stream messages queued per websocket client before it is `lagged`.
     pub ws_client_queue: usize,
+    /// Websocket connections at once, in all.
+    pub ws_max_clients: usize,
+    /// Websocket connections at once from one client address.
+    pub ws_max_clients_per_ip: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

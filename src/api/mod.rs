@@ -17,7 +17,7 @@ use gept_core::{BucketStep, ItemId, ItemMeta, HORIZONS_H, N_TARGETS, OFFSETS_BP}
 use serde::{Deserialize, Serialize};
 pub use state::{ApiState, SharedMessage};
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 use warp::http::StatusCode;
@@ -56,24 +56,31 @@ fn json<T: Serialize>(v: &T) -> warp::reply::Response {
     warp::reply::json(v).into_response()
 }
 
+/// The client's IP address (`limits::client_ip`: `X-Forwarded-For` only
+/// from a trusted proxy); `None` without a peer address.
+fn client(state: ApiState) -> impl Filter<Extract = (Option<IpAddr>,), Error = Rejection> + Clone {
+    warp::addr::remote()
+        .and(warp::header::optional::<String>("x-forwarded-for"))
+        .map(move |addr: Option<SocketAddr>, xff: Option<String>| {
+            addr.map(|a| limits::client_ip(a.ip(), xff.as_deref(), &state.trusted_proxies))
+        })
+}
+
 /// The rate limit, by the client's IP address.
 fn rate_limited(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::addr::remote()
-        .and_then(move |addr: Option<SocketAddr>| {
+    client(state.clone())
+        .and_then(move |ip: Option<IpAddr>| {
             let state = state.clone();
             async move {
-                let Some(addr) = addr else { return Ok(()) };
-                state
-                    .limiter
-                    .check(addr.ip(), Instant::now())
-                    .map_err(|wait| {
-                        metrics::counter!(m::RATE_LIMITED).increment(1);
-                        warp::reject::custom(ApiError {
-                            status: StatusCode::TOO_MANY_REQUESTS,
-                            message: "rate limit exceeded".into(),
-                            retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
-                        })
+                let Some(ip) = ip else { return Ok(()) };
+                state.limiter.check(ip, Instant::now()).map_err(|wait| {
+                    metrics::counter!(m::RATE_LIMITED).increment(1);
+                    warp::reject::custom(ApiError {
+                        status: StatusCode::TOO_MANY_REQUESTS,
+                        message: "rate limit exceeded".into(),
+                        retry_after: Some(wait.as_secs_f64().ceil().max(1.0) as u64),
                     })
+                })
             }
         })
         .untuple_one()
@@ -535,18 +542,29 @@ pub fn routes(
         }))
     });
 
-    let ws = warp::path!("stream").and(warp::ws()).and(s.clone()).map(
-        |ws: warp::ws::Ws, state: ApiState| {
-            // The transport accepts up to four times the limit so that an
-            // oversized message is read and refused with close code 1009
-            // (message too big) by the client task, not dropped unexplained.
-            let transport_max = state.ws_max_message_bytes.saturating_mul(4);
-            ws.max_message_size(transport_max)
-                .max_frame_size(transport_max)
-                .on_upgrade(move |socket| stream::client(socket, state))
-                .into_response()
-        },
-    );
+    let ws = warp::path!("stream")
+        .and(warp::ws())
+        .and(client(state.clone()))
+        .and(s.clone())
+        .and_then(
+            |ws: warp::ws::Ws, ip: Option<IpAddr>, state: ApiState| async move {
+                let ip = ip.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+                let slot = state
+                    .ws_slots
+                    .acquire(ip)
+                    .map_err(|why| ApiError::reject(StatusCode::TOO_MANY_REQUESTS, why))?;
+                // The transport accepts up to four times the limit so that an
+                // oversized message is read and refused with close code 1009
+                // (message too big) by the client task, not dropped unexplained.
+                let transport_max = state.ws_max_message_bytes.saturating_mul(4);
+                Ok::<_, Rejection>(
+                    ws.max_message_size(transport_max)
+                        .max_frame_size(transport_max)
+                        .on_upgrade(move |socket| stream::client(socket, state, slot))
+                        .into_response(),
+                )
+            },
+        );
 
     let admin_reload = warp::path!("admin" / "models" / "reload")
         .and(warp::post())

@@ -39,6 +39,10 @@ pub struct ApiState {
     pub started_at: i64,
     /// The newest all-items stream message, shared by clients.
     pub all_items_message: SharedMessage,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
+    /// Caps on websocket connections, in all and per client.
+    pub ws_slots: Arc<crate::api::limits::WsSlots>,
     /// Set while the feature engine thread runs (readiness).
     pub engine_alive: gept_actors::health::Alive,
     /// `/readyz` wants a `/latest` tick at most this old.

@@ -231,8 +231,9 @@ fn error_message(text: &str) -> Message {
     Message::text(serde_json::json!({"type": "error", "error": text}).to_string())
 }
 
-/// Serves one websocket client until it leaves or the service stops.
-pub async fn client(ws: WebSocket, state: ApiState) {
+/// Serves one websocket client until it leaves or the service stops; its
+/// place among the websocket caps (`_slot`) is freed when it ends.
+pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::WsSlot) {
     metrics::gauge!(m::WS_CLIENTS).increment(1.0);
     let (mut sink, mut incoming) = ws.split();
     let (queue, mut queued) = mpsc::channel::<Message>(state.ws_queue.max(1));
