@@ -425,9 +425,12 @@ async fn without_a_model_prices_are_served_and_status_says_so() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let r = get(&http, format!("{base}/api/v1/items/notanumber")).await;
-    assert_eq!(r.status(), 404);
+    assert_eq!(r.status(), 400, "a non-numeric id is a bad request");
     let body: serde_json::Value = r.json().await.unwrap();
-    assert!(body["error"].is_string());
+    assert!(
+        body["error"].as_str().unwrap().contains("notanumber"),
+        "{body}"
+    );
     serve.stop();
     mock.stop().await;
 }

@@ -163,13 +163,16 @@ async fn retention_on(store: &Store) {
                 Some(Duration::from_secs(90 * DAY as u64)),
             ),
             (Expiring::OneHour, None),
-            (Expiring::Predictions, Some(Duration::from_secs(DAY as u64))),
+            (Expiring::Predictions, Some(Duration::from_secs(36 * 3600))),
             (
                 Expiring::InferenceStatus,
                 Some(Duration::from_secs(DAY as u64)),
             ),
             (Expiring::FilledGaps, Some(Duration::from_secs(DAY as u64))),
         ]),
+        // Every tick for 12 h (whole days: from the third day on), then the
+        // first tick of each hour.
+        predictions_full: Some(Duration::from_secs(12 * 3600)),
         batch_rows: 1_000,
     };
     assert_eq!(policy.cutoff(Expiring::Latest, now), Some(cutoff));
@@ -190,11 +193,41 @@ async fn retention_on(store: &Store) {
         kept
     );
     assert_eq!(report.deleted["prices_latest_1m"], expired_ticks as u64);
-    // Predictions and status rows: the day before `now`'s day is the cutoff.
+    // Predictions: the first day deleted, the second thinned to the first
+    // tick of each hour, the third kept whole. Status rows: the first day
+    // deleted.
     let pred_cutoff = policy.cutoff(Expiring::Predictions, now).unwrap();
-    let kept_ticks = ticks.iter().filter(|&&t| t >= pred_cutoff).count() as i64;
-    assert_eq!(store.count("predictions").await.unwrap(), kept_ticks);
-    assert_eq!(store.count("inference_status").await.unwrap(), kept_ticks);
+    assert_eq!(pred_cutoff, cutoff);
+    let full_from = first_day + 2 * DAY;
+    let mut hourly: BTreeMap<i64, i64> = BTreeMap::new();
+    for &t in ticks.iter().filter(|&&t| t >= pred_cutoff && t < full_from) {
+        let first = hourly.entry(t / 3600).or_insert(t);
+        *first = (*first).min(t);
+    }
+    let whole: Vec<i64> = ticks.iter().copied().filter(|&t| t >= full_from).collect();
+    assert!(!hourly.is_empty() && !whole.is_empty());
+    let mut expected: Vec<i64> = hourly
+        .values()
+        .copied()
+        .chain(whole.iter().copied())
+        .collect();
+    expected.sort();
+    let mut stored = Vec::new();
+    for &t in &ticks {
+        if !store.predictions_at(t).await.unwrap().is_empty() {
+            stored.push(t);
+        }
+    }
+    assert_eq!(stored, expected, "the predictions left after thinning");
+    let thinned = ticks
+        .iter()
+        .filter(|&&t| t >= pred_cutoff && t < full_from)
+        .count()
+        - hourly.len();
+    assert!(thinned > 0);
+    assert_eq!(report.thinned, thinned as u64);
+    let kept_status = ticks.iter().filter(|&&t| t >= cutoff).count() as i64;
+    assert_eq!(store.count("inference_status").await.unwrap(), kept_status);
     // Buckets: upstream rows untouched, the expired days' ticks recomputed
     // where upstream has none.
     let five = store
@@ -221,6 +254,7 @@ async fn retention_on(store: &Store) {
     // A second pass finds nothing more to do.
     let again = run_pass(store, &policy, now).await.unwrap();
     assert_eq!(again.downsampled, 0);
+    assert_eq!(again.thinned, 0);
     assert!(again.deleted.values().all(|&n| n == 0), "{again:?}");
 }
 

@@ -7,7 +7,9 @@
 //!    where the upstream's were never collected (`Store::downsample_latest`);
 //! 3. removes what is older than each table's retention: whole partitions on
 //!    PostgreSQL, bounded batches on SQLite (`Store::expire`);
-//! 4. gives the space back (`Store::reclaim_space`) and measures the database.
+//! 4. thins predictions older than `predictions_full` to the first tick of
+//!    each UTC hour (`Store::thin_predictions`);
+//! 5. gives the space back (`Store::reclaim_space`) and measures the database.
 //!
 //! The pass's clock is the newest stored `/latest` tick, never ahead of the
 //! wall clock ([`clock`]): a feed that stops, or a replay of old recordings,
@@ -32,6 +34,8 @@ const DAY: i64 = 86_400;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub keep: BTreeMap<Expiring, Option<Duration>>,
+    /// Predictions older than this keep only the first tick of each hour.
+    pub predictions_full: Option<Duration>,
     pub batch_rows: u64,
 }
 
@@ -48,6 +52,7 @@ impl Policy {
                 (Expiring::InferenceStatus, forever_if_zero(c.status)),
                 (Expiring::FilledGaps, forever_if_zero(c.status)),
             ]),
+            predictions_full: forever_if_zero(c.predictions_full),
             batch_rows: c.batch_rows,
         }
     }
@@ -61,11 +66,20 @@ impl Policy {
     }
 }
 
+/// The end of predictions' full-resolution window at `now`, whole days.
+fn p_full_cutoff(policy: &Policy, now: i64) -> Option<i64> {
+    let keep = policy.predictions_full?;
+    let t = now - keep.as_secs() as i64;
+    Some(t - t.rem_euclid(DAY))
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PassReport {
     /// Rows removed, by table.
     pub deleted: BTreeMap<&'static str, u64>,
+    /// Prediction rows removed by thinning to one tick an hour.
+    pub thinned: u64,
     /// Partitions dropped, by table (PostgreSQL).
     pub partitions_dropped: BTreeMap<&'static str, u64>,
     /// `/5m` and `/1h` rows filled in from expiring ticks.
@@ -101,6 +115,10 @@ pub async fn run_pass(store: &Store, policy: &Policy, now: i64) -> Result<PassRe
                 .partitions_dropped
                 .insert(what.table(), expired.partitions);
         }
+    }
+    // Predictions past their full-resolution window: one tick an hour.
+    if let Some(full) = p_full_cutoff(policy, now) {
+        report.thinned = store.thin_predictions(full, policy.batch_rows).await?;
     }
     store.reclaim_space().await?;
     report.database_bytes = store.database_bytes().await?;
@@ -146,6 +164,8 @@ pub async fn run_and_record(
                 metrics::counter!(m::RETENTION_PARTITIONS_DROPPED, "table" => *table).increment(*n);
             }
             metrics::counter!(m::RETENTION_ROWS_DOWNSAMPLED).increment(report.downsampled);
+            metrics::counter!(m::RETENTION_ROWS_DELETED, "table" => "predictions_thinned")
+                .increment(report.thinned);
             metrics::gauge!(m::RETENTION_LAST_SUCCESS).set(now as f64);
             metrics::gauge!(m::DATABASE_BYTES).set(report.database_bytes as f64);
             tracing::info!(

@@ -130,7 +130,12 @@ pub struct RetentionConfig {
     /// `/1h` buckets older than this are deleted (0: kept forever).
     #[serde(with = "dur")]
     pub one_hour: Duration,
-    /// Predictions older than this are deleted.
+    /// Predictions are kept at every tick for this long (what the live
+    /// accuracy of the longest horizon needs), then thinned to the first tick
+    /// of each hour.
+    #[serde(with = "dur")]
+    pub predictions_full: Duration,
+    /// Predictions older than this are deleted (0: kept, thinned, forever).
     #[serde(with = "dur")]
     pub predictions: Duration,
     /// `inference_status` rows and filled `data_gaps` older than this are deleted.

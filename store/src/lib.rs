@@ -295,6 +295,18 @@ impl Store {
         dispatch!(self.expire(what, before, batch_rows))
     }
 
+    /// Keeps, of the predictions before `before`, only those of the first
+    /// tick of each UTC hour; hours already thinned are skipped cheaply (one
+    /// index lookup). Deletes in statements of at most `batch_rows` rows.
+    /// Returns the rows removed.
+    pub async fn thin_predictions(&self, before: i64, batch_rows: u64) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        for (hour, first) in dispatch!(self.prediction_hours(before))? {
+            removed += dispatch!(self.thin_prediction_hour(hour, first, batch_rows))?;
+        }
+        Ok(removed)
+    }
+
     /// Creates the partitions of `now` and of the two periods after it
     /// (PostgreSQL; nothing to do on SQLite).
     pub async fn prepare_partitions(&self, now: i64) -> Result<(), StoreError> {

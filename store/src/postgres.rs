@@ -886,6 +886,43 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// Hours before `before` holding more than one prediction tick, each with
+    /// its first tick.
+    pub(super) async fn prediction_hours(
+        &self,
+        before: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, i64)>(
+            "SELECT EXTRACT(EPOCH FROM date_trunc('hour', tick_time))::int8 AS hour, \
+             EXTRACT(EPOCH FROM MIN(tick_time))::int8 FROM \
+             (SELECT DISTINCT tick_time FROM predictions WHERE tick_time < to_timestamp($1)) t \
+             GROUP BY hour HAVING COUNT(*) > 1 ORDER BY hour",
+        )
+        .bind(bound(before))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn thin_prediction_hour(
+        &self,
+        hour: i64,
+        first: i64,
+        _batch_rows: u64,
+    ) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM predictions WHERE tick_time >= to_timestamp($1) AND tick_time < to_timestamp($2) \
+             AND tick_time <> to_timestamp($3)",
+        )
+        .bind(hour)
+        .bind(hour + 3600)
+        .bind(first)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -754,3 +754,48 @@ impl SqliteStore {
         result
     }
 }
+
+impl SqliteStore {
+    /// Hours before `before` holding more than one prediction tick, each with
+    /// its first tick.
+    pub(super) async fn prediction_hours(
+        &self,
+        before: i64,
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, i64)>(
+            "SELECT tick_time / 3600 * 3600 AS hour, MIN(tick_time) FROM \
+             (SELECT DISTINCT tick_time FROM predictions WHERE tick_time < ?) \
+             GROUP BY hour HAVING COUNT(*) > 1 ORDER BY hour",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn thin_prediction_hour(
+        &self,
+        hour: i64,
+        first: i64,
+        batch_rows: u64,
+    ) -> Result<u64, StoreError> {
+        let mut removed = 0;
+        loop {
+            let n = sqlx::query(
+                "DELETE FROM predictions WHERE (item_id, tick_time) IN (SELECT item_id, tick_time FROM predictions \
+                 WHERE tick_time >= ? AND tick_time < ? AND tick_time <> ? LIMIT ?)",
+            )
+            .bind(hour)
+            .bind(hour + 3600)
+            .bind(first)
+            .bind(batch_rows.max(1) as i64)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            removed += n;
+            if n < batch_rows.max(1) {
+                return Ok(removed);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
