@@ -15,6 +15,8 @@ pub struct AppState {
     pub api: ApiState,
     pub prometheus: PrometheusHandle,
     pub cors_origins: Vec<String>,
+    /// `/metrics` wants `Authorization: Bearer <token>` when set.
+    pub metrics_token: Option<std::sync::Arc<str>>,
 }
 
 /// Every route of the service.
@@ -42,8 +44,21 @@ pub fn routes(
         });
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(warp::header::optional::<String>("authorization"))
         .and(with_state)
-        .map(|s: AppState| {
+        .map(|auth: Option<String>, s: AppState| {
+            if let Some(token) = &s.metrics_token {
+                let given = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
+                if !given.is_some_and(|g| api::constant_time_eq(g.as_bytes(), token.as_bytes())) {
+                    return warp::reply::with_status(
+                        warp::reply::json(
+                            &serde_json::json!({"error": "metrics need a bearer token"}),
+                        ),
+                        StatusCode::UNAUTHORIZED,
+                    )
+                    .into_response();
+                }
+            }
             s.api
                 .health
                 .update_age_gauges(chrono::Utc::now().timestamp());

@@ -216,6 +216,7 @@ impl Service {
             api,
             prometheus,
             cors_origins: config.api.cors_origins.clone(),
+            metrics_token: config.metrics_token()?.map(Arc::from),
         });
         let http_stop = cancel.clone();
         let http = tokio::spawn(async move {

@@ -203,15 +203,45 @@ async fn proxies_and_caps() {
     }
     assert_eq!(status_of(untrusted.clone(), Some("192.0.2.4")).await, 429);
 
+    // /metrics: open by default (this service has no token).
+    assert_eq!(
+        proxy
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");
 
     // Websockets (a second service, without the tight rate limit): two from
     // one client, the third refused with a reason.
     env.retain(|(k, _)| !k.starts_with("GEPT__API__RATE_LIMIT"));
+    env.push(("GEPT__METRICS__TOKEN".into(), "a-scrape-token-0123".into()));
     let config = gept_core::config::Config::load_with_env(None, env).unwrap();
     let service = Service::start(&config).await.unwrap();
     let ws_url = format!("ws://{}/api/v1/stream", service.addr);
+    // With a metrics token, /metrics wants it.
+    let metrics_url = format!("http://{}/metrics", service.addr);
+    let http = reqwest::Client::new();
+    assert_eq!(http.get(&metrics_url).send().await.unwrap().status(), 401);
+    let r = http
+        .get(&metrics_url)
+        .bearer_auth("wrong-token-xxxxxxxx")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http
+        .get(&metrics_url)
+        .bearer_auth("a-scrape-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("gept_http_requests_total"));
     let (a, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
     let (b, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
     match tokio_tungstenite::connect_async(&ws_url).await {

@@ -29,6 +29,7 @@ pub struct Config {
     pub collectors: CollectorsConfig,
     pub supervisor: SupervisorConfig,
     pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
     pub inference: InferenceConfig,
     pub retention: RetentionConfig,
     pub backup: BackupConfig,
@@ -205,6 +206,16 @@ pub struct AdminConfig {
     pub token_file: String,
 }
 
+/// Who may scrape `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Only ever from the environment (`GEPT__METRICS__TOKEN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub token_file: String,
+}
+
 /// Scheduled backups of the database.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,6 +297,13 @@ impl Config {
                         .to_string(),
                 );
             }
+        }
+        if files.find_value("metrics.token").is_ok() {
+            problems.push(
+                "metrics.token: a token written into a config file is refused; \
+                 set GEPT__METRICS__TOKEN in the environment or use metrics.token_file"
+                    .to_string(),
+            );
         }
         if files.find_value("admin.token").is_ok() {
             problems.push(
@@ -406,12 +424,30 @@ impl Config {
             .map_err(|e| ConfigError::one(format!("admin.token_file: {e}")))
     }
 
+    /// The bearer token `/metrics` asks for, from the environment or the
+    /// token file; `None`: `/metrics` is open (bind `api.listen` to a private
+    /// address then).
+    pub fn metrics_token(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(t) = self.metrics.token.as_ref().filter(|t| !t.is_empty()) {
+            return Ok(Some(t.clone()));
+        }
+        if self.metrics.token_file.is_empty() {
+            return Ok(None);
+        }
+        read_secret(Path::new(&self.metrics.token_file))
+            .map(Some)
+            .map_err(|e| ConfigError::one(format!("metrics.token_file: {e}")))
+    }
+
     /// The configuration as TOML with every secret replaced by `***`.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = redact_url(&shown.database.url);
         if shown.admin.token.is_some() {
             shown.admin.token = Some("***".into());
+        }
+        if shown.metrics.token.is_some() {
+            shown.metrics.token = Some("***".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }
@@ -522,6 +558,11 @@ mod tests {
         assert_eq!(c.collectors.latest.interval, Duration::from_secs(60));
         assert_eq!(c.database_url().unwrap(), "sqlite://data/gept.db?mode=rwc");
         assert_eq!(c.admin_token().unwrap(), None);
+        assert_eq!(
+            c.metrics_token().unwrap(),
+            None,
+            "/metrics is open by default"
+        );
     }
 
     #[test]
@@ -534,6 +575,7 @@ mod tests {
                 ("GEPT__COLLECTORS__5M__ENABLED", "false"),
                 ("GEPT__DATABASE__URL", "postgres://u:pw@h/db"),
                 ("GEPT__ADMIN__TOKEN", "12345"),
+                ("GEPT__METRICS__TOKEN", "67890"),
                 ("GEPT_TEST_DATABASE_URL", "ignored"),
             ]),
         )
@@ -546,8 +588,12 @@ mod tests {
             Some("12345"),
             "a token of digits stays a string"
         );
+        assert_eq!(c.metrics_token().unwrap().as_deref(), Some("67890"));
         let shown = c.redacted_toml();
-        assert!(!shown.contains("pw") && !shown.contains("12345"), "{shown}");
+        assert!(
+            !shown.contains("pw") && !shown.contains("12345") && !shown.contains("67890"),
+            "{shown}"
+        );
         assert!(shown.contains("postgres://u:***@h/db"));
     }
 

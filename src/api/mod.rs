@@ -101,6 +101,12 @@ fn body_limit(max: u64) -> impl Filter<Extract = (), Error = Rejection> + Clone 
         .untuple_one()
 }
 
+/// Whether two secrets are equal, in time that does not depend on where
+/// they differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 fn admin(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("authorization")
         .and_then(move |auth: Option<String>| {
@@ -113,14 +119,7 @@ fn admin(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> + Clon
                     ));
                 };
                 let given = auth.as_deref().and_then(|a| a.strip_prefix("Bearer "));
-                // Compare in constant time.
-                let ok = given.is_some_and(|g| {
-                    g.len() == token.len()
-                        && g.bytes()
-                            .zip(token.bytes())
-                            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                            == 0
-                });
+                let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes()));
                 if ok {
                     Ok(())
                 } else {
