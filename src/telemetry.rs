@@ -2,14 +2,80 @@
 
 use gept_core::metrics::{Kind, ALL};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tracing_subscriber::EnvFilter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
-/// Installs the global tracing subscriber (`RUST_LOG`, default `info`).
+/// Lines a minute allowed from the HTTP server's own connection errors.
+const CONNECTION_ERRORS_PER_MINUTE: u64 = 10;
+
+/// A per-minute budget of log lines: the minute and the lines spent in it,
+/// packed in one atomic.
+struct LineBudget {
+    state: AtomicU64,
+    per_minute: u64,
+}
+
+impl LineBudget {
+    const fn new(per_minute: u64) -> Self {
+        LineBudget {
+            state: AtomicU64::new(0),
+            per_minute,
+        }
+    }
+
+    /// Whether a line may be written at Unix second `now`.
+    fn allow(&self, now: u64) -> bool {
+        let minute = now / 60;
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let (m, used) = (current >> 20, current & 0xF_FFFF);
+            let next = if m == minute {
+                if used >= self.per_minute {
+                    return false;
+                }
+                current + 1
+            } else {
+                (minute << 20) | 1
+            };
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+static CONNECTION_ERRORS: LineBudget = LineBudget::new(CONNECTION_ERRORS_PER_MINUTE);
+
+/// Installs the global tracing subscriber (`RUST_LOG`, default `info`). The
+/// HTTP server's per-connection errors (a client that resets or stops
+/// reading) are limited to a few lines a minute: a flood of them must not
+/// flood the log.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    // Dynamic: asked at every event (a plain filter_fn caches its first answer).
+    let limited = tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+        !meta.target().starts_with("warp::server")
+            || CONNECTION_ERRORS.allow(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            )
+    });
+    let _ = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(limited),
+        )
+        .with(filter)
         .try_init();
 }
 
@@ -38,4 +104,18 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
     }
     let _ = RECORDER.set(handle.clone());
     Ok(handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineBudget;
+
+    #[test]
+    fn a_line_budget_refills_each_minute() {
+        let budget = LineBudget::new(3);
+        let t = 1_800_000_000;
+        assert_eq!((0..5).filter(|_| budget.allow(t)).count(), 3);
+        assert!(!budget.allow(t + 59 - t % 60), "same minute");
+        assert!(budget.allow(t + 60), "the next minute has a new budget");
+    }
 }
