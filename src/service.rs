@@ -59,7 +59,6 @@ pub struct ServiceHandle {
     pub addr: SocketAddr,
     pub store: Store,
     pub inference: Inference,
-    pub health: Health,
     feed: broadcast::Sender<FeedEvent>,
     cancel: CancellationToken,
     collectors: Vec<(&'static str, Addr<CollectorActor>)>,
@@ -277,7 +276,6 @@ impl Service {
             addr,
             store,
             inference,
-            health,
             feed,
             cancel,
             collectors,
@@ -296,11 +294,6 @@ impl ServiceHandle {
     /// recorded ticks and buckets this way with the collectors disabled).
     pub fn feed(&self, event: FeedEvent) {
         let _ = self.feed.send(event);
-    }
-
-    /// The cancellation signal every part observes; fired by [`Self::shutdown`].
-    pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
     }
 
     /// Stops every part, in order, within `service.shutdown_timeout`.

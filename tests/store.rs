@@ -255,16 +255,11 @@ async fn writer_through_an_outage() {
     for t in &by_tick[8..] {
         writer.send(Write(Rows::Latest(t.clone()))).await.unwrap();
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        match writer.send(Flush).await.unwrap() {
-            Ok(()) => break,
-            Err(e) => {
-                assert!(std::time::Instant::now() < deadline, "never recovered: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            }
-        }
-    }
+    common::wait_for("the writer to flush after the database returns", 60, || {
+        let writer = writer.clone();
+        async move { writer.send(Flush).await.unwrap().is_ok() }
+    })
+    .await;
     let stored = direct
         .load_latest(i64::MIN + 1, i64::MAX - 1)
         .await

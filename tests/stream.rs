@@ -105,7 +105,7 @@ async fn protocol() {
     store.activate_model(&meta.version, 1).await.unwrap();
     store.close().await;
 
-    let mut env: Vec<(String, String)> = [
+    let env: Vec<(String, String)> = [
         ("GEPT__DATABASE__URL", url.as_str()),
         ("GEPT__API__LISTEN", "127.0.0.1:0"),
         (
@@ -120,18 +120,8 @@ async fn protocol() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    for feed in [
-        "LATEST",
-        "5M",
-        "1H",
-        "MAPPING",
-        "NEWS",
-        "PLAYER_COUNT",
-        "TIMESERIES",
-    ] {
-        env.push((format!("GEPT__COLLECTORS__{feed}__ENABLED"), "false".into()));
-    }
-    let config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    config.collectors.disable_all();
     let service = Service::start(&config).await.unwrap();
     let ws_url = format!("ws://{}/api/v1/stream", service.addr);
     let ticks = load_ticks(&rec.join(LATEST_FILE), Some(200)).unwrap();

@@ -60,15 +60,12 @@ impl Policy {
     /// The expiry time of `what` at `now`: the start of the UTC day that is
     /// its retention before now; `None` when kept forever.
     pub fn cutoff(&self, what: Expiring, now: i64) -> Option<i64> {
-        let keep = self.keep.get(&what).copied().flatten()?;
-        let t = now - keep.as_secs() as i64;
-        Some(t - t.rem_euclid(DAY))
+        day_cutoff(self.keep.get(&what).copied().flatten()?, now)
     }
 }
 
-/// The end of predictions' full-resolution window at `now`, whole days.
-fn p_full_cutoff(policy: &Policy, now: i64) -> Option<i64> {
-    let keep = policy.predictions_full?;
+/// The start of the UTC day that is `keep` before `now`.
+fn day_cutoff(keep: Duration, now: i64) -> Option<i64> {
     let t = now - keep.as_secs() as i64;
     Some(t - t.rem_euclid(DAY))
 }
@@ -117,7 +114,10 @@ pub async fn run_pass(store: &Store, policy: &Policy, now: i64) -> Result<PassRe
         }
     }
     // Predictions past their full-resolution window: one tick an hour.
-    if let Some(full) = p_full_cutoff(policy, now) {
+    if let Some(full) = policy
+        .predictions_full
+        .and_then(|keep| day_cutoff(keep, now))
+    {
         report.thinned = store.thin_predictions(full, policy.batch_rows).await?;
     }
     store.reclaim_space().await?;

@@ -248,7 +248,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
 
     // The service as `gept serve` runs it, with the collectors off: the
     // benchmark publishes the recorded feed exactly as they would.
-    let mut env: Vec<(String, String)> = [
+    let env: Vec<(String, String)> = [
         ("GEPT__DATABASE__URL", url.as_str()),
         ("GEPT__API__LISTEN", "127.0.0.1:0"),
         (
@@ -264,19 +264,9 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    for feed in [
-        "LATEST",
-        "5M",
-        "1H",
-        "MAPPING",
-        "NEWS",
-        "PLAYER_COUNT",
-        "TIMESERIES",
-    ] {
-        env.push((format!("GEPT__COLLECTORS__{feed}__ENABLED"), "false".into()));
-    }
-    let config = gept_core::config::Config::load_with_env(None, env)
+    let mut config = gept_core::config::Config::load_with_env(None, env)
         .map_err(|e| anyhow::anyhow!("bench configuration: {e}"))?;
+    config.collectors.disable_all();
     let service = Service::start(&config).await?;
     let (addr, inference, store) = (
         service.addr,

@@ -188,6 +188,24 @@ pub struct CollectorsConfig {
     pub timeseries: CollectorConfig,
 }
 
+impl CollectorsConfig {
+    /// Turns every collector off: for a service fed by its caller
+    /// (`ServiceHandle::feed`), as the serving benchmark and tests do.
+    pub fn disable_all(&mut self) {
+        for c in [
+            &mut self.latest,
+            &mut self.five_minute,
+            &mut self.one_hour,
+            &mut self.mapping,
+            &mut self.news,
+            &mut self.player_count,
+            &mut self.timeseries,
+        ] {
+            c.enabled = false;
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SupervisorConfig {
