@@ -69,11 +69,7 @@ pub fn routes(
             )
             .into_response()
         });
-    let cors = warp::cors()
-        .allow_origins(state.cors_origins.iter().map(String::as_str))
-        .allow_methods(["GET", "POST", "OPTIONS"])
-        .allow_headers(["authorization", "content-type"])
-        .max_age(Duration::from_secs(600));
+    let origins = std::sync::Arc::new(state.cors_origins.clone());
     let log = warp::log::custom(|info| {
         let route = api::route_label(info.path());
         metrics::counter!(m::HTTP_REQUESTS, "route" => route.clone(), "status" => info.status().as_u16().to_string())
@@ -81,16 +77,86 @@ pub fn routes(
         metrics::histogram!(m::HTTP_REQUEST_SECONDS, "route" => route)
             .record(info.elapsed().as_secs_f64());
     });
-    healthz
+    let inner = healthz
         .or(readyz)
         .unify()
         .or(metrics)
         .unify()
         .or(api::routes(state.api))
         .unify()
-        .with(cors)
         .recover(api::recover)
+        .map(Reply::into_response);
+    preflight(origins.clone())
+        .or(cors_origin(origins).and(inner).map(
+            |allowed: Option<String>, mut r: warp::reply::Response| {
+                let h = r.headers_mut();
+                h.append(warp::http::header::VARY, "Origin".parse().expect("header"));
+                if let Some(origin) = allowed.and_then(|o| o.parse().ok()) {
+                    h.insert(warp::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                }
+                r
+            },
+        ))
+        .unify()
         .with(log)
+}
+
+/// CORS: an origin on `api.cors_origins` may read answers from a browser;
+/// the server's own origin (the dashboard) needs no permission, and any
+/// other origin is answered as usual but without the header that would let
+/// its script read the answer. Every answer varies by `Origin`.
+fn allowed_origin(origins: &[String], origin: Option<&str>) -> Option<String> {
+    let origin = origin?;
+    origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        .then(|| origin.to_string())
+}
+
+/// The request's `Origin` when it is allowed to read the answer.
+fn cors_origin(
+    origins: std::sync::Arc<Vec<String>>,
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(move |h: warp::http::HeaderMap| {
+        let origin = h.get("origin").and_then(|v| v.to_str().ok());
+        allowed_origin(&origins, origin)
+    })
+}
+
+/// A CORS preflight (`OPTIONS` with `Access-Control-Request-Method`): 204
+/// with the methods and headers allowed for an allowed origin, else 403.
+fn preflight(
+    origins: std::sync::Arc<Vec<String>>,
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
+    warp::options()
+        .and(warp::header::<String>("access-control-request-method"))
+        .and(warp::header::optional::<String>("origin"))
+        .map(move |_: String, origin: Option<String>| {
+            let Some(origin) = allowed_origin(&origins, origin.as_deref()) else {
+                return warp::reply::with_status(
+                    warp::reply::json(&serde_json::json!({"error": "origin not allowed"})),
+                    StatusCode::FORBIDDEN,
+                )
+                .into_response();
+            };
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            let h = r.headers_mut();
+            let mut set = |k: warp::http::header::HeaderName, v: &str| {
+                if let Ok(v) = v.parse() {
+                    h.insert(k, v);
+                }
+            };
+            use warp::http::header as hh;
+            set(hh::ACCESS_CONTROL_ALLOW_ORIGIN, &origin);
+            set(hh::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS");
+            set(
+                hh::ACCESS_CONTROL_ALLOW_HEADERS,
+                "authorization, content-type",
+            );
+            set(hh::ACCESS_CONTROL_MAX_AGE, "600");
+            set(hh::VARY, "Origin");
+            r
+        })
 }
 
 /// `/readyz`: ready only when every check passes; the body names each check

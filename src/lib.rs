@@ -6,6 +6,7 @@ pub mod cli;
 pub mod commands;
 pub mod http;
 pub mod recommend;
+pub mod server;
 pub mod service;
 pub mod telemetry;
 

@@ -21,9 +21,10 @@
 use crate::api::{limits::RateLimiter, ApiState};
 use crate::http::{self, AppState};
 use actix::prelude::*;
-use gept_actors::collectors::{self, CollectorActor, CollectorEnv, Faults, FeedEvent, Shutdown};
+use gept_actors::collectors::{self, CollectorActor, CollectorEnv, FeedEvent, Shutdown};
 use gept_actors::health::Health;
 use gept_actors::inference::Inference;
+use gept_actors::supervise::Faults;
 use gept_actors::upstream::UpstreamClient;
 use gept_actors::writer::{Flush, StoreWriter};
 use gept_core::config::{redact_url, Config};
@@ -151,6 +152,7 @@ impl Service {
             inference_device(config)?,
             tokio::runtime::Handle::current(),
             config.inference.stream_buffer,
+            faults.inference_panic_on_tick,
         )?;
         let mut background =
             vec![inference.watch_registry(config.inference.registry_poll, cancel.clone())];
@@ -195,12 +197,13 @@ impl Service {
             max_body_bytes: config.api.max_body_bytes,
             ws_max_message_bytes: config.api.ws_max_message_bytes,
             ws_queue: config.api.ws_client_queue,
+            ws_ping_interval: config.api.ws_ping_interval,
             retention: Arc::new(gept_actors::retention::Policy::from_config(
                 &config.retention,
             )),
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
-            trusted_proxies: Arc::new(trusted_proxies),
+            trusted_proxies: Arc::new(trusted_proxies.clone()),
             ws_slots: Arc::new(crate::api::limits::WsSlots::new(
                 config.api.ws_max_clients,
                 config.api.ws_max_clients_per_ip,
@@ -217,14 +220,13 @@ impl Service {
             cors_origins: config.api.cors_origins.clone(),
             metrics_token: config.metrics_token()?.map(Arc::from),
         });
-        let http_stop = cancel.clone();
-        let http = tokio::spawn(async move {
-            warp::serve(routes)
-                .incoming(listener)
-                .graceful(async move { http_stop.cancelled().await })
-                .run()
-                .await;
-        });
+        let server_limits = crate::server::Limits::from_config(&config.api, trusted_proxies);
+        let http = tokio::spawn(crate::server::serve(
+            listener,
+            routes,
+            server_limits,
+            cancel.clone(),
+        ));
         tracing::info!(%addr, "listening");
 
         let writer = StoreWriter::new(
@@ -242,6 +244,11 @@ impl Service {
             tokio::runtime::Handle::current(),
             cancel.clone(),
             engine_alive,
+            gept_actors::features::Warm {
+                store: store.clone(),
+                writer: Some(writer.clone()),
+            },
+            faults.engine_panic_on_tick,
             move |tick, rows| sink.submit(tick, rows),
         )?;
         let env = Arc::new(CollectorEnv {

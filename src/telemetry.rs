@@ -5,14 +5,14 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::EnvFilter;
 
-/// Lines a minute allowed from the HTTP server's own connection errors.
+/// Lines a minute allowed for the HTTP server's per-connection errors.
 const CONNECTION_ERRORS_PER_MINUTE: u64 = 10;
 
 /// A per-minute budget of log lines: the minute and the lines spent in it,
 /// packed in one atomic.
-struct LineBudget {
+pub struct LineBudget {
     state: AtomicU64,
     per_minute: u64,
 }
@@ -50,31 +50,27 @@ impl LineBudget {
             }
         }
     }
+
+    /// Whether a line may be written now.
+    pub fn allow_now(&self) -> bool {
+        self.allow(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        )
+    }
 }
 
-static CONNECTION_ERRORS: LineBudget = LineBudget::new(CONNECTION_ERRORS_PER_MINUTE);
+/// The budget of the HTTP server's per-connection error lines (a client that
+/// resets, stops reading or sends garbage): a flood of them must not flood
+/// the log; the metric counts every one.
+pub static CONNECTION_ERRORS: LineBudget = LineBudget::new(CONNECTION_ERRORS_PER_MINUTE);
 
-/// Installs the global tracing subscriber (`RUST_LOG`, default `info`). The
-/// HTTP server's per-connection errors (a client that resets or stops
-/// reading) are limited to a few lines a minute: a flood of them must not
-/// flood the log.
+/// Installs the global tracing subscriber (`RUST_LOG`, default `info`).
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Dynamic: asked at every event (a plain filter_fn caches its first answer).
-    let limited = tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
-        !meta.target().starts_with("warp::server")
-            || CONNECTION_ERRORS.allow(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-            )
-    });
     let _ = tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_filter(limited),
-        )
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .try_init();
 }

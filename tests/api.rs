@@ -316,6 +316,12 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     let status: serde_json::Value = get_json(&http, format!("{base}/api/v1/status")).await;
     assert_eq!(status["model"]["version"], meta_b.version);
     assert!(status["collectors"].as_array().unwrap().len() >= 5);
+    // The model's file path stays private.
+    let tmp_dir = tmp.path().display().to_string();
+    assert!(
+        !status.to_string().contains(&tmp_dir),
+        "a file path in the public status: {status}"
+    );
 
     // A flood from one client gets 429s while another client is served.
     let flooder = client_from("127.0.0.2");

@@ -6,7 +6,7 @@ mod common;
 
 use common::{serve_env, wait_for, Serve};
 use gept::service::Service;
-use gept_actors::collectors::Faults as CollectorFaults;
+use gept_actors::supervise::Faults as CollectorFaults;
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
 use gept_core::{wire, BucketPrice, BucketStep, LatestPrice};
 use gept_replay::{self as mock_api, Clock, FaultKind, Faults, MockOptions};
@@ -129,6 +129,7 @@ async fn replay_exact(url: &str, n: Option<usize>, faults: Faults, panic_rate: f
         &config,
         CollectorFaults {
             collector_panic_rate: panic_rate,
+            ..CollectorFaults::none()
         },
     )
     .await

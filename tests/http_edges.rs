@@ -6,6 +6,7 @@ mod common;
 use common::{serve_env, wait_for};
 use gept::service::Service;
 use gept_replay::{self as mock_api, Clock, MockOptions};
+use std::sync::Arc;
 
 #[test]
 fn readiness_follows_the_feed_and_bad_requests_get_clear_errors() {
@@ -252,6 +253,212 @@ async fn proxies_and_caps() {
     })
     .await;
     drop(b);
+    let report = service.shutdown().await;
+    assert!(report.clean(), "{report:?}");
+}
+
+/// Reads from `stream` until the server closes it (EOF or reset), within
+/// `secs`; answers what was read.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, secs: u64) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the server kept the connection open over {secs} s; read: {}",
+        String::from_utf8_lossy(&got)
+    );
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The JSON body of a raw HTTP answer.
+fn body_of(answer: &str) -> serde_json::Value {
+    let (_, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {answer:?}"));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+}
+
+#[test]
+fn connections_are_capped_and_timed_out_and_unparsable_requests_get_json() {
+    gept::service::system().block_on(connection_limits());
+}
+
+async fn connection_limits() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", tmp.path().join("gept.db").display());
+    let env: Vec<(String, String)> = [
+        ("GEPT__DATABASE__URL", url.as_str()),
+        ("GEPT__API__LISTEN", "127.0.0.1:0"),
+        (
+            "GEPT__UPSTREAM__USER_AGENT",
+            "gept-tests (tests@gept.invalid)",
+        ),
+        ("GEPT__API__MAX_CONNECTIONS_PER_IP", "3"),
+        ("GEPT__API__CORS_ORIGINS", "https://gept.example.org"),
+        ("GEPT__API__HEADER_READ_TIMEOUT", "1s"),
+        ("GEPT__API__IDLE_TIMEOUT", "2s"),
+        ("GEPT__RETENTION__ENABLED", "false"),
+        ("GEPT__BACKUP__ENABLED", "false"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    config.collectors.disable_all();
+    let service = Service::start(&config).await.unwrap();
+    let addr = service.addr;
+
+    // CORS: no origin is refused an answer; only an allowed one gets the
+    // header that lets its script read it; every answer varies by Origin.
+    let http = reqwest::Client::new();
+    for (origin, allowed) in [
+        ("https://gept.example.org", true),
+        ("https://elsewhere.example", false),
+        (format!("http://{addr}").leak() as &str, false),
+    ] {
+        let r = http
+            .get(format!("http://{addr}/healthz"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{origin}");
+        assert_eq!(r.headers()["vary"], "Origin", "{origin}");
+        assert_eq!(
+            r.headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap()),
+            allowed.then_some(origin),
+            "{origin}"
+        );
+        let pre = http
+            .request(
+                reqwest::Method::OPTIONS,
+                format!("http://{addr}/api/v1/items"),
+            )
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pre.status(), if allowed { 204 } else { 403 }, "{origin}");
+        if allowed {
+            assert!(pre.headers()["access-control-allow-methods"]
+                .to_str()
+                .unwrap()
+                .contains("GET"));
+        }
+    }
+    drop(http);
+
+    // Headers cut off midway: closed after the header-read timeout.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut slow, 15).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+
+    // A keep-alive connection left idle after its answer: closed.
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut idle, 15).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+
+    // Requests hyper cannot parse get the JSON error body every error has.
+    for (request, status, why) in [
+        (
+            b"NOT A REQUEST\r\n\r\n".to_vec(),
+            "400",
+            "malformed request",
+        ),
+        (
+            format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000)).into_bytes(),
+            "414",
+            "request URI too long",
+        ),
+        (
+            format!(
+                "GET /healthz HTTP/1.1\r\nhost: x\r\n{}\r\n",
+                (0..150)
+                    .map(|i| format!("x-h{i}: v\r\n"))
+                    .collect::<String>()
+            )
+            .into_bytes(),
+            "431",
+            "request headers too large",
+        ),
+    ] {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(&request).await.unwrap();
+        let answer = read_until_closed(&mut c, 15).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status}: {answer}"
+        );
+        assert_eq!(body_of(&answer)["error"], why, "{answer}");
+    }
+
+    // Three connections from one address are open; a fourth is refused with
+    // a 503 that says why, and a place frees when one closes.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    let answer = read_until_closed(&mut fourth, 15).await;
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer}");
+    assert!(
+        body_of(&answer)["error"]
+            .as_str()
+            .unwrap()
+            .contains("too many connections"),
+        "{answer}"
+    );
+    drop(open.pop());
+    wait_for("a connection place to free", 15, || async move {
+        reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    drop(open);
+    let metrics = Arc::new(std::sync::Mutex::new(String::new()));
+    let m = metrics.clone();
+    wait_for("the metrics", 15, || {
+        let m = m.clone();
+        async move {
+            let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await else {
+                return false;
+            };
+            *m.lock().unwrap() = r.text().await.unwrap_or_default();
+            true
+        }
+    })
+    .await;
+    let metrics = metrics.lock().unwrap().clone();
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("gept_http_connections_refused_total "))
+        .expect("refusals counted")
+        .trim()
+        .parse::<f64>()
+        .unwrap();
+    assert!(refused >= 1.0, "{refused}");
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");
 }

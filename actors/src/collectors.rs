@@ -9,6 +9,7 @@
 //! writer, so a crash mid-batch loses nothing.
 
 use crate::health::Health;
+use crate::supervise::Faults;
 use crate::upstream::{FetchError, UpstreamClient};
 use crate::writer::{Flush, Rows, StoreWriter, Write};
 use actix::prelude::*;
@@ -81,22 +82,6 @@ pub struct CollectorEnv {
     pub backfill_enabled: bool,
     /// Faults injected by crash tests; [`Faults::none`] in `gept serve`.
     pub faults: Faults,
-}
-
-/// Faults a crash test injects into the collectors. There is no configuration
-/// key for them: only code that starts the service itself (the tests, through
-/// `gept::service::Service::start_with_faults`) can set them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Faults {
-    /// Share of polls that panic mid-batch, after fetching and before writing.
-    pub collector_panic_rate: f64,
-}
-
-impl Faults {
-    /// No faults: what production runs.
-    pub fn none() -> Self {
-        Self::default()
-    }
 }
 
 impl CollectorEnv {

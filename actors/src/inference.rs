@@ -13,6 +13,7 @@
 //! in the snapshot and records `no_model` for each tick.
 
 use crate::collectors::Tick;
+use crate::supervise::{panic_message, OnceAt, Restarts};
 use arc_swap::ArcSwap;
 use gept_core::metrics as m;
 use gept_core::{target_names, ItemId, LatestPrice, N_TARGETS};
@@ -22,6 +23,7 @@ use gept_store::Store;
 use gept_store::{InferenceStatus, ModelEntry, PredictionRow};
 use serde::ser::{SerializeMap, Serializer};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -147,6 +149,7 @@ impl Inference {
         device: tch::Device,
         runtime: tokio::runtime::Handle,
         stream_capacity: usize,
+        panic_on_tick: Option<u64>,
     ) -> std::io::Result<Inference> {
         let (tx, rx) = mpsc::channel();
         let (stream, _) = broadcast::channel(stream_capacity.max(1));
@@ -169,24 +172,50 @@ impl Inference {
             model: None,
             volumes: HashMap::new(),
             writes: tokio_util::task::TaskTracker::new(),
+            fault: OnceAt::new(panic_on_tick),
         };
         let alive = inference.alive.clone();
         let thread = std::thread::Builder::new()
             .name("gept-inference".into())
             .spawn(move || {
-                let _alive = alive.enter();
+                let mut restarts = Restarts::new("inference");
+                let mut guard = Some(alive.enter());
                 if let Err(e) = worker.reload() {
                     tracing::error!(error = %e, "loading the ACTIVE model failed; serving prices without predictions");
                 }
                 for msg in rx {
                     match msg {
-                        Msg::Tick(tick, rows) => worker.tick(&tick, rows),
+                        Msg::Tick(tick, rows) => {
+                            // Supervised: a panic restarts the worker (its
+                            // model loaded again) after a backoff, and the
+                            // tick is tried once more; a tick that crashes
+                            // two workers is dropped.
+                            for attempt in 1..=2 {
+                                let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                    worker.tick(&tick, &rows)
+                                }));
+                                let Err(payload) = run else { break };
+                                drop(guard.take());
+                                let wait = restarts.crashed(Instant::now(), &panic_message(payload.as_ref()));
+                                std::thread::sleep(wait);
+                                worker.model = None;
+                                if let Err(e) = worker.reload() {
+                                    tracing::error!(error = %e, "reloading the ACTIVE model after a crash failed");
+                                }
+                                guard = Some(alive.enter());
+                                restarts.running();
+                                if attempt == 2 {
+                                    tracing::error!(tick = tick.observed_at, "dropping a tick that crashed inference twice");
+                                }
+                            }
+                        }
                         Msg::Reload(reply) => {
                             let _ = reply.send(worker.reload());
                         }
                         Msg::Stop => break,
                     }
                 }
+                drop(guard);
                 worker.writes.close();
                 let writes = worker.writes.clone();
                 worker.runtime.block_on(writes.wait());
@@ -277,6 +306,8 @@ struct Worker {
     volumes: HashMap<ItemId, (f64, f64, u32)>,
     /// Prediction writes in flight, awaited before the thread ends.
     writes: tokio_util::task::TaskTracker,
+    /// A crash test's injected panic.
+    fault: OnceAt,
 }
 
 impl Worker {
@@ -328,19 +359,20 @@ impl Worker {
         }
     }
 
-    fn tick(&mut self, tick: &Tick, rows: Vec<FeatureRow>) {
+    fn tick(&mut self, tick: &Tick, rows: &[FeatureRow]) {
         let started = Instant::now();
+        self.fault.hit("inference");
         let t = tick.observed_at;
         let width = rows.first().map_or(0, |r| r.values.len());
         let mut x = Vec::with_capacity(rows.len() * width);
-        for r in &rows {
+        for r in rows {
             x.extend(r.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));
         }
         let latest: HashMap<ItemId, &LatestPrice> =
             tick.rows.iter().map(|r| (r.item_id, r)).collect();
         let old = self.shared.snapshot.load_full();
         let mut market = old.market.clone();
-        for r in &rows {
+        for r in rows {
             let Some(obs) = latest.get(&r.item_id) else {
                 continue;
             };

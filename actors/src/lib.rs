@@ -8,5 +8,6 @@ pub mod features;
 pub mod health;
 pub mod inference;
 pub mod retention;
+pub mod supervise;
 pub mod upstream;
 pub mod writer;

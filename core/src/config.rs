@@ -82,6 +82,24 @@ pub struct ApiConfig {
     pub ws_max_clients_per_ip: usize,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// HTTP connections open at once, in all.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one peer address (a trusted proxy
+    /// is not capped per address).
+    pub max_connections_per_ip: usize,
+    /// A request's headers must arrive within this.
+    #[serde(with = "dur")]
+    pub header_read_timeout: Duration,
+    /// A connection with nothing read or written for this long is closed.
+    #[serde(with = "dur")]
+    pub idle_timeout: Duration,
+    /// A write the client does not take within this closes the connection.
+    #[serde(with = "dur")]
+    pub write_timeout: Duration,
+    /// Websocket clients are pinged this often (a client that answers stays
+    /// open however quiet the feed).
+    #[serde(with = "dur")]
+    pub ws_ping_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

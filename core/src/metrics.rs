@@ -36,6 +36,14 @@ pub const COLLECTOR_CONSECUTIVE_FAILURES: &str = "gept_collector_consecutive_fai
 pub const COLLECTOR_LAST_SUCCESS: &str = "gept_collector_last_success_timestamp_seconds";
 /// Age of the newest data of a feed, in seconds (upstream time). Labels: `feed`.
 pub const DATA_AGE: &str = "gept_data_age_seconds";
+/// Restarts of a supervised thread after a panic. Labels: `component`
+/// (`features`, `inference`).
+pub const COMPONENT_RESTARTS: &str = "gept_component_restarts_total";
+/// 1 while a supervised thread runs, 0 while it restarts. Labels: `component`.
+pub const COMPONENT_UP: &str = "gept_component_up";
+/// 1 while a supervised thread has restarted at least 5 times in 10 minutes.
+/// Labels: `component`.
+pub const RESTART_STORM: &str = "gept_component_restart_storm";
 /// Missed buckets detected. Labels: `feed`.
 pub const GAPS_DETECTED: &str = "gept_data_gaps_detected_total";
 /// Missed buckets back-filled. Labels: `feed`.
@@ -63,9 +71,14 @@ pub const MODEL_INFO: &str = "gept_model_info";
 pub const WS_CLIENTS: &str = "gept_websocket_clients";
 /// Stream messages not delivered to a slow client (it got `lagged` instead).
 pub const WS_DROPPED: &str = "gept_websocket_dropped_messages_total";
+/// HTTP connections open now.
+pub const HTTP_CONNECTIONS: &str = "gept_http_connections";
+/// HTTP connections refused because a connection cap was full.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "gept_http_connections_refused_total";
+/// HTTP connections that ended with an error (timeouts, resets, bad requests).
+pub const HTTP_CONNECTION_ERRORS: &str = "gept_http_connection_errors_total";
 /// HTTP requests refused by the rate limit.
 pub const RATE_LIMITED: &str = "gept_http_rate_limited_total";
-/// HTTP request duration in seconds. Labels: `route`.
 /// Retention passes. Labels: `outcome` (`ok`, `error`).
 pub const RETENTION_RUNS: &str = "gept_retention_runs_total";
 /// Rows removed by retention. Labels: `table`.
@@ -84,6 +97,7 @@ pub const BACKUP_LAST_SUCCESS: &str = "gept_backup_last_success_timestamp_second
 pub const BACKUP_BYTES: &str = "gept_backup_bytes";
 /// Bytes the database holds in use.
 pub const DATABASE_BYTES: &str = "gept_database_bytes";
+/// HTTP request duration in seconds. Labels: `route`.
 pub const HTTP_REQUEST_SECONDS: &str = "gept_http_request_duration_seconds";
 
 /// Every metric: (name, kind, help).
@@ -128,6 +142,32 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         COLLECTOR_RESTARTS,
         Kind::Counter,
         "Collector restarts by the supervisor, by collector.",
+    ),
+    (HTTP_CONNECTIONS, Kind::Gauge, "HTTP connections open now."),
+    (
+        HTTP_CONNECTIONS_REFUSED,
+        Kind::Counter,
+        "HTTP connections refused because a connection cap was full.",
+    ),
+    (
+        HTTP_CONNECTION_ERRORS,
+        Kind::Counter,
+        "HTTP connections that ended with an error (timeouts, resets, bad requests).",
+    ),
+    (
+        COMPONENT_RESTARTS,
+        Kind::Counter,
+        "Restarts of a supervised thread after a panic, by component.",
+    ),
+    (
+        COMPONENT_UP,
+        Kind::Gauge,
+        "1 while a supervised thread runs, 0 while it restarts, by component.",
+    ),
+    (
+        RESTART_STORM,
+        Kind::Gauge,
+        "1 while a supervised thread restarted at least 5 times in 10 minutes.",
     ),
     (
         COLLECTOR_POLLS,

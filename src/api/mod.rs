@@ -17,7 +17,7 @@ use gept_core::{BucketStep, ItemId, ItemMeta, HORIZONS_H, N_TARGETS, OFFSETS_BP}
 use serde::{Deserialize, Serialize};
 pub use state::{ApiState, SharedMessage};
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use warp::http::StatusCode;
@@ -59,11 +59,13 @@ fn json<T: Serialize>(v: &T) -> warp::reply::Response {
 /// The client's IP address (`limits::client_ip`: `X-Forwarded-For` only
 /// from a trusted proxy); `None` without a peer address.
 fn client(state: ApiState) -> impl Filter<Extract = (Option<IpAddr>,), Error = Rejection> + Clone {
-    warp::addr::remote()
+    warp::ext::optional::<crate::server::Peer>()
         .and(warp::header::optional::<String>("x-forwarded-for"))
-        .map(move |addr: Option<SocketAddr>, xff: Option<String>| {
-            addr.map(|a| limits::client_ip(a.ip(), xff.as_deref(), &state.trusted_proxies))
-        })
+        .map(
+            move |peer: Option<crate::server::Peer>, xff: Option<String>| {
+                peer.map(|p| limits::client_ip(p.0.ip(), xff.as_deref(), &state.trusted_proxies))
+            },
+        )
 }
 
 /// The rate limit, by the client's IP address.
@@ -287,11 +289,12 @@ fn no_model(state: &ApiState) -> Rejection {
     let status = state.inference.status.lock().expect("status lock").clone();
     ApiError::reject(
         StatusCode::SERVICE_UNAVAILABLE,
-        match status.last_error {
-            Some(e) => format!("no model is active (the ACTIVE model failed to load: {e})"),
-            None => {
-                "no model is active: register one with `gept model register DIR --activate`".into()
-            }
+        // The cause of a failed load (a file path, a checksum) is for
+        // operators: it is in the service's log, not in a public answer.
+        if status.last_error.is_some() {
+            "no model is active: the ACTIVE model failed to load (the service log says why)"
+        } else {
+            "no model is active: register one with `gept model register DIR --activate`"
         },
     )
 }
@@ -527,10 +530,9 @@ pub fn routes(
             "model": {
                 "active": model.version.is_some(),
                 "version": model.version,
-                "path": model.path,
                 "loaded_at": model.loaded_at,
                 "device": model.device,
-                "last_error": model.last_error,
+                "load_failed": model.last_error.is_some(),
                 "last_tick": model.last_tick,
                 "last_latency_ms": model.last_latency_ms,
                 "ticks": model.ticks,

@@ -34,6 +34,8 @@ pub struct ApiState {
     pub max_body_bytes: u64,
     pub ws_max_message_bytes: usize,
     pub ws_queue: usize,
+    /// Websocket clients are pinged this often.
+    pub ws_ping_interval: std::time::Duration,
     /// The retention policy the admin route applies now.
     pub retention: Arc<gept_actors::retention::Policy>,
     pub started_at: i64,

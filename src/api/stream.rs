@@ -260,11 +260,22 @@ pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::W
     }
     let mut missed: u64 = 0;
     let limit = state.ws_max_message_bytes;
+    // Pings keep a quiet connection from the server's idle timeout while the
+    // client answers; a client whose writes time out ends here too.
+    let mut ping = tokio::time::interval(state.ws_ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
     loop {
         tokio::select! {
             _ = state.cancel.cancelled() => {
                 let _ = queue.try_send(Message::close_with(1001u16, "the service is stopping"));
                 break;
+            }
+            _ = ping.tick() => {
+                if queue.is_closed() {
+                    break;
+                }
+                let _ = queue.try_send(Message::ping(Vec::new()));
             }
             msg = incoming.next() => {
                 let Some(Ok(msg)) = msg else { break };

@@ -70,14 +70,25 @@ pub const TABLES: [&str; 12] = [
 /// Tables keyed by `timestamp` that [`Store::newest_time`] reads.
 const TIME_SERIES: [&str; 3] = ["prices_latest_1m", "price_data_5min", "prices_1h"];
 
-/// Calls the backend method of the same name with the same arguments.
+/// An operation slower than this is logged (by name and duration, never
+/// its SQL or rows).
+pub const SLOW_OPERATION: Duration = Duration::from_secs(1);
+
+/// Calls the backend method of the same name with the same arguments; logs
+/// the call when it took [`SLOW_OPERATION`] or more.
 macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match $self {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        let started = std::time::Instant::now();
+        let out = match $self {
             Store::Sqlite(s) => s.$method($($arg),*).await,
             Store::Postgres(s) => s.$method($($arg),*).await,
+        };
+        let took = started.elapsed();
+        if took >= SLOW_OPERATION {
+            tracing::warn!(operation = stringify!($method), took_ms = took.as_millis() as u64, "slow store operation");
         }
-    };
+        out
+    }};
 }
 
 impl Store {

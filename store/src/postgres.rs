@@ -9,9 +9,10 @@ use gept_core::{
     BucketPrice, BucketStep, CollectorStatus, DataGap, ItemId, ItemMeta, LatestPrice, NewsItem,
     PlayerCount,
 };
-use sqlx::postgres::{PgPoolOptions, PgRow};
-use sqlx::{PgPool, Row};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, PgPool, Row};
 use std::collections::{BTreeSet, HashSet};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -78,10 +79,15 @@ fn literal(ts: i64) -> String {
 }
 
 pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgStore, StoreError> {
+    // Statements are not logged by the driver (a slow batch insert would be
+    // one line of hundreds of KB): `Store` logs slow operations by name.
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Connect(e.to_string()))?
+        .disable_statement_logging();
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(options)
         .await
         .map_err(|e| StoreError::Connect(e.to_string()))?;
     Ok(PgStore {

@@ -9,7 +9,7 @@ use gept_core::{
     PlayerCount,
 };
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, QueryBuilder, Row, Sqlite, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -43,7 +43,10 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<SqliteSto
         // Checkpoint less often: a bigger WAL merges repeated writes of the
         // same leaf pages before they reach the database file.
         .pragma("wal_autocheckpoint", "16384")
-        .foreign_keys(true);
+        .foreign_keys(true)
+        // Statements are not logged by the driver (a slow batch insert would
+        // be one line of hundreds of KB): `Store` logs slow operations by name.
+        .disable_statement_logging();
     let path = options.get_filename();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)

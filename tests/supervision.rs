@@ -1,0 +1,212 @@
+//! Supervision of the feature engine and the inference: panics injected into
+//! each (through the test-only fault path) during a replay of recorded ticks
+//! and buckets, stored and published as the collectors do. Both restart, the
+//! engine re-warms from the store, and every tick of the faulted run carries
+//! exactly the probabilities of a clean run, the crashed ticks included; the
+//! restarts are counted in `/metrics`.
+
+mod common;
+
+use gept::service::Service;
+use gept_actors::collectors::{FeedEvent, Tick};
+use gept_actors::supervise::Faults;
+use gept_core::recordings::{HOURLY_FILE, LATEST_FILE};
+use gept_core::{BucketStep, ItemId};
+use gept_dataflows::inputs::{load_hours, load_ticks};
+use gept_model::net::TrainOptions;
+use gept_store::Store;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Ticks replayed in each run.
+const TICKS: usize = 60;
+
+/// Per tick: each item's probabilities.
+type Run = BTreeMap<i64, BTreeMap<ItemId, Vec<f32>>>;
+
+#[test]
+fn engine_and_inference_restart_with_the_probabilities_of_an_uninterrupted_run() {
+    gept::service::system().block_on(supervision());
+}
+
+async fn supervision() {
+    let rec = common::recordings();
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    let meta = common::train_model(
+        &rec,
+        100,
+        TrainOptions {
+            hidden: vec![16],
+            max_epochs: 1,
+            ..TrainOptions::default()
+        },
+        &model_dir,
+    );
+    let entry = gept_model::registry::pending_entry(&meta, model_dir.display().to_string());
+
+    let clean = replay(&rec, tmp.path(), "clean", &entry, Faults::none()).await;
+    assert_eq!(
+        clean.runs.len(),
+        TICKS,
+        "the clean run predicted every tick"
+    );
+    assert!(
+        clean.runs.values().all(|items| !items.is_empty()),
+        "every tick predicted some items"
+    );
+    assert_eq!(clean.restarts, (0, 0));
+
+    // The engine crashes inside its 15th tick, the inference inside its
+    // 30th: both within the replay, the second after the engine re-warmed.
+    let faulted = replay(
+        &rec,
+        tmp.path(),
+        "faulted",
+        &entry,
+        Faults {
+            engine_panic_on_tick: Some(15),
+            inference_panic_on_tick: Some(30),
+            ..Faults::none()
+        },
+    )
+    .await;
+    assert_eq!(faulted.restarts, (1, 1), "one restart of each part");
+    assert_eq!(
+        faulted.runs.keys().collect::<Vec<_>>(),
+        clean.runs.keys().collect::<Vec<_>>(),
+        "every tick predicted, the crashed ones too"
+    );
+    for (tick, items) in &clean.runs {
+        let other = &faulted.runs[tick];
+        assert_eq!(
+            other.keys().collect::<Vec<_>>(),
+            items.keys().collect::<Vec<_>>(),
+            "items at tick {tick}"
+        );
+        for (item, p) in items {
+            assert!(
+                other[item] == *p,
+                "tick {tick}, item {item}: probabilities differ after the restart"
+            );
+        }
+    }
+}
+
+struct Outcome {
+    runs: Run,
+    /// Restarts of (features, inference) read from `/metrics`.
+    restarts: (u64, u64),
+}
+
+/// Replays the first [`TICKS`] ticks (and the `/1h` buckets two minutes
+/// after they end) into a fresh service on SQLite with `entry` ACTIVE,
+/// storing each before publishing it as a collector does.
+async fn replay(
+    rec: &Path,
+    dir: &Path,
+    name: &str,
+    entry: &gept_store::ModelEntry,
+    faults: Faults,
+) -> Outcome {
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.join(format!("{name}.db")).display()
+    );
+    let store = Store::connect(&url, 1).await.unwrap();
+    store.migrate().await.unwrap();
+    store.register_model(entry).await.unwrap();
+    store.activate_model(&entry.version, 1).await.unwrap();
+    store.close().await;
+    let env: Vec<(String, String)> = [
+        ("GEPT__DATABASE__URL", url.as_str()),
+        ("GEPT__API__LISTEN", "127.0.0.1:0"),
+        (
+            "GEPT__UPSTREAM__USER_AGENT",
+            "gept-tests (tests@gept.invalid)",
+        ),
+        ("GEPT__INFERENCE__DEVICE", "cpu"),
+        ("GEPT__INFERENCE__STREAM_BUFFER", "1024"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    config.collectors.disable_all();
+    let service = Service::start_with_faults(&config, faults).await.unwrap();
+    let mut stream = service.inference.stream.subscribe();
+
+    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(TICKS)).unwrap();
+    assert_eq!(ticks.len(), TICKS);
+    let hours = load_hours(Some(&rec.join(HOURLY_FILE))).unwrap();
+    let mut next_hour = 0;
+    for tick in &ticks {
+        while next_hour < hours.len() && hours[next_hour].start + 3_600 + 120 <= tick.time {
+            let h = &hours[next_hour];
+            service
+                .store
+                .insert_buckets(BucketStep::OneHour, &h.rows)
+                .await
+                .unwrap();
+            service.feed(FeedEvent::Bucket {
+                step: BucketStep::OneHour,
+                timestamp: h.start,
+                rows: Arc::new(h.rows.clone()),
+            });
+            next_hour += 1;
+        }
+        service.store.insert_latest(&tick.rows).await.unwrap();
+        service.feed(FeedEvent::Tick(Arc::new(Tick {
+            observed_at: tick.time,
+            arrived: Instant::now(),
+            rows: tick.rows.clone(),
+        })));
+    }
+    assert!(next_hour > 0, "no /1h bucket was replayed");
+
+    let last = ticks.last().unwrap().time;
+    let mut runs = Run::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !runs.contains_key(&last) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let published = tokio::time::timeout(left, stream.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: the last tick was not predicted within 120 s ({} of {TICKS} were)",
+                    runs.len()
+                )
+            })
+            .expect("the stream is open and kept up");
+        let items = runs.entry(published.tick_time).or_default();
+        for p in &published.predictions {
+            items.insert(p.item_id, p.probabilities.clone());
+        }
+    }
+
+    let metrics = reqwest::get(format!("http://{}/metrics", service.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let restarts = |component: &str| -> u64 {
+        let key = format!("gept_component_restarts_total{{component=\"{component}\"}}");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .unwrap_or_else(|| panic!("{key} missing from /metrics"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let outcome = Outcome {
+        restarts: (restarts("features"), restarts("inference")),
+        runs,
+    };
+    let report = service.shutdown().await;
+    assert!(report.clean(), "{name}: {report:?}");
+    outcome
+}
