@@ -164,6 +164,7 @@ impl Service {
             .collect();
         let items = Arc::new(arc_swap::ArcSwap::from_pointee(items_map.clone()));
         let engine_alive = gept_actors::health::Alive::default();
+        let engine_alive_watch = engine_alive.clone();
         let trusted = config
             .api
             .trusted_clients
@@ -274,6 +275,33 @@ impl Service {
                 config.backup_dir(),
                 config.backup.interval,
                 config.backup.keep,
+                cancel.clone(),
+            ));
+        }
+        if config.alerts.enabled {
+            let mut volumes = Vec::new();
+            if let Some(db) = config.sqlite_path() {
+                volumes.push(("database", db));
+            }
+            if config.backup.enabled {
+                volumes.push(("backups", config.backup_dir()));
+            }
+            background.push(gept_actors::alerts::spawn(
+                gept_actors::alerts::Watched {
+                    health: health.clone(),
+                    engine: engine_alive_watch,
+                    inference: inference.alive.clone(),
+                    model: inference.status.clone(),
+                    upstream: Some((
+                        env.client.clone(),
+                        format!("{}/latest", config.upstream.base_url.trim_end_matches('/')),
+                    )),
+                    volumes,
+                    max_feed_age: config.api.ready_max_feed_age,
+                    started_at: chrono::Utc::now().timestamp(),
+                },
+                gept_actors::alerts::Policy::from_config(&config.alerts),
+                config.alerts_webhook()?,
                 cancel.clone(),
             ));
         }

@@ -163,13 +163,20 @@ impl UpstreamClient {
         let mut breakers = self.breakers.lock().unwrap();
         let b = breakers.entry(host.to_string()).or_default();
         if ok {
+            if b.open_until.is_some() {
+                metrics::gauge!(gept_core::metrics::UPSTREAM_BREAKER_OPEN, "host" => host.to_string())
+                    .set(0.0);
+            }
             b.consecutive_failures = 0;
             b.open_until = None;
         } else {
             b.consecutive_failures += 1;
             if b.consecutive_failures >= self.config.breaker_failures {
                 b.open_until = Some(Instant::now() + self.config.breaker_cooldown);
-                metrics::counter!(gept_core::metrics::UPSTREAM_BREAKER_OPENED).increment(1);
+                metrics::counter!(gept_core::metrics::UPSTREAM_BREAKER_OPENED, "host" => host.to_string())
+                    .increment(1);
+                metrics::gauge!(gept_core::metrics::UPSTREAM_BREAKER_OPEN, "host" => host.to_string())
+                    .set(1.0);
                 tracing::warn!(
                     host,
                     failures = b.consecutive_failures,

@@ -33,6 +33,7 @@ pub struct Config {
     pub inference: InferenceConfig,
     pub retention: RetentionConfig,
     pub backup: BackupConfig,
+    pub alerts: AlertsConfig,
     pub service: ServiceConfig,
 }
 
@@ -277,6 +278,58 @@ impl Config {
     }
 }
 
+/// Alerts the service sends itself, to a webhook (Discord-compatible JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Evaluates the conditions; posts only with a webhook URL.
+    pub enabled: bool,
+    /// Only ever from the environment (`GEPT__ALERTS__WEBHOOK_URL`): the
+    /// URL holds the webhook's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// A file holding the webhook URL (instead of the environment).
+    pub webhook_url_file: String,
+    /// How often the conditions are evaluated.
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// How long a condition must hold before its alert fires.
+    #[serde(with = "dur")]
+    pub pending_for: Duration,
+    /// A firing alert is posted again this often until it resolves.
+    #[serde(with = "dur")]
+    pub resend_interval: Duration,
+    /// The disk holding the database (SQLite) or the backups is "filling"
+    /// below this share of free space.
+    pub disk_free_min: f64,
+}
+
+impl Config {
+    /// The alerts webhook URL, from the environment or the file; `None`: no
+    /// alert is posted (they still show in `/metrics` and the log).
+    pub fn alerts_webhook(&self) -> Result<Option<String>, ConfigError> {
+        if let Some(u) = self.alerts.webhook_url.as_ref().filter(|u| !u.is_empty()) {
+            return Ok(Some(u.clone()));
+        }
+        if self.alerts.webhook_url_file.is_empty() {
+            return Ok(None);
+        }
+        read_secret(Path::new(&self.alerts.webhook_url_file))
+            .map(Some)
+            .map_err(|e| ConfigError::one(format!("alerts.webhook_url_file: {e}")))
+    }
+
+    /// The SQLite database file, when the store is SQLite.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.database_url().ok()?;
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))?;
+        let path = rest.split('?').next().unwrap_or(rest);
+        (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
+    }
+}
+
 /// The running service as a whole.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -410,6 +463,22 @@ impl Config {
         if self.database.batch_rows == 0 {
             problems.push("database.batch_rows: must be at least 1".into());
         }
+        if self.alerts.interval.is_zero() {
+            problems.push("alerts.interval: must be above zero".into());
+        }
+        if !(0.0..1.0).contains(&self.alerts.disk_free_min) {
+            problems.push("alerts.disk_free_min: must be a share in [0, 1)".into());
+        }
+        if self.api.idle_timeout.is_zero()
+            || self.api.write_timeout.is_zero()
+            || self.api.header_read_timeout.is_zero()
+            || self.api.ws_ping_interval.is_zero()
+        {
+            problems.push("api: header_read_timeout, idle_timeout, write_timeout and ws_ping_interval must be above zero".into());
+        }
+        if self.api.ws_ping_interval >= self.api.idle_timeout {
+            problems.push("api.ws_ping_interval: must be shorter than api.idle_timeout, or quiet websocket clients are cut".into());
+        }
         let u = &self.database.url;
         if !(u.is_empty()
             || u.starts_with("sqlite:")
@@ -484,6 +553,9 @@ impl Config {
         }
         if shown.metrics.token.is_some() {
             shown.metrics.token = Some("***".into());
+        }
+        if shown.alerts.webhook_url.is_some() {
+            shown.alerts.webhook_url = Some("***".into());
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print: {e}"))
     }

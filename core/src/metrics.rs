@@ -22,6 +22,16 @@ pub const STORE_ERRORS: &str = "gept_store_errors_total";
 pub const STORE_BUFFERED_ROWS: &str = "gept_store_buffered_rows";
 /// Upstream request failures (each attempt). Labels: `kind`.
 pub const UPSTREAM_ERRORS: &str = "gept_upstream_errors_total";
+/// 1 while the circuit breaker of an upstream host is open. Labels: `host`.
+pub const UPSTREAM_BREAKER_OPEN: &str = "gept_upstream_breaker_open";
+/// Free bytes of a watched volume. Labels: `volume` (`database`, `backups`).
+pub const DISK_FREE_BYTES: &str = "gept_disk_free_bytes";
+/// Size in bytes of a watched volume. Labels: `volume`.
+pub const DISK_SIZE_BYTES: &str = "gept_disk_size_bytes";
+/// 1 while one of the service's own alerts fires. Labels: `alert`.
+pub const ALERTS_FIRING: &str = "gept_alerts_firing";
+/// Alert posts to the webhook. Labels: `outcome` (`ok`, `error`).
+pub const ALERT_NOTIFICATIONS: &str = "gept_alert_notifications_total";
 /// Times the upstream circuit breaker opened.
 pub const UPSTREAM_BREAKER_OPENED: &str = "gept_upstream_breaker_opened_total";
 /// Collector polls that failed. Labels: `collector`.
@@ -127,6 +137,31 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         UPSTREAM_ERRORS,
         Kind::Counter,
         "Failed upstream request attempts, by kind.",
+    ),
+    (
+        UPSTREAM_BREAKER_OPEN,
+        Kind::Gauge,
+        "1 while the circuit breaker of an upstream host is open, by host.",
+    ),
+    (
+        DISK_FREE_BYTES,
+        Kind::Gauge,
+        "Free bytes of a watched volume (database, backups).",
+    ),
+    (
+        DISK_SIZE_BYTES,
+        Kind::Gauge,
+        "Size in bytes of a watched volume (database, backups).",
+    ),
+    (
+        ALERTS_FIRING,
+        Kind::Gauge,
+        "1 while one of the service's own alerts fires, by alert.",
+    ),
+    (
+        ALERT_NOTIFICATIONS,
+        Kind::Counter,
+        "Alert posts to the webhook, by outcome.",
     ),
     (
         UPSTREAM_BREAKER_OPENED,
