@@ -38,4 +38,19 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
     done
   fi
 fi
+# Prometheus and promtool (tests/prometheus.rs: the alert rules' unit tests
+# and a real scrape), from Debian's package. The tests run their own
+# Prometheus; a daemon the package would start is not needed.
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's prometheus package (promtool, prometheus)" >&2
+    install_prometheus() {
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1
+    }
+    install_prometheus || { apt-get update -qq >/dev/null 2>&1 && install_prometheus; } \
+      || echo "setup: could not install prometheus; its tests print SKIP (and fail under CI)" >&2
+  else
+    echo "setup: prometheus is missing and this user cannot install it; its tests print SKIP" >&2
+  fi
+fi
 exit 0

@@ -59,6 +59,33 @@ fn config_prints_layers_with_secrets_redacted() {
 }
 
 #[test]
+fn the_example_production_config_loads_and_keeps_its_secrets_in_files() {
+    let prod = concat!(env!("CARGO_MANIFEST_DIR"), "/ops/gept.prod.toml");
+    let o = gept(
+        &["--config", prod, "config"],
+        &[(
+            "GEPT__ALERTS__WEBHOOK_URL",
+            "https://discord.invalid/api/webhooks/1/secret",
+        )],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    for line in [
+        "url = \"postgres://gept@127.0.0.1:5432/gept\"",
+        "password_file = \"/etc/gept/secrets/database-password\"",
+        "token_file = \"/etc/gept/secrets/metrics-token\"",
+        "webhook_url_file = \"/etc/gept/secrets/alerts-webhook-url\"",
+        "trusted_proxies = [",
+    ] {
+        assert!(t.contains(line), "{line} missing: {t}");
+    }
+    assert!(
+        !t.contains("webhooks/1/secret"),
+        "the webhook URL leaked: {t}"
+    );
+}
+
+#[test]
 fn config_errors_name_every_key_and_exit_nonzero() {
     let o = gept(
         &["config"],
