@@ -173,10 +173,13 @@ pub async fn readiness(api: &api::ApiState) -> (bool, serde_json::Value) {
         .collectors()
         .into_iter()
         .find(|c| c.collector == "latest");
-    let feed_age = latest
-        .as_ref()
-        .and_then(|c| c.last_success)
-        .map(|t| now - t);
+    // A standby follower's feed is the store it follows.
+    let feed_age = if api.role.is_primary() {
+        latest.as_ref().and_then(|c| c.last_success)
+    } else {
+        api.role.followed_at()
+    }
+    .map(|t| now - t);
     let feed = feed_age.is_some_and(|age| age <= max_age);
     let engine = api.engine_alive.is_alive();
     let inference = api.inference.alive.is_alive();

@@ -24,6 +24,7 @@ use actix::prelude::*;
 use gept_actors::collectors::{self, CollectorActor, CollectorEnv, FeedEvent, Shutdown};
 use gept_actors::health::Health;
 use gept_actors::inference::Inference;
+use gept_actors::standby::Role;
 use gept_actors::supervise::Faults;
 use gept_actors::upstream::UpstreamClient;
 use gept_actors::writer::{Flush, StoreWriter};
@@ -36,6 +37,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+/// The collectors running now, by name.
+type Running = Arc<std::sync::Mutex<Vec<(&'static str, Addr<CollectorActor>)>>>;
+
+/// Stops every running collector (each answers after its poll in flight).
+async fn stop_collectors(running: &Running) {
+    let stopping: Vec<_> = std::mem::take(&mut *running.lock().expect("collectors lock"));
+    for (_, addr) in &stopping {
+        let _ = addr.send(Shutdown).await;
+    }
+}
 
 /// Capacity of the feed broadcast (collectors → feature engine, item follower).
 const FEED_CAPACITY: usize = 1024;
@@ -62,12 +74,17 @@ pub struct ServiceHandle {
     pub inference: Inference,
     feed: broadcast::Sender<FeedEvent>,
     cancel: CancellationToken,
-    collectors: Vec<(&'static str, Addr<CollectorActor>)>,
+    /// The running collectors (none while this node follows).
+    collectors: Running,
+    /// Primary or follower (always primary without `standby.enabled`).
+    pub role: Arc<Role>,
     writer: Addr<StoreWriter>,
     engine: Option<std::thread::JoinHandle<()>>,
     http: tokio::task::JoinHandle<()>,
     background: Vec<tokio::task::JoinHandle<()>>,
     shutdown_timeout: Duration,
+    /// Whether the lease decides the role.
+    standby: bool,
 }
 
 /// What a stop achieved.
@@ -147,6 +164,14 @@ impl Service {
         tracing::info!(database = %redact_url(&url), "store ready");
 
         let health = Health::default();
+        let role = Role::new(
+            if config.standby.enabled && !config.standby.node.is_empty() {
+                config.standby.node.clone()
+            } else {
+                gept_actors::standby::default_node()
+            },
+            !config.standby.enabled,
+        );
         let inference = Inference::spawn(
             store.clone(),
             inference_device(config)?,
@@ -154,6 +179,10 @@ impl Service {
             config.inference.stream_buffer,
             faults.inference_panic_on_tick,
         )?;
+        // A follower predicts for its own API; the primary writes.
+        inference
+            .writes
+            .store(role.is_primary(), std::sync::atomic::Ordering::SeqCst);
         let mut background =
             vec![inference.watch_registry(config.inference.registry_poll, cancel.clone())];
         let items_map: HashMap<_, _> = store
@@ -210,6 +239,7 @@ impl Service {
                 config.api.ws_max_clients_per_ip,
             )),
             engine_alive: engine_alive.clone(),
+            role: role.clone(),
             ready_max_feed_age: config.api.ready_max_feed_age,
             cancel: cancel.clone(),
         };
@@ -291,6 +321,7 @@ impl Service {
                     health: health.clone(),
                     engine: engine_alive_watch,
                     inference: inference.alive.clone(),
+                    role: role.clone(),
                     model: inference.status.clone(),
                     upstream: Some((
                         env.client.clone(),
@@ -305,20 +336,59 @@ impl Service {
                 cancel.clone(),
             ));
         }
-        let collectors = collectors::start_all(config, env);
-        tracing::info!(collectors = ?collectors.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "collectors started");
+        let running: Running = Arc::default();
+        if config.standby.enabled {
+            // The lease decides when this node collects; meanwhile it follows
+            // the store. Collectors are actors: the lease loop runs on the
+            // actix arbiter.
+            background.push(gept_actors::standby::follow(
+                store.clone(),
+                feed.clone(),
+                role.clone(),
+                config.standby.follow_interval,
+                gept_actors::features::WARM_SPAN,
+                cancel.clone(),
+            ));
+            let (config_p, env_p, running_p) = (config.clone(), env.clone(), running.clone());
+            let (writes_p, writes_d) = (inference.writes.clone(), inference.writes.clone());
+            let running_d = running.clone();
+            background.push(actix::spawn(gept_actors::standby::lead(
+                store.clone(),
+                role.clone(),
+                config.standby.lease,
+                config.standby.renew,
+                cancel.clone(),
+                move || {
+                    writes_p.store(true, std::sync::atomic::Ordering::SeqCst);
+                    let started = collectors::start_all(&config_p, env_p.clone());
+                    tracing::info!(collectors = ?started.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "collectors started");
+                    *running_p.lock().expect("collectors lock") = started;
+                },
+                move || {
+                    writes_d.store(false, std::sync::atomic::Ordering::SeqCst);
+                    let running = running_d.clone();
+                    Box::pin(async move { stop_collectors(&running).await })
+                },
+            )));
+        } else {
+            let started = collectors::start_all(config, env);
+            tracing::info!(collectors = ?started.iter().map(|(n, _)| *n).collect::<Vec<_>>(), "collectors started");
+            *running.lock().expect("collectors lock") = started;
+        }
         Ok(ServiceHandle {
             addr,
             store,
             inference,
             feed,
             cancel,
-            collectors,
+            collectors: running,
+            role,
             writer,
             engine: Some(engine),
             http,
             background,
             shutdown_timeout: config.service.shutdown_timeout,
+            standby: config.standby.enabled,
         })
     }
 }
@@ -342,9 +412,7 @@ impl ServiceHandle {
         let stop = async {
             self.cancel.cancel();
             tracing::info!("shutting down: stopping collectors");
-            for (_, addr) in &self.collectors {
-                let _ = addr.send(Shutdown).await;
-            }
+            stop_collectors(&self.collectors).await;
             tracing::info!("flushing the store writer");
             for attempt in 0..5u32 {
                 match self.writer.send(Flush).await {
@@ -378,6 +446,16 @@ impl ServiceHandle {
                 let _ = task.await;
             }
             let _ = (&mut self.http).await;
+            if self.standby && self.role.is_primary() {
+                // Hand over at once rather than after the lease expires.
+                if let Err(e) = self
+                    .store
+                    .release_lease(gept_actors::standby::LEASE, &self.role.node)
+                    .await
+                {
+                    tracing::warn!(error = %e, "releasing the lease failed; it expires by itself");
+                }
+            }
             self.store.close().await;
         };
         report.in_time = tokio::time::timeout(timeout, stop).await.is_ok();

@@ -4,99 +4,14 @@
 
 mod common;
 
-use common::{serve_env, wait_for, Serve};
+use common::{assert_exact, expected, matches, mock_status, serve_env, wait_for, Serve};
 use gept::service::Service;
 use gept_actors::supervise::Faults as CollectorFaults;
-use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
-use gept_core::{wire, BucketPrice, BucketStep, LatestPrice};
+use gept_core::recordings::{self, bucket_snapshots};
+use gept_core::{wire, BucketPrice, BucketStep};
 use gept_replay::{self as mock_api, Clock, FaultKind, Faults, MockOptions};
 use gept_store::Store;
 use std::collections::BTreeSet;
-use std::path::Path;
-
-/// Exactly what the replay of the first `n` snapshots must leave in the store.
-struct Expected {
-    latest: Vec<LatestPrice>,
-    buckets: Vec<(BucketStep, Vec<BucketPrice>)>,
-}
-
-fn expected(dir: &Path, n: usize) -> Expected {
-    let mut latest = Vec::new();
-    let mut times = Vec::new();
-    for snap in latest_snapshots(&dir.join(recordings::LATEST_FILE))
-        .unwrap()
-        .take(n)
-    {
-        let snap = snap.unwrap();
-        times.push(snap.timestamp);
-        latest.extend(
-            wire::parse_latest(snap.body.as_bytes(), snap.timestamp)
-                .unwrap()
-                .rows,
-        );
-    }
-    latest.sort_by_key(|r| (r.timestamp, r.item_id));
-    let (first, last) = (times[0], *times.last().unwrap());
-    let mut buckets = Vec::new();
-    for (step, file) in [
-        (BucketStep::FiveMinutes, recordings::FIVE_MINUTE_FILE),
-        (BucketStep::OneHour, recordings::HOURLY_FILE),
-    ] {
-        let s = step.seconds();
-        // The first bucket a collector sees is the newest complete one at the
-        // first snapshot; from there on every complete bucket is fetched.
-        let first_seen = first.div_euclid(s) * s - s;
-        let mut rows: Vec<BucketPrice> = bucket_snapshots(&dir.join(file))
-            .unwrap()
-            .iter()
-            .filter(|b| b.timestamp >= first_seen && b.timestamp + s <= last)
-            .flat_map(|b| wire::parse_bucket(b.body.as_bytes()).unwrap().rows)
-            .collect();
-        rows.sort_by_key(|r| (r.timestamp, r.item_id));
-        buckets.push((step, rows));
-    }
-    Expected { latest, buckets }
-}
-
-async fn matches(store: &Store, e: &Expected) -> bool {
-    // Cheap checks first: the newest rows, then the small bucket tables, then
-    // the full count of the big table.
-    if store.newest_time("prices_latest_1m").await.unwrap() != e.latest.last().map(|r| r.timestamp)
-    {
-        return false;
-    }
-    for (step, rows) in &e.buckets {
-        if store.newest_time(step.table()).await.unwrap() != rows.last().map(|r| r.timestamp) {
-            return false;
-        }
-        if store.count(step.table()).await.unwrap() != rows.len() as i64 {
-            return false;
-        }
-    }
-    store.count("prices_latest_1m").await.unwrap() == e.latest.len() as i64
-}
-
-async fn assert_exact(store: &Store, e: &Expected) {
-    let latest = store.load_latest(0, i64::MAX / 2).await.unwrap();
-    assert_eq!(latest.len(), e.latest.len());
-    assert!(
-        latest == e.latest,
-        "prices_latest_1m differs from the recording"
-    );
-    for (step, rows) in &e.buckets {
-        let back = store.load_buckets(*step, 0, i64::MAX / 2).await.unwrap();
-        assert!(&back == rows, "{} differs from the recording", step.table());
-    }
-}
-
-async fn mock_status(addr: std::net::SocketAddr) -> serde_json::Value {
-    reqwest::get(format!("http://{addr}/_mock/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
 
 /// Snapshots the two exact replays serve: 700 of the recording's 1,424 (58 h,
 /// past the 48 h horizon, every feed's gaps and nulls), so that both replays

@@ -309,6 +309,7 @@ async fn connection_limits() {
         ("GEPT__API__CORS_ORIGINS", "https://gept.example.org"),
         ("GEPT__API__HEADER_READ_TIMEOUT", "1s"),
         ("GEPT__API__IDLE_TIMEOUT", "2s"),
+        ("GEPT__API__WS_PING_INTERVAL", "1s"),
         ("GEPT__RETENTION__ENABLED", "false"),
         ("GEPT__BACKUP__ENABLED", "false"),
     ]

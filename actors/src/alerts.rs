@@ -28,6 +28,8 @@ pub struct Watched {
     pub engine: Alive,
     pub inference: Alive,
     pub model: Arc<Mutex<ModelStatus>>,
+    /// A follower's feed is the store it follows, not a collector.
+    pub role: Arc<crate::standby::Role>,
     /// The upstream client and the `/latest` URL whose breaker is watched.
     pub upstream: Option<(UpstreamClient, String)>,
     /// Volumes whose free space is watched: (label, a path on it).
@@ -92,12 +94,15 @@ impl Watched {
     pub fn evaluate(&self, now: i64, policy: &Policy) -> BTreeMap<&'static str, Option<String>> {
         let max_age = self.max_feed_age.as_secs() as i64;
         let mut out = BTreeMap::new();
-        let latest = self
-            .health
-            .collectors()
-            .into_iter()
-            .find(|c| c.collector == "latest")
-            .and_then(|c| c.last_success);
+        let latest = if self.role.is_primary() {
+            self.health
+                .collectors()
+                .into_iter()
+                .find(|c| c.collector == "latest")
+                .and_then(|c| c.last_success)
+        } else {
+            self.role.followed_at()
+        };
         let stale = match latest {
             Some(t) if now - t > max_age => Some(format!(
                 "the /latest feed last succeeded {} s ago (bound {max_age} s)",

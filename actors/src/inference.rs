@@ -138,6 +138,9 @@ pub struct Inference {
     thread: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
     /// Set while the thread runs.
     pub alive: crate::health::Alive,
+    /// Whether predictions and inference status are stored (a standby
+    /// follower predicts for its own API only; the primary writes).
+    pub writes: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Inference {
@@ -163,6 +166,7 @@ impl Inference {
             })),
             thread: Arc::default(),
             alive: crate::health::Alive::default(),
+            writes: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
         let mut worker = Worker {
             shared: inference.clone(),
@@ -484,6 +488,9 @@ impl Worker {
             s.last_tick = Some(status.tick_time);
             s.last_latency_ms = Some(status.latency_ms);
             s.ticks += 1;
+        }
+        if !self.shared.writes.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
         }
         let store = self.store.clone();
         self.runtime.spawn(self.writes.track_future(async move {

@@ -9,6 +9,7 @@ pub mod features;
 pub mod health;
 pub mod inference;
 pub mod retention;
+pub mod standby;
 pub mod supervise;
 pub mod upstream;
 pub mod writer;

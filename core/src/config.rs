@@ -34,6 +34,7 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub backup: BackupConfig,
     pub alerts: AlertsConfig,
+    pub standby: StandbyConfig,
     pub service: ServiceConfig,
 }
 
@@ -278,6 +279,28 @@ impl Config {
     }
 }
 
+/// Two or more `gept serve` on one PostgreSQL: one primary, the others
+/// following and taking over when it dies or stalls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StandbyConfig {
+    /// Off: this process is the primary, always.
+    pub enabled: bool,
+    /// This node's name in the lease; empty: host name and process id.
+    pub node: String,
+    /// The lease lasts this long unless renewed: a dead or stalled primary
+    /// is replaced within about `lease + renew`.
+    #[serde(with = "dur")]
+    pub lease: Duration,
+    /// The primary renews the lease, and a follower tries to take it, this
+    /// often.
+    #[serde(with = "dur")]
+    pub renew: Duration,
+    /// A follower reads newly stored ticks and buckets this often.
+    #[serde(with = "dur")]
+    pub follow_interval: Duration,
+}
+
 /// Alerts the service sends itself, to a webhook (Discord-compatible JSON).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -462,6 +485,13 @@ impl Config {
         }
         if self.database.batch_rows == 0 {
             problems.push("database.batch_rows: must be at least 1".into());
+        }
+        if self.standby.enabled
+            && (self.standby.renew.is_zero()
+                || self.standby.follow_interval.is_zero()
+                || self.standby.renew * 2 > self.standby.lease)
+        {
+            problems.push("standby: renew and follow_interval must be above zero, and lease at least twice renew".into());
         }
         if self.alerts.interval.is_zero() {
             problems.push("alerts.interval: must be above zero".into());

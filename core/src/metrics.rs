@@ -32,6 +32,10 @@ pub const DISK_SIZE_BYTES: &str = "gept_disk_size_bytes";
 pub const ALERTS_FIRING: &str = "gept_alerts_firing";
 /// Alert posts to the webhook. Labels: `outcome` (`ok`, `error`).
 pub const ALERT_NOTIFICATIONS: &str = "gept_alert_notifications_total";
+/// 1 while this node holds the primary's lease (always 1 without standby).
+pub const LEASE_HELD: &str = "gept_lease_held";
+/// Times this node took the lease from a follower's role.
+pub const LEASE_TAKEOVERS: &str = "gept_lease_takeovers_total";
 /// Times the upstream circuit breaker opened.
 pub const UPSTREAM_BREAKER_OPENED: &str = "gept_upstream_breaker_opened_total";
 /// Collector polls that failed. Labels: `collector`.
@@ -162,6 +166,16 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         ALERT_NOTIFICATIONS,
         Kind::Counter,
         "Alert posts to the webhook, by outcome.",
+    ),
+    (
+        LEASE_HELD,
+        Kind::Gauge,
+        "1 while this node holds the primary's lease (always without standby).",
+    ),
+    (
+        LEASE_TAKEOVERS,
+        Kind::Counter,
+        "Times this node took the primary's lease as a follower.",
     ),
     (
         UPSTREAM_BREAKER_OPENED,

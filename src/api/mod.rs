@@ -522,6 +522,7 @@ pub fn routes(
         json(&serde_json::json!({
             "service": "gept",
             "version": env!("CARGO_PKG_VERSION"),
+            "role": state.role.name(),
             "started_at": state.started_at,
             "now": now,
             "last_tick": snap.tick_time,

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
     /// Caps on websocket connections, in all and per client.
     pub ws_slots: Arc<crate::api::limits::WsSlots>,
+    /// Primary or follower (standby takeover).
+    pub role: std::sync::Arc<gept_actors::standby::Role>,
     /// Set while the feature engine thread runs (readiness).
     pub engine_alive: gept_actors::health::Alive,
     /// `/readyz` wants a `/latest` tick at most this old.

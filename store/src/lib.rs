@@ -52,7 +52,7 @@ pub enum Store {
 }
 
 /// Tables a store test or an operator may count.
-pub const TABLES: [&str; 12] = [
+pub const TABLES: [&str; 13] = [
     "items",
     "prices_latest_1m",
     "price_data_5min",
@@ -64,6 +64,7 @@ pub const TABLES: [&str; 12] = [
     "inference_status",
     "collector_status",
     "data_gaps",
+    "service_lease",
     "_sqlx_migrations",
 ];
 
@@ -126,6 +127,25 @@ impl Store {
     /// Closes the pool, waiting for connections to finish.
     pub async fn close(&self) {
         dispatch!(self.close())
+    }
+
+    // ---- the primary's lease (standby takeover) ----
+
+    /// Takes or renews the lease `name` for `holder` until `ttl` from now (the
+    /// database's clock); answers whether `holder` holds it. Another holder's
+    /// lease is taken only once it has expired.
+    pub async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.take_lease(name, holder, ttl))
+    }
+
+    /// Gives the lease up if `holder` holds it (a clean stop hands over at once).
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        dispatch!(self.release_lease(name, holder))
     }
 
     // ---- collected prices and reference data ----

@@ -703,6 +703,39 @@ impl PgStore {
         .await?)
     }
 
+    pub(super) async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let row: Option<String> = sqlx::query_scalar(
+            "INSERT INTO service_lease (name, holder, acquired_at, expires_at) \
+             VALUES ($1, $2, now(), now() + make_interval(secs => $3)) \
+             ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, \
+               acquired_at = CASE WHEN service_lease.holder = EXCLUDED.holder \
+                 THEN service_lease.acquired_at ELSE now() END, \
+               expires_at = EXCLUDED.expires_at \
+             WHERE service_lease.holder = EXCLUDED.holder OR service_lease.expires_at < now() \
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(ttl.as_secs_f64())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub(super) async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM service_lease WHERE name = $1 AND holder = $2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)

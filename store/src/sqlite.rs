@@ -586,6 +586,40 @@ impl SqliteStore {
         )
     }
 
+    pub(super) async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = chrono::Utc::now().timestamp();
+        let row: Option<String> = sqlx::query_scalar(
+            "INSERT INTO service_lease (name, holder, acquired_at, expires_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+               acquired_at = CASE WHEN service_lease.holder = excluded.holder \
+                 THEN service_lease.acquired_at ELSE excluded.acquired_at END, \
+               expires_at = excluded.expires_at \
+             WHERE service_lease.holder = excluded.holder OR service_lease.expires_at < ?3 \
+             RETURNING holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(now)
+        .bind(now + ttl.as_secs().max(1) as i64)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    pub(super) async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM service_lease WHERE name = ?1 AND holder = ?2")
+            .bind(name)
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
         // Retention gives space back with incremental_vacuum, which needs
