@@ -279,7 +279,7 @@ impl Service {
                 store: store.clone(),
                 writer: Some(writer.clone()),
             },
-            faults.engine_panic_on_tick,
+            faults,
             move |tick, rows| sink.submit(tick, rows),
         )?;
         let env = Arc::new(CollectorEnv {

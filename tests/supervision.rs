@@ -7,6 +7,7 @@
 
 mod common;
 
+use futures::FutureExt;
 use gept::service::Service;
 use gept_actors::collectors::{FeedEvent, Tick};
 use gept_actors::supervise::Faults;
@@ -69,6 +70,8 @@ async fn supervision() {
         Faults {
             engine_panic_on_tick: Some(15),
             inference_panic_on_tick: Some(30),
+            // Down long enough for /readyz to be seen saying so.
+            engine_restart_hold: Some(Duration::from_secs(2)),
             ..Faults::none()
         },
     )
@@ -165,6 +168,26 @@ async fn replay(
         })));
     }
     assert!(next_hour > 0, "no /1h bucket was replayed");
+    if faults.engine_panic_on_tick.is_some() {
+        // /readyz names the feature engine as down while it restarts, and
+        // as running again after.
+        let readyz = format!("http://{}/readyz", service.addr);
+        let engine_ok = |url: String| async move {
+            let r = reqwest::get(url).await.unwrap();
+            let body: serde_json::Value = r.json().await.unwrap();
+            body["checks"]["feature_engine"]["ok"].as_bool().unwrap()
+        };
+        let u = readyz.clone();
+        common::wait_for("/readyz to say the engine is down", 30, || {
+            engine_ok(u.clone()).then(|ok| async move { !ok })
+        })
+        .await;
+        let u = readyz.clone();
+        common::wait_for("/readyz to say the engine runs again", 30, || {
+            engine_ok(u.clone())
+        })
+        .await;
+    }
 
     let last = ticks.last().unwrap().time;
     let mut runs = Run::new();

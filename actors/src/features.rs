@@ -66,13 +66,13 @@ pub fn spawn(
     cancel: CancellationToken,
     alive: crate::health::Alive,
     warm: Warm,
-    panic_on_tick: Option<u64>,
+    faults: crate::supervise::Faults,
     mut on_rows: impl FnMut(Arc<Tick>, Vec<FeatureRow>) + Send + Sync + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("gept-features".into())
         .spawn(move || {
-            let fault = OnceAt::new(panic_on_tick);
+            let fault = OnceAt::new(faults.engine_panic_on_tick);
             let mut restarts = Restarts::new("features");
             let mut carry = Carry {
                 items,
@@ -98,7 +98,8 @@ pub fn spawn(
                 }));
                 let Err(payload) = run else { break };
                 let why = panic_message(payload.as_ref());
-                let wait = restarts.crashed(Instant::now(), &why);
+                let wait = restarts.crashed(Instant::now(), &why)
+                    + faults.engine_restart_hold.unwrap_or_default();
                 let cancelled = runtime.block_on(async {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => false,

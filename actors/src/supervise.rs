@@ -105,6 +105,9 @@ pub struct Faults {
     pub engine_panic_on_tick: Option<u64>,
     /// The inference panics once, in the middle of its n-th tick.
     pub inference_panic_on_tick: Option<u64>,
+    /// The feature engine stays down this much longer after a crash (to
+    /// observe readiness while it is down).
+    pub engine_restart_hold: Option<Duration>,
 }
 
 impl Faults {
