@@ -233,6 +233,7 @@ impl Service {
             )),
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
+            snapshots: Arc::default(),
             trusted_proxies: Arc::new(trusted_proxies.clone()),
             ws_slots: Arc::new(crate::api::limits::WsSlots::new(
                 config.api.ws_max_clients,

@@ -11,8 +11,10 @@
 //! 1. one client subscribed to everything (a full-universe tick; aim p99 ≤ 50 ms);
 //! 2. `--subscribers` clients, each subscribed to 10 items (aim p99 ≤ 100 ms);
 //! 3. the same number of clients subscribed to everything (the worst case);
-//! 4. `wrk` against `GET /api/v1/predictions/{id}` and `GET /api/v1/predictions`
-//!    (aim ≥ 20,000 req/s with p99 ≤ 10 ms for the single item).
+//! 4. `wrk` against `GET /api/v1/predictions/{id}` (aim ≥ 20,000 req/s with
+//!    p99 ≤ 10 ms) and the whole snapshot `GET /api/v1/predictions` in each
+//!    form (objects, compact, compact gzip), each against a bare server
+//!    sending the same bytes from memory in the same run.
 
 use futures::StreamExt;
 use gept::service::{Service, ServiceHandle};
@@ -172,16 +174,49 @@ fn report(name: &str, lat: &[f64], aim_ms: f64) {
     );
 }
 
+/// A bare HTTP server on loopback answering every request with `body`
+/// (the snapshot's peer: the same bytes, from memory).
+async fn static_peer(body: bytes::Bytes) -> anyhow::Result<std::net::SocketAddr> {
+    use warp::Filter;
+    let route = warp::any().map(move || {
+        let mut r = warp::reply::Response::new(body.clone().into());
+        r.headers_mut().insert(
+            "content-type",
+            warp::http::HeaderValue::from_static("application/json"),
+        );
+        r
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(warp::serve(route).incoming(listener).run());
+    Ok(addr)
+}
+
 /// Runs `wrk` on `url`; prints and returns (requests/s, p99 ms).
 fn wrk(url: &str, seconds: u64, connections: u32) -> anyhow::Result<(f64, f64)> {
+    wrk_with(url, seconds, connections, &[])
+}
+
+/// [`wrk`] with extra request headers (`Name: value`).
+fn wrk_with(
+    url: &str,
+    seconds: u64,
+    connections: u32,
+    headers: &[&str],
+) -> anyhow::Result<(f64, f64)> {
+    let mut args = vec![
+        "-t2".to_string(),
+        format!("-c{connections}"),
+        format!("-d{seconds}s"),
+        "--latency".to_string(),
+    ];
+    for h in headers {
+        args.push("-H".into());
+        args.push(h.to_string());
+    }
+    args.push(url.to_string());
     let out = std::process::Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{connections}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            url,
-        ])
+        .args(&args)
         .output()
         .map_err(|e| {
             anyhow::anyhow!("wrk could not run ({e}); install it (Debian: apt-get install wrk)")
@@ -371,9 +406,40 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
             rps / 20_000.0,
             p99 / 10.0
         );
-        let all_url = format!("http://{addr}/api/v1/predictions");
-        let (rps, p99) = wrk(&all_url, o.wrk_seconds, 8)?;
-        println!("GET /api/v1/predictions (every item, ~{items_per_tick} × 108): {rps:.1} req/s, p99 {p99:.1} ms");
+        // The whole snapshot, in each form, against a peer in the same run:
+        // a bare HTTP server sending the same bytes from memory (what a
+        // static file server at its best does).
+        let snap = service.inference.snapshot.load_full();
+        let cache = gept::api::snapshot::SnapshotCache::default();
+        for (form, query, gzip) in [
+            (gept::api::snapshot::Form::Objects, "", false),
+            (gept::api::snapshot::Form::Compact, "?format=compact", false),
+            (gept::api::snapshot::Form::Compact, "?format=compact", true),
+        ] {
+            let encoded = cache.get(&snap, form);
+            let body = if gzip {
+                encoded.gzip.clone()
+            } else {
+                encoded.json.clone()
+            };
+            let bytes = body.len();
+            let peer = static_peer(body).await?;
+            let headers: &[&str] = if gzip {
+                &["Accept-Encoding: gzip"]
+            } else {
+                &[]
+            };
+            let (peer_rps, peer_p99) =
+                wrk_with(&format!("http://{peer}/"), o.wrk_seconds, 8, headers)?;
+            let url = format!("http://{addr}/api/v1/predictions{query}");
+            let (rps, p99) = wrk_with(&url, o.wrk_seconds, 8, headers)?;
+            println!(
+                "GET /api/v1/predictions{query}{} (every item, ~{items_per_tick} × 108, {:.2} MB): {rps:.1} req/s, p99 {p99:.1} ms; static peer, same bytes: {peer_rps:.1} req/s, p99 {peer_p99:.1} ms: {:.2}× the peer's rate",
+                if gzip { " gzip" } else { "" },
+                bytes as f64 / 1e6,
+                rps / peer_rps
+            );
+        }
     }
     drop(events);
     let report = service.shutdown().await;

@@ -7,6 +7,7 @@
 //! `{"error": "..."}` and never carry SQL or internals (those go to the log).
 
 pub mod limits;
+pub mod snapshot;
 pub mod state;
 pub mod stream;
 
@@ -20,7 +21,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use warp::http::StatusCode;
+use warp::http::{header, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 /// The OpenAPI description of `/api/v1`.
@@ -179,6 +180,7 @@ struct PredictionsQuery {
     horizon: Option<String>,
     offset: Option<String>,
     min_probability: Option<f32>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,29 +262,40 @@ fn select_targets(horizon: Option<&str>, offset: Option<&str>) -> Result<Vec<usi
         .collect())
 }
 
-/// The 108 target names, built once.
-static TARGET_NAMES: std::sync::LazyLock<Vec<String>> =
-    std::sync::LazyLock::new(gept_core::target_names);
-
-/// A prediction with only the selected targets.
-fn filtered(p: &Prediction, targets: &[usize]) -> serde_json::Value {
-    let names = &*TARGET_NAMES;
-    let probabilities: serde_json::Map<String, serde_json::Value> = targets
-        .iter()
-        .map(|&t| {
-            (
-                names[t].clone(),
-                serde_json::Value::from(p.probabilities[t] as f64),
-            )
-        })
-        .collect();
-    serde_json::json!({
-        "item_id": p.item_id,
-        "tick_time": p.tick_time,
-        "observed_at": p.observed_at,
-        "model_version": &*p.model_version,
-        "probabilities": probabilities,
+/// Whether an `Accept-Encoding` value takes gzip (and does not refuse it
+/// with `q=0`).
+fn accepts_gzip(value: &str) -> bool {
+    value.split(',').any(|part| {
+        let mut it = part.split(';');
+        let coding = it.next().unwrap_or("").trim();
+        let refused = it.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
     })
+}
+
+/// A JSON answer from encoded bytes (shared, not copied), gzip-encoded or
+/// not, with an `ETag` when given; it varies by `Accept-Encoding`.
+fn bytes_reply(body: bytes::Bytes, gzip: bool, etag: Option<&str>) -> warp::reply::Response {
+    let mut r = warp::reply::Response::new(body.into());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/json".parse().expect("a header"),
+    );
+    h.insert(header::VARY, "Accept-Encoding".parse().expect("a header"));
+    h.insert(header::CACHE_CONTROL, "no-cache".parse().expect("a header"));
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, "gzip".parse().expect("a header"));
+    }
+    if let Some(tag) = etag.and_then(|t| t.parse().ok()) {
+        h.insert(header::ETAG, tag);
+    }
+    r
 }
 
 fn no_model(state: &ApiState) -> Rejection {
@@ -390,44 +403,70 @@ pub fn routes(
     let predictions = warp::path!("predictions")
         .and(warp::get())
         .and(warp::query::<PredictionsQuery>())
+        .and(warp::header::optional::<String>("accept-encoding"))
+        .and(warp::header::optional::<String>("if-none-match"))
         .and(s.clone())
-        .and_then(|q: PredictionsQuery, state: ApiState| async move {
-            let targets = select_targets(q.horizon.as_deref(), q.offset.as_deref())?;
-            let ids: Option<HashSet<ItemId>> = q
-                .ids
-                .as_deref()
-                .map(parse_ids)
-                .transpose()?
-                .map(|v| v.into_iter().collect());
-            let min = q.min_probability.unwrap_or(0.0);
-            if !(0.0..=1.0).contains(&min) {
-                return Err(bad(format!("min_probability {min} is not between 0 and 1")));
-            }
-            let snap = state.inference.snapshot.load();
-            if snap.model_version.is_none() && snap.predictions.is_empty() {
-                return Err(no_model(&state));
-            }
-            let mut list: Vec<&Arc<Prediction>> = snap
-                .predictions
-                .values()
-                .filter(|p| ids.as_ref().is_none_or(|s| s.contains(&p.item_id)))
-                .filter(|p| min <= 0.0 || targets.iter().any(|&t| p.probabilities[t] >= min))
-                .collect();
-            list.sort_by_key(|p| p.item_id);
-            let out: Vec<serde_json::Value> = if targets.len() == N_TARGETS {
-                list.iter()
-                    .map(|p| serde_json::to_value(&***p).unwrap_or_default())
-                    .collect()
-            } else {
-                list.iter().map(|p| filtered(p, &targets)).collect()
-            };
-            Ok::<_, Rejection>(json(&serde_json::json!({
-                "tick_time": snap.tick_time,
-                "model_version": snap.model_version.as_deref(),
-                "count": out.len(),
-                "predictions": out,
-            })))
-        });
+        .and_then(
+            |q: PredictionsQuery,
+             encoding: Option<String>,
+             if_none_match: Option<String>,
+             state: ApiState| async move {
+                let form = snapshot::Form::parse(q.format.as_deref()).map_err(bad)?;
+                let targets = select_targets(q.horizon.as_deref(), q.offset.as_deref())?;
+                let ids: Option<HashSet<ItemId>> = q
+                    .ids
+                    .as_deref()
+                    .map(parse_ids)
+                    .transpose()?
+                    .map(|v| v.into_iter().collect());
+                let min = q.min_probability.unwrap_or(0.0);
+                if !(0.0..=1.0).contains(&min) {
+                    return Err(bad(format!("min_probability {min} is not between 0 and 1")));
+                }
+                let snap = state.inference.snapshot.load_full();
+                if snap.model_version.is_none() && snap.predictions.is_empty() {
+                    return Err(no_model(&state));
+                }
+                let gzip_ok = encoding.as_deref().is_some_and(accepts_gzip);
+                if ids.is_none() && targets.len() == N_TARGETS && min <= 0.0 {
+                    // The whole universe: encoded once per tick, shared.
+                    let cache = state.snapshots.clone();
+                    let snap2 = snap.clone();
+                    let encoded = tokio::task::spawn_blocking(move || cache.get(&snap2, form))
+                        .await
+                        .map_err(ApiError::internal)?;
+                    if if_none_match.as_deref().is_some_and(|tags| {
+                        tags.split(',')
+                            .any(|t| t.trim() == encoded.etag || t.trim() == "*")
+                    }) {
+                        let mut r = StatusCode::NOT_MODIFIED.into_response();
+                        r.headers_mut()
+                            .insert(header::ETAG, encoded.etag.parse().expect("an ETag"));
+                        return Ok(r);
+                    }
+                    let body = if gzip_ok {
+                        encoded.gzip.clone()
+                    } else {
+                        encoded.json.clone()
+                    };
+                    return Ok(bytes_reply(body, gzip_ok, Some(&encoded.etag)));
+                }
+                let mut list: Vec<&Arc<Prediction>> = snap
+                    .predictions
+                    .values()
+                    .filter(|p| ids.as_ref().is_none_or(|s| s.contains(&p.item_id)))
+                    .filter(|p| min <= 0.0 || targets.iter().any(|&t| p.probabilities[t] >= min))
+                    .collect();
+                list.sort_by_key(|p| p.item_id);
+                let json = snapshot::encode(&snap, &list, Some(&targets), form);
+                let (body, gz) = if gzip_ok && json.len() > 1024 {
+                    (snapshot::gzip(&json), true)
+                } else {
+                    (json, false)
+                };
+                Ok::<_, Rejection>(bytes_reply(body.into(), gz, None))
+            },
+        );
 
     let prediction = warp::path!("predictions" / ItemId)
         .and(warp::get())

@@ -39,6 +39,8 @@ pub struct ApiState {
     /// The retention policy the admin route applies now.
     pub retention: Arc<gept_actors::retention::Policy>,
     pub started_at: i64,
+    /// The predictions snapshot encoded once per tick, shared by requests.
+    pub snapshots: Arc<crate::api::snapshot::SnapshotCache>,
     /// The newest all-items stream message, shared by clients.
     pub all_items_message: SharedMessage,
     /// Proxies whose `X-Forwarded-For` names the client.

@@ -1,0 +1,249 @@
+//! The predictions snapshot as bytes: `GET /api/v1/predictions` without
+//! filters is the whole universe, polled by third parties every tick. It is
+//! encoded once per tick (and gzip-compressed once), shared by every request
+//! as reference-counted bytes, and tagged with an `ETag` so that a poller
+//! that already holds the tick gets `304 Not Modified`.
+//!
+//! Two forms (docs/API.md):
+//! - `objects` (the default): `{"tick_time", "model_version", "count",
+//!   "predictions": [{"item_id", "tick_time", "observed_at",
+//!   "model_version", "probabilities": {target: p}}]}`;
+//! - `compact` (`?format=compact`): the targets named once, each item's
+//!   probabilities as integers × `p_scale` (10,000, as the stream sends
+//!   them): `{"tick_time", "model_version", "p_scale", "targets": [...],
+//!   "count", "fields": ["item_id", "tick_time", "observed_at",
+//!   "probabilities"], "items": [[id, tick, observed, [p, …]], …]}`.
+
+use crate::api::stream::P_SCALE;
+use bytes::Bytes;
+use gept_actors::inference::{Prediction, Snapshot};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+/// The snapshot's two encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Objects,
+    Compact,
+}
+
+impl Form {
+    /// From `?format=`: `objects` (default) or `compact`.
+    pub fn parse(s: Option<&str>) -> Result<Form, String> {
+        match s {
+            None | Some("objects") => Ok(Form::Objects),
+            Some("compact") => Ok(Form::Compact),
+            Some(other) => Err(format!(
+                "unknown format {other:?}; formats are objects and compact"
+            )),
+        }
+    }
+}
+
+/// One tick's snapshot, encoded.
+#[derive(Debug)]
+pub struct Encoded {
+    /// Which snapshot it encodes (the `ArcSwap`'s pointer) and its tick.
+    snapshot: usize,
+    pub etag: String,
+    pub json: Bytes,
+    pub gzip: Bytes,
+}
+
+/// The newest encoding of each form, shared by requests.
+#[derive(Debug, Default)]
+pub struct SnapshotCache {
+    objects: Mutex<Option<Arc<Encoded>>>,
+    compact: Mutex<Option<Arc<Encoded>>>,
+}
+
+impl SnapshotCache {
+    /// The encoding of `snap` in `form`: the cached one when it is of this
+    /// snapshot, else encoded now (outside the lock) and cached.
+    pub fn get(&self, snap: &Arc<Snapshot>, form: Form) -> Arc<Encoded> {
+        let slot = match form {
+            Form::Objects => &self.objects,
+            Form::Compact => &self.compact,
+        };
+        let id = Arc::as_ptr(snap) as usize;
+        if let Some(e) = slot.lock().expect("snapshot cache").as_ref() {
+            if e.snapshot == id {
+                return e.clone();
+            }
+        }
+        let mut items: Vec<&Arc<Prediction>> = snap.predictions.values().collect();
+        items.sort_by_key(|p| p.item_id);
+        let json = encode(snap, &items, None, form);
+        let gzip = gzip(&json);
+        let encoded = Arc::new(Encoded {
+            snapshot: id,
+            etag: format!(
+                "\"{}-{}-{}-{}\"",
+                snap.tick_time.unwrap_or_default(),
+                snap.model_version.as_deref().unwrap_or("none"),
+                items.len(),
+                match form {
+                    Form::Objects => "o",
+                    Form::Compact => "c",
+                }
+            ),
+            json: Bytes::from(json),
+            gzip: Bytes::from(gzip),
+        });
+        *slot.lock().expect("snapshot cache") = Some(encoded.clone());
+        encoded
+    }
+}
+
+/// gzip at a fast level: the snapshot is compressed once per tick.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(bytes.len() / 4),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(bytes).expect("writing to memory");
+    enc.finish().expect("writing to memory")
+}
+
+/// Encodes `items` of `snap` (all targets, or the `targets` selected).
+pub fn encode(
+    snap: &Snapshot,
+    items: &[&Arc<Prediction>],
+    targets: Option<&[usize]>,
+    form: Form,
+) -> Vec<u8> {
+    let names = gept_core::target_names();
+    let all: Vec<usize> = (0..names.len()).collect();
+    let targets = targets.unwrap_or(&all);
+    let mut out = Vec::with_capacity(items.len() * targets.len() * 6 + 4096);
+    let version = serde_json::to_string(&snap.model_version.as_deref()).expect("a string");
+    let tick = snap.tick_time.map_or("null".to_string(), |t| t.to_string());
+    match form {
+        Form::Objects => {
+            let keys: Vec<String> = targets
+                .iter()
+                .map(|&t| serde_json::to_string(&names[t]).expect("a string"))
+                .collect();
+            write!(
+                out,
+                "{{\"tick_time\":{tick},\"model_version\":{version},\"count\":{},\"predictions\":[",
+                items.len()
+            )
+            .expect("memory");
+            for (i, p) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write!(
+                    out,
+                    "{{\"item_id\":{},\"tick_time\":{},\"observed_at\":{},\"model_version\":{},\"probabilities\":{{",
+                    p.item_id,
+                    p.tick_time,
+                    p.observed_at,
+                    serde_json::to_string(&*p.model_version).expect("a string"),
+                )
+                .expect("memory");
+                for (j, &t) in targets.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(keys[j].as_bytes());
+                    out.push(b':');
+                    // The f32 as serde_json writes it (shortest round trip).
+                    serde_json::to_writer(&mut out, &p.probabilities[t]).expect("memory");
+                }
+                out.extend_from_slice(b"}}");
+            }
+            out.extend_from_slice(b"]}");
+        }
+        Form::Compact => {
+            let selected: Vec<&String> = targets.iter().map(|&t| &names[t]).collect();
+            write!(
+                out,
+                "{{\"tick_time\":{tick},\"model_version\":{version},\"p_scale\":{},\"targets\":{},\"count\":{},\"fields\":[\"item_id\",\"tick_time\",\"observed_at\",\"probabilities\"],\"items\":[",
+                P_SCALE,
+                serde_json::to_string(&selected).expect("strings"),
+                items.len()
+            )
+            .expect("memory");
+            for (i, p) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write!(out, "[{},{},{},[", p.item_id, p.tick_time, p.observed_at).expect("memory");
+                for (j, &t) in targets.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    let v = (p.probabilities[t].clamp(0.0, 1.0) * P_SCALE).round() as u32;
+                    write!(out, "{v}").expect("memory");
+                }
+                out.extend_from_slice(b"]]");
+            }
+            out.extend_from_slice(b"]}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn snapshot() -> Arc<Snapshot> {
+        let version: Arc<str> = Arc::from("m1");
+        let mut predictions = HashMap::new();
+        for (id, base) in [(2u32, 0.1f32), (1, 0.7)] {
+            predictions.insert(
+                id,
+                Arc::new(Prediction {
+                    item_id: id,
+                    tick_time: 1_000,
+                    observed_at: 990,
+                    model_version: version.clone(),
+                    probabilities: (0..gept_core::N_TARGETS)
+                        .map(|t| (base + t as f32 * 0.001).min(1.0))
+                        .collect(),
+                }),
+            );
+        }
+        Arc::new(Snapshot {
+            tick_time: Some(1_000),
+            model_version: Some(version),
+            predictions,
+            market: HashMap::new(),
+        })
+    }
+
+    #[test]
+    fn the_objects_form_equals_serde_and_the_compact_form_rounds_to_the_scale() {
+        let snap = snapshot();
+        let cache = SnapshotCache::default();
+        let objects = cache.get(&snap, Form::Objects);
+        let v: serde_json::Value = serde_json::from_slice(&objects.json).unwrap();
+        let mut items: Vec<&Arc<Prediction>> = snap.predictions.values().collect();
+        items.sort_by_key(|p| p.item_id);
+        let want = serde_json::json!({
+            "tick_time": 1000, "model_version": "m1", "count": 2,
+            "predictions": items
+                .iter()
+                .map(|p| serde_json::from_slice::<serde_json::Value>(&serde_json::to_vec(&***p).unwrap()).unwrap())
+                .collect::<Vec<_>>(),
+        });
+        assert_eq!(v, want);
+        let compact = cache.get(&snap, Form::Compact);
+        let c: serde_json::Value = serde_json::from_slice(&compact.json).unwrap();
+        assert_eq!(c["targets"].as_array().unwrap().len(), gept_core::N_TARGETS);
+        assert_eq!(c["items"][0][0], 1, "sorted by item");
+        assert_eq!(c["items"][0][3][0], 7000);
+        assert_eq!(c["items"][1][3][5], 1050, "0.105 × 10,000");
+        assert_ne!(compact.etag, objects.etag);
+        // Cached: the same bytes for the same snapshot.
+        assert!(Arc::ptr_eq(&cache.get(&snap, Form::Compact), &compact));
+        let mut d = flate2::read::GzDecoder::new(&compact.gzip[..]);
+        let mut back = Vec::new();
+        std::io::Read::read_to_end(&mut d, &mut back).unwrap();
+        assert_eq!(back, compact.json);
+    }
+}
