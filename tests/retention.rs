@@ -252,6 +252,24 @@ async fn retention_on(store: &Store) {
         five.len() + hour.len() - d.five.len() - d.hour.len()
     );
     // A second pass finds nothing more to do.
+    // Each table's size is measured: the kept ticks take room, an empty
+    // table next to nothing, and no table more than the whole database.
+    let ticks = report.table_bytes["prices_latest_1m"];
+    assert!(ticks > 0, "{:?}", report.table_bytes);
+    assert!(
+        report
+            .table_bytes
+            .values()
+            .all(|&b| b <= report.database_bytes.max(ticks)),
+        "{:?} of {}",
+        report.table_bytes,
+        report.database_bytes
+    );
+    assert!(
+        report.table_bytes["service_lease"] < ticks,
+        "{:?}",
+        report.table_bytes
+    );
     let again = run_pass(store, &policy, now).await.unwrap();
     assert_eq!(again.downsampled, 0);
     assert_eq!(again.thinned, 0);

@@ -83,6 +83,8 @@ pub struct PassReport {
     pub downsampled: u64,
     /// Bytes in use after the pass.
     pub database_bytes: i64,
+    /// Bytes each table takes with its indexes after the pass.
+    pub table_bytes: std::collections::BTreeMap<&'static str, i64>,
 }
 
 /// One retention pass at `now` (Unix seconds).
@@ -122,6 +124,14 @@ pub async fn run_pass(store: &Store, policy: &Policy, now: i64) -> Result<PassRe
     }
     store.reclaim_space().await?;
     report.database_bytes = store.database_bytes().await?;
+    for table in gept_store::TABLES {
+        match store.table_bytes(table).await {
+            Ok(bytes) => {
+                report.table_bytes.insert(table, bytes);
+            }
+            Err(e) => tracing::warn!(table, error = %e, "measuring a table's size failed"),
+        }
+    }
     Ok(report)
 }
 
@@ -179,6 +189,9 @@ pub async fn run_and_record(
                 .increment(report.thinned);
             metrics::gauge!(m::RETENTION_LAST_SUCCESS).set(now as f64);
             metrics::gauge!(m::DATABASE_BYTES).set(report.database_bytes as f64);
+            for (table, bytes) in &report.table_bytes {
+                metrics::gauge!(m::TABLE_BYTES, "table" => *table).set(*bytes as f64);
+            }
             tracing::info!(
                 deleted = ?report.deleted,
                 partitions_dropped = ?report.partitions_dropped,

@@ -291,6 +291,9 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
             "gept-bench (bench@gept.invalid)",
         ),
         ("GEPT__API__TRUSTED_CLIENTS", "127.0.0.1"),
+        // One address plays a thousand players: lift the per-address caps.
+        ("GEPT__API__WS_MAX_CLIENTS_PER_IP", "100000"),
+        ("GEPT__API__MAX_CONNECTIONS_PER_IP", "100000"),
         ("GEPT__API__TRUSTED_RATE_LIMIT_PER_SECOND", "1000000000"),
         ("GEPT__INFERENCE__DEVICE", "cpu"),
         ("GEPT__INFERENCE__STREAM_BUFFER", "64"),

@@ -109,6 +109,9 @@ pub const BACKUPS: &str = "gept_backups_total";
 pub const BACKUP_LAST_SUCCESS: &str = "gept_backup_last_success_timestamp_seconds";
 /// Size of the newest complete backup.
 pub const BACKUP_BYTES: &str = "gept_backup_bytes";
+/// Bytes a table takes with its indexes, after each retention pass.
+/// Labels: `table`.
+pub const TABLE_BYTES: &str = "gept_table_bytes";
 /// Bytes the database holds in use.
 pub const DATABASE_BYTES: &str = "gept_database_bytes";
 /// HTTP request duration in seconds. Labels: `route`.
@@ -141,6 +144,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         UPSTREAM_ERRORS,
         Kind::Counter,
         "Failed upstream request attempts, by kind.",
+    ),
+    (
+        TABLE_BYTES,
+        Kind::Gauge,
+        "Bytes a table takes with its indexes, by table (after each retention pass).",
     ),
     (
         UPSTREAM_BREAKER_OPEN,

@@ -355,6 +355,15 @@ impl Store {
         dispatch!(self.oldest_time(what))
     }
 
+    /// Bytes `table` (one of [`TABLES`]) takes on disk with its indexes
+    /// (PostgreSQL: all its partitions).
+    pub async fn table_bytes(&self, table: &str) -> Result<i64, StoreError> {
+        if !TABLES.contains(&table) {
+            return Err(StoreError::Invalid(format!("unknown table {table}")));
+        }
+        dispatch!(self.table_bytes(table))
+    }
+
     /// Bytes the database holds in use (SQLite: pages in use; PostgreSQL:
     /// `pg_database_size`).
     pub async fn database_bytes(&self) -> Result<i64, StoreError> {

@@ -855,6 +855,18 @@ impl PgStore {
         .await?)
     }
 
+    pub(super) async fn table_bytes(&self, table: &str) -> Result<i64, StoreError> {
+        // A partitioned table's size is its partitions' (with indexes and
+        // TOAST); pg_partition_tree of a plain table is the table itself.
+        Ok(sqlx::query_scalar(
+            "SELECT COALESCE(SUM(pg_total_relation_size(relid)), 0)::int8 \
+             FROM pg_partition_tree($1::regclass)",
+        )
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     pub(super) async fn database_bytes(&self) -> Result<i64, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT pg_database_size(current_database())::int8")

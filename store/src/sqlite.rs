@@ -705,6 +705,18 @@ impl SqliteStore {
         .await?)
     }
 
+    pub(super) async fn table_bytes(&self, table: &str) -> Result<i64, StoreError> {
+        // The dbstat virtual table: the pages of the table and its indexes.
+        let bytes: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name = ?1 \
+             OR name IN (SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1)",
+        )
+        .bind(table)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(bytes.unwrap_or(0))
+    }
+
     pub(super) async fn database_bytes(&self) -> Result<i64, StoreError> {
         let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
             .fetch_one(&self.pool)
