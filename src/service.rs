@@ -261,11 +261,24 @@ impl Service {
         ));
         tracing::info!(%addr, "listening");
 
+        let journal = gept_actors::journal::Journal::open(&config.journal_dir()).map_err(|e| {
+            anyhow::anyhow!(
+                "database.journal_dir {}: {e}",
+                config.journal_dir().display()
+            )
+        })?;
+        if !journal.is_empty() {
+            tracing::warn!(
+                bytes = journal.bytes(),
+                "the writer journal holds rows from an earlier run; storing them first"
+            );
+        }
         let writer = StoreWriter::new(
             store.clone(),
             config.database.batch_rows,
             config.database.flush_interval,
         )
+        .with_journal(journal, config.database.buffer_max_rows)
         .start();
         let (feed, _) = broadcast::channel(FEED_CAPACITY);
         background.push(follow_items(feed.subscribe(), items, cancel.clone()));

@@ -270,3 +270,129 @@ async fn writer_through_an_outage() {
     direct.close().await;
     common::drop_postgres_database(&url).await;
 }
+
+/// The writer's memory bound through an outage, and a restart in the middle
+/// of it: with the database cut, rows over the bound go to the journal (the
+/// rows in memory never exceed the bound plus one batch); the writer is then
+/// dropped as a killed process's would be, a new one opens the same journal,
+/// and once the database returns every row is stored exactly once, in order,
+/// and the journal is empty.
+#[test]
+fn the_writer_spills_to_its_journal_and_a_new_writer_stores_it() {
+    gept::service::system().block_on(writer_spills_to_journal());
+}
+
+async fn writer_spills_to_journal() {
+    use actix::Actor;
+    use gept_actors::journal::Journal;
+    use gept_actors::writer::{Flush, Held, Rows, StoreWriter, Write};
+    let Some(url) = common::postgres_database().await else {
+        return;
+    };
+    let direct = Store::connect(&url, 2).await.unwrap();
+    direct.migrate().await.unwrap();
+    let target = {
+        let rest = url.split_once('@').unwrap().1;
+        let hostport = rest.split('/').next().unwrap();
+        tokio::net::lookup_host(if hostport.contains(':') {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:5432")
+        })
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+    };
+    let proxy = common::CutProxy::start(target).await;
+    let (head, rest) = url.split_once('@').unwrap();
+    let db = rest.split_once('/').unwrap().1;
+    let proxied = format!("{head}@{}/{db}", proxy.addr);
+    let journal_dir = tempfile::tempdir().unwrap();
+
+    let rows = latest_rows(12);
+    let mut by_tick: Vec<Vec<LatestPrice>> = Vec::new();
+    for r in &rows {
+        match by_tick.last_mut() {
+            Some(t) if t[0].timestamp == r.timestamp => t.push(*r),
+            _ => by_tick.push(vec![*r]),
+        }
+    }
+    assert!(by_tick.len() >= 12, "{} ticks", by_tick.len());
+    let per_tick = by_tick.iter().map(Vec::len).max().unwrap();
+    let bound = 2 * per_tick;
+
+    let store = Store::connect(&proxied, 2).await.unwrap();
+    let writer = StoreWriter::new(
+        store.clone(),
+        1_000_000,
+        std::time::Duration::from_secs(3600),
+    )
+    .with_journal(Journal::open(journal_dir.path()).unwrap(), bound)
+    .start();
+    for t in &by_tick[..3] {
+        writer.send(Write(Rows::Latest(t.clone()))).await.unwrap();
+    }
+    writer.send(Flush).await.unwrap().unwrap();
+    proxy.cut();
+    for t in &by_tick[3..10] {
+        writer.send(Write(Rows::Latest(t.clone()))).await.unwrap();
+        assert!(writer.send(Flush).await.unwrap().is_err());
+        let (held, _) = writer.send(Held).await.unwrap();
+        assert!(
+            held <= bound + per_tick,
+            "{held} rows in memory, bound {bound}"
+        );
+    }
+    let (held, journal_bytes) = writer.send(Held).await.unwrap();
+    assert!(journal_bytes > 0, "nothing spilled ({held} rows held)");
+    // The process dies: its memory is gone (what was held is lost, as in a
+    // real crash), its journal stays.
+    let lost_in_memory = held;
+    drop(writer);
+    store.close().await;
+
+    // A new writer on the same journal, the database back.
+    proxy.restore();
+    let store = Store::connect(&proxied, 2).await.unwrap();
+    let writer = StoreWriter::new(
+        store.clone(),
+        1_000_000,
+        std::time::Duration::from_secs(3600),
+    )
+    .with_journal(Journal::open(journal_dir.path()).unwrap(), bound)
+    .start();
+    for t in &by_tick[10..] {
+        writer.send(Write(Rows::Latest(t.clone()))).await.unwrap();
+    }
+    writer.send(Flush).await.unwrap().unwrap();
+    let (held, journal_bytes) = writer.send(Held).await.unwrap();
+    assert_eq!((held, journal_bytes), (0, 0));
+    let stored = direct
+        .load_latest(i64::MIN + 1, i64::MAX - 1)
+        .await
+        .unwrap();
+    // Every row but those only in the dead writer's memory, each once.
+    assert_eq!(stored.len() + lost_in_memory, rows.len());
+    let want: std::collections::BTreeSet<_> =
+        rows.iter().map(|r| (r.timestamp, r.item_id)).collect();
+    let got: std::collections::BTreeSet<_> =
+        stored.iter().map(|r| (r.timestamp, r.item_id)).collect();
+    assert_eq!(got.len(), stored.len(), "a row stored twice");
+    assert!(got.is_subset(&want));
+    for t in &by_tick[..3] {
+        assert!(
+            got.contains(&(t[0].timestamp, t[0].item_id)),
+            "a row stored before the outage is missing"
+        );
+    }
+    for t in &by_tick[10..] {
+        assert!(
+            got.contains(&(t[0].timestamp, t[0].item_id)),
+            "a row written after the restart is missing"
+        );
+    }
+    store.close().await;
+    direct.close().await;
+    common::drop_postgres_database(&url).await;
+}

@@ -8,6 +8,7 @@ pub mod collectors;
 pub mod features;
 pub mod health;
 pub mod inference;
+pub mod journal;
 pub mod retention;
 pub mod standby;
 pub mod supervise;

@@ -5,7 +5,16 @@
 //! its rows and is retried at the next flush, so a database that goes away
 //! loses nothing; [`Flush`] reports the failure to whoever waits on it.
 //! Flushes hold the mailbox, so rows are stored in the order they arrived.
+//!
+//! Memory is bounded: when a flush fails with more than `max_rows` buffered
+//! (a long database outage), the buffers are appended to the journal on
+//! local disk (`crate::journal`, checksummed, synced) and let go. Every
+//! flush first replays the journal in order, then the buffers, so rows are
+//! still stored in arrival order; a journal left by a process that died is
+//! replayed by the next one. Writes are idempotent, so a batch replayed twice
+//! (a crash between storing and clearing) is stored once.
 
+use crate::journal::Journal;
 use actix::prelude::*;
 use gept_core::metrics as m;
 use gept_core::{BucketPrice, BucketStep, ItemMeta, LatestPrice, NewsItem, PlayerCount};
@@ -13,7 +22,7 @@ use gept_store::Store;
 use std::time::Duration;
 
 /// Rows of one table, handed to the writer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Rows {
     Latest(Vec<LatestPrice>),
     Buckets(BucketStep, Vec<BucketPrice>),
@@ -44,6 +53,11 @@ pub struct Write(pub Rows);
 #[rtype(result = "Result<(), String>")]
 pub struct Flush;
 
+/// What the writer holds now: rows in memory and journal bytes.
+#[derive(Message)]
+#[rtype(result = "(usize, u64)")]
+pub struct Held;
+
 #[derive(Default)]
 struct Buffers {
     latest: Vec<LatestPrice>,
@@ -69,6 +83,22 @@ impl Buffers {
         }
     }
 
+    /// The buffers as batches, oldest table order as `write` stores them.
+    fn into_batches(self) -> Vec<Rows> {
+        let mut out = Vec::new();
+        if !self.latest.is_empty() {
+            out.push(Rows::Latest(self.latest));
+        }
+        if !self.five_minute.is_empty() {
+            out.push(Rows::Buckets(BucketStep::FiveMinutes, self.five_minute));
+        }
+        if !self.one_hour.is_empty() {
+            out.push(Rows::Buckets(BucketStep::OneHour, self.one_hour));
+        }
+        out.extend(self.other);
+        out
+    }
+
     /// Puts back what a failed flush did not store, ahead of newer rows.
     fn restore(&mut self, mut older: Buffers) {
         older.latest.append(&mut self.latest);
@@ -85,6 +115,9 @@ pub struct StoreWriter {
     batch_rows: usize,
     flush_interval: Duration,
     buffers: Buffers,
+    /// Where rows over `max_rows` go during an outage.
+    journal: Option<Journal>,
+    max_rows: usize,
 }
 
 impl StoreWriter {
@@ -94,7 +127,33 @@ impl StoreWriter {
             batch_rows,
             flush_interval,
             buffers: Buffers::default(),
+            journal: None,
+            max_rows: usize::MAX,
         }
+    }
+
+    /// Bounds the rows held in memory to `max_rows` (plus one batch): past
+    /// it, a failed flush spills them to `journal`.
+    pub fn with_journal(mut self, journal: Journal, max_rows: usize) -> Self {
+        metrics::gauge!(m::STORE_JOURNAL_BYTES).set(journal.bytes() as f64);
+        self.journal = Some(journal);
+        self.max_rows = max_rows.max(1);
+        self
+    }
+
+    fn journal_pending(&self) -> bool {
+        self.journal.as_ref().is_some_and(|j| !j.is_empty())
+    }
+
+    /// Stores the journal's batches in order; answers the batches if all
+    /// were stored (the journal may then be cleared).
+    async fn replay(store: &Store, batches: Vec<Rows>) -> Result<(), String> {
+        for rows in batches {
+            let mut b = Buffers::default();
+            b.push(rows);
+            Self::write(store.clone(), b).await.map_err(|(_, e)| e)?;
+        }
+        Ok(())
     }
 
     /// Stores `b`; on failure returns what is left unstored.
@@ -140,17 +199,74 @@ impl StoreWriter {
         Ok(())
     }
 
-    /// A future that flushes the buffers, holding the mailbox until done.
+    /// A future that flushes the journal, then the buffers, holding the
+    /// mailbox until done; spills the buffers to the journal when the flush
+    /// failed with more than `max_rows` of them.
     fn flush(&mut self) -> impl ActorFuture<Self, Output = Result<(), String>> {
         let taken = std::mem::take(&mut self.buffers);
         let store = self.store.clone();
-        async move { Self::write(store, taken).await }.into_actor(self).map(|res, act, _| {
+        let journal = match self.journal.as_ref().filter(|j| !j.is_empty()) {
+            Some(j) => match j.read_all() {
+                Ok((batches, torn)) => {
+                    if torn {
+                        tracing::error!("the writer journal ends in a torn or corrupt record; replaying the intact ones before it");
+                    }
+                    Some(batches)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the writer journal cannot be read");
+                    None
+                }
+            },
+            None => None,
+        };
+        async move {
+            let replayed = match journal {
+                Some(batches) => {
+                    let n = batches.len();
+                    match Self::replay(&store, batches).await {
+                        Ok(()) => Some(n),
+                        Err(e) => return (Err((taken, e)), None),
+                    }
+                }
+                None => None,
+            };
+            (Self::write(store, taken).await, replayed)
+        }
+        .into_actor(self)
+        .map(|(res, replayed), act, _| {
+            if let (Some(n), Some(j)) = (replayed, act.journal.as_mut()) {
+                match j.clear() {
+                    Ok(()) => tracing::info!(batches = n, "the writer journal was stored"),
+                    Err(e) => tracing::error!(error = %e, "clearing the stored writer journal failed; it will be stored again (idempotent)"),
+                }
+            }
             let res = res.map_err(|(left, e)| {
                 tracing::warn!(error = %e, rows = left.rows(), "store write failed; rows kept for the next flush");
                 act.buffers.restore(left);
                 e
             });
+            if res.is_err() && act.buffers.rows() > act.max_rows {
+                if let Some(j) = act.journal.as_mut() {
+                    let spilled = std::mem::take(&mut act.buffers);
+                    let rows = spilled.rows();
+                    let batches = spilled.into_batches();
+                    match j.append(&batches) {
+                        Ok(()) => tracing::warn!(rows, journal_bytes = j.bytes(), "database away: rows over the memory bound spilled to the journal"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "spilling to the journal failed; rows stay in memory");
+                            let mut back = Buffers::default();
+                            for b in batches {
+                                back.push(b);
+                            }
+                            act.buffers = back;
+                        }
+                    }
+                }
+            }
             metrics::gauge!(m::STORE_BUFFERED_ROWS).set(act.buffers.rows() as f64);
+            metrics::gauge!(m::STORE_JOURNAL_BYTES)
+                .set(act.journal.as_ref().map_or(0, Journal::bytes) as f64);
             res
         })
     }
@@ -162,7 +278,7 @@ impl Actor for StoreWriter {
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(1024);
         ctx.run_interval(self.flush_interval, |act, ctx| {
-            if act.buffers.rows() > 0 {
+            if act.buffers.rows() > 0 || act.journal_pending() {
                 let f = act.flush().map(|_, _, _| ());
                 ctx.wait(f);
             }
@@ -189,5 +305,16 @@ impl Handler<Flush> for StoreWriter {
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
         AtomicResponse::new(Box::pin(self.flush()))
+    }
+}
+
+impl Handler<Held> for StoreWriter {
+    type Result = MessageResult<Held>;
+
+    fn handle(&mut self, _: Held, _: &mut Context<Self>) -> Self::Result {
+        MessageResult((
+            self.buffers.rows(),
+            self.journal.as_ref().map_or(0, Journal::bytes),
+        ))
     }
 }

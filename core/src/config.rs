@@ -54,6 +54,11 @@ pub struct DatabaseConfig {
     pub batch_rows: usize,
     #[serde(with = "dur")]
     pub flush_interval: Duration,
+    /// Rows the store writer holds in memory while the database is away;
+    /// past it they spill to the journal on local disk.
+    pub buffer_max_rows: usize,
+    /// Folder of the writer's journal; empty: `journal` in `data.dir`.
+    pub journal_dir: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,6 +274,15 @@ pub struct BackupConfig {
 }
 
 impl Config {
+    /// The folder of the store writer's journal.
+    pub fn journal_dir(&self) -> PathBuf {
+        if self.database.journal_dir.is_empty() {
+            self.data.dir.join("journal")
+        } else {
+            PathBuf::from(&self.database.journal_dir)
+        }
+    }
+
     /// The folder backups go to.
     pub fn backup_dir(&self) -> PathBuf {
         if self.backup.dir.is_empty() {

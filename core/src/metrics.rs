@@ -20,6 +20,8 @@ pub const ROWS_STORED: &str = "gept_rows_stored_total";
 pub const STORE_ERRORS: &str = "gept_store_errors_total";
 /// Rows waiting in the store writer.
 pub const STORE_BUFFERED_ROWS: &str = "gept_store_buffered_rows";
+/// Bytes in the store writer's journal (rows spilled during an outage).
+pub const STORE_JOURNAL_BYTES: &str = "gept_store_journal_bytes";
 /// Upstream request failures (each attempt). Labels: `kind`.
 pub const UPSTREAM_ERRORS: &str = "gept_upstream_errors_total";
 /// 1 while the circuit breaker of an upstream host is open. Labels: `host`.
@@ -139,6 +141,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         STORE_BUFFERED_ROWS,
         Kind::Gauge,
         "Rows waiting in the store writer.",
+    ),
+    (
+        STORE_JOURNAL_BYTES,
+        Kind::Gauge,
+        "Bytes in the store writer's journal (rows spilled during an outage).",
     ),
     (
         UPSTREAM_ERRORS,
