@@ -20,7 +20,7 @@ use gept_replay::{self as mock_api, Clock, MockOptions};
 use gept_store::Store;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio_tungstenite::tungstenite::Message;
 
 const TOKEN: &str = "test-admin-token-0123456789";
@@ -301,75 +301,97 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
 
     // The whole snapshot: the compact form is the objects form with each
     // probability × 10,000, rounded, in a fraction of the bytes; gzip on
-    // request; a poller holding the tick gets 304 (the feed may move on
-    // between two requests, so a few tries).
+    // request; a poller holding the tick gets 304 (while the replay runs the
+    // tick may move on between two requests: polled, bounded).
     let raw = reqwest::Client::builder().no_gzip().build().unwrap();
-    let mut not_modified = false;
-    for _ in 0..5 {
-        let r = raw
-            .get(format!("{base}/api/v1/predictions"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let etag = r.headers()["etag"].to_str().unwrap().to_string();
-        let objects_bytes = r.bytes().await.unwrap();
-        let objects: serde_json::Value = serde_json::from_slice(&objects_bytes).unwrap();
-        let r = raw
-            .get(format!("{base}/api/v1/predictions?format=compact"))
-            .header("accept-encoding", "gzip")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-encoding"], "gzip");
-        let gz = r.bytes().await.unwrap();
-        let mut plain = Vec::new();
-        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain).unwrap();
-        let compact: serde_json::Value = serde_json::from_slice(&plain).unwrap();
-        if compact["tick_time"] != objects["tick_time"] {
-            continue;
-        }
-        assert!(
-            plain.len() * 3 < objects_bytes.len(),
-            "compact {} bytes, objects {}",
-            plain.len(),
-            objects_bytes.len()
-        );
-        let targets: Vec<String> = serde_json::from_value(compact["targets"].clone()).unwrap();
-        assert_eq!(targets, gept_core::target_names());
-        let (items, preds) = (
-            compact["items"].as_array().unwrap(),
-            objects["predictions"].as_array().unwrap(),
-        );
-        assert!(!items.is_empty());
-        assert_eq!(items.len(), preds.len());
-        for (c, o) in items.iter().zip(preds) {
-            assert_eq!(c[0], o["item_id"]);
-            for (k, name) in targets.iter().enumerate() {
-                let want = (o["probabilities"][name].as_f64().unwrap() * 10_000.0).round();
-                let got = c[3][k].as_f64().unwrap();
-                assert!((got - want).abs() <= 1.0, "{name}: {got} vs {want}");
+    type Pair = (bytes::Bytes, Vec<u8>);
+    let pair: Arc<Mutex<Option<Pair>>> = Arc::default();
+    let (r2, p2, b2) = (raw.clone(), pair.clone(), base.clone());
+    wait_for("the objects and compact forms of one tick", 60, move || {
+        let (raw, pair, base) = (r2.clone(), p2.clone(), b2.clone());
+        async move {
+            let objects = raw
+                .get(format!("{base}/api/v1/predictions"))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let r = raw
+                .get(format!("{base}/api/v1/predictions?format=compact"))
+                .header("accept-encoding", "gzip")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.headers()["content-encoding"], "gzip");
+            let gz = r.bytes().await.unwrap();
+            let mut plain = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut plain)
+                .unwrap();
+            let o: serde_json::Value = serde_json::from_slice(&objects).unwrap();
+            let c: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+            let same = o["tick_time"] == c["tick_time"];
+            if same {
+                *pair.lock().unwrap() = Some((objects, plain));
             }
+            same
         }
-        let r = raw
-            .get(format!("{base}/api/v1/predictions"))
-            .header("if-none-match", &etag)
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 304 {
-            not_modified = true;
-            assert!(r.bytes().await.unwrap().is_empty());
-            break;
+    })
+    .await;
+    let (objects_bytes, plain) = pair.lock().unwrap().take().unwrap();
+    let objects: serde_json::Value = serde_json::from_slice(&objects_bytes).unwrap();
+    let compact: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert!(
+        plain.len() * 3 < objects_bytes.len(),
+        "compact {} bytes, objects {}",
+        plain.len(),
+        objects_bytes.len()
+    );
+    let targets: Vec<String> = serde_json::from_value(compact["targets"].clone()).unwrap();
+    assert_eq!(targets, gept_core::target_names());
+    let (items, preds) = (
+        compact["items"].as_array().unwrap(),
+        objects["predictions"].as_array().unwrap(),
+    );
+    assert!(!items.is_empty());
+    assert_eq!(items.len(), preds.len());
+    for (c, o) in items.iter().zip(preds) {
+        assert_eq!(c[0], o["item_id"]);
+        for (k, name) in targets.iter().enumerate() {
+            let want = (o["probabilities"][name].as_f64().unwrap() * 10_000.0).round();
+            let got = c[3][k].as_f64().unwrap();
+            assert!((got - want).abs() <= 1.0, "{name}: {got} vs {want}");
         }
-        assert_ne!(
-            r.headers()["etag"].to_str().unwrap(),
-            etag,
-            "200 for the same tick"
-        );
     }
-    assert!(not_modified, "never a 304 for a tick the client holds");
+    let (r2, b2) = (raw.clone(), base.clone());
+    wait_for("a 304 for the tick the client holds", 60, move || {
+        let (raw, base) = (r2.clone(), b2.clone());
+        async move {
+            let r = raw
+                .get(format!("{base}/api/v1/predictions"))
+                .send()
+                .await
+                .unwrap();
+            let etag = r.headers()["etag"].to_str().unwrap().to_string();
+            let again = raw
+                .get(format!("{base}/api/v1/predictions"))
+                .header("if-none-match", &etag)
+                .send()
+                .await
+                .unwrap();
+            if again.status() == 304 {
+                return again.bytes().await.unwrap().is_empty();
+            }
+            assert_ne!(
+                again.headers()["etag"].to_str().unwrap(),
+                etag,
+                "200 with the same ETag"
+            );
+            false
+        }
+    })
+    .await;
     let r = get(&http, format!("{base}/api/v1/predictions?format=csv")).await;
     assert_eq!(r.status(), 400);
     let item: serde_json::Value = get_json(&http, format!("{base}/api/v1/items/4151")).await;
