@@ -77,11 +77,19 @@ pub struct Recommendation {
     pub fill_probability: f32,
     pub tax_per_item: i64,
     pub profit_per_item: i64,
+    /// Expected value of the flip (probability × profit × quantity); ranked
+    /// on exactly, answered in whole gp.
+    #[serde(serialize_with = "whole_gp")]
     pub expected_profit: f64,
     pub capital_required: i64,
     pub expected_hours: u32,
     pub target: String,
     pub reason: String,
+}
+
+/// Money in answers is whole gp: an expected value rounded to the nearest.
+fn whole_gp<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_i64(v.round() as i64)
 }
 
 /// The ranked recommendations for `req` at `tick_time`.

@@ -650,6 +650,13 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
         );
         let expected = r.fill_probability as f64 * r.profit_per_item as f64 * r.quantity as f64;
         assert!((r.expected_profit - expected).abs() < 1e-6 * expected.max(1.0));
+        // Answered in whole gp, never float noise.
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(
+            json["expected_profit"].as_i64(),
+            Some(expected.round() as i64),
+            "{json}"
+        );
     }
     // Excluding the top item removes it and promotes the rest.
     let top = recs[0].item_id;
