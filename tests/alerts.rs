@@ -157,19 +157,14 @@ async fn alerts() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("gept_alerts_firing{alert=\"feed_stale\"} 0")),
+    assert_eq!(
+        common::metric_value(&metrics, "gept_alerts_firing{alert=\"feed_stale\"}"),
+        Some(0.0),
         "the firing gauge is back to 0"
     );
-    let delivered: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("gept_alert_notifications_total{outcome=\"ok\"} "))
-        .expect("deliveries counted")
-        .trim()
-        .parse()
-        .unwrap();
+    let delivered =
+        common::metric_value(&metrics, "gept_alert_notifications_total{outcome=\"ok\"}")
+            .expect("deliveries counted");
     assert!(delivered >= 3.0, "{delivered}");
     assert_eq!(posts(&got, "feed_stale", "resolved").len(), 1);
     let report = service.shutdown().await;

@@ -452,13 +452,8 @@ async fn connection_limits() {
     })
     .await;
     let metrics = metrics.lock().unwrap().clone();
-    let refused = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("gept_http_connections_refused_total "))
-        .expect("refusals counted")
-        .trim()
-        .parse::<f64>()
-        .unwrap();
+    let refused = common::metric_value(&metrics, "gept_http_connections_refused_total")
+        .expect("refusals counted");
     assert!(refused >= 1.0, "{refused}");
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");

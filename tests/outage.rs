@@ -29,23 +29,7 @@ async fn outage() {
     };
     let direct = Store::connect(&url, 2).await.unwrap();
     direct.migrate().await.unwrap();
-    let target = {
-        let rest = url.split_once('@').unwrap().1;
-        let hostport = rest.split('/').next().unwrap();
-        tokio::net::lookup_host(if hostport.contains(':') {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:5432")
-        })
-        .await
-        .unwrap()
-        .next()
-        .unwrap()
-    };
-    let proxy = common::CutProxy::start(target).await;
-    let (head, rest) = url.split_once('@').unwrap();
-    let db = rest.split_once('/').unwrap().1;
-    let proxied = format!("{head}@{}/{db}", proxy.addr);
+    let (proxy, proxied) = common::proxied_postgres(&url).await;
 
     let rec = common::recordings();
     let mock = mock_api::start(

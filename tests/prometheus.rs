@@ -15,12 +15,11 @@ use gept_core::metrics::{Kind, ALL};
 use gept_core::recordings::LATEST_FILE;
 use gept_dataflows::inputs::load_ticks;
 use gept_model::net::TrainOptions;
-use gept_store::Store;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn ops() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("ops")
@@ -171,18 +170,7 @@ async fn round_trip() {
         },
         &model_dir,
     );
-    let url = format!("sqlite://{}?mode=rwc", tmp.path().join("gept.db").display());
-    let store = Store::connect(&url, 1).await.unwrap();
-    store.migrate().await.unwrap();
-    store
-        .register_model(&gept_model::registry::pending_entry(
-            &meta,
-            model_dir.display().to_string(),
-        ))
-        .await
-        .unwrap();
-    store.activate_model(&meta.version, 1).await.unwrap();
-    store.close().await;
+    let url = common::sqlite_with_active_model(tmp.path(), "gept.db", &meta, &model_dir).await;
     let env: Vec<(String, String)> = [
         ("GEPT__DATABASE__URL", url.as_str()),
         ("GEPT__API__LISTEN", "127.0.0.1:0"),
@@ -247,24 +235,49 @@ async fn round_trip() {
     })
     .await;
 
-    // Ticks, one every 250 ms, while Prometheus scrapes.
+    // Ticks in two halves, Prometheus scraping the first's predictions
+    // before the second comes: the rate has two different samples.
     let ticks = load_ticks(&rec.join(LATEST_FILE), Some(40)).unwrap();
     assert!(ticks.len() >= 30);
-    for tick in &ticks {
-        service.feed(FeedEvent::Tick(Arc::new(Tick {
-            observed_at: tick.time,
-            arrived: Instant::now(),
-            rows: tick.rows.clone(),
-        })));
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    let (first, second) = ticks.split_at(ticks.len() / 2);
+    for half in [first, second] {
+        for tick in half {
+            service.feed(FeedEvent::Tick(Arc::new(Tick {
+                observed_at: tick.time,
+                arrived: Instant::now(),
+                rows: tick.rows.clone(),
+            })));
+        }
+        let last = half.last().unwrap().time;
+        let inference = service.inference.clone();
+        common::wait_for("the half's last tick to be predicted", 60, move || {
+            let inference = inference.clone();
+            async move { inference.snapshot.load().tick_time == Some(last) }
+        })
+        .await;
+        let ours = reqwest::get(format!("http://{}/metrics", service.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let predicted =
+            common::metric_value(&ours, "gept_predictions_total").expect("predictions counted");
+        let (h, p) = (http.clone(), prom.clone());
+        common::wait_for(
+            "Prometheus to scrape the half's predictions",
+            60,
+            move || {
+                let (h, p) = (h.clone(), p.clone());
+                async move {
+                    query(&h, &p, "gept_predictions_total")
+                        .await
+                        .is_some_and(|v| v >= predicted)
+                }
+            },
+        )
+        .await;
     }
-    let last = ticks.last().unwrap().time;
-    let inference = service.inference.clone();
-    common::wait_for("the last tick to be predicted", 60, move || {
-        let inference = inference.clone();
-        async move { inference.snapshot.load().tick_time == Some(last) }
-    })
-    .await;
 
     let rate = "sum(rate(gept_predictions_total[15s]))";
     let p99 = "histogram_quantile(0.99, sum by (le) (rate(gept_tick_to_prediction_latency_seconds_bucket[15s])))";

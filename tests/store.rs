@@ -196,23 +196,7 @@ async fn writer_through_an_outage() {
     // Migrate directly, then reach the database through the proxy.
     let direct = Store::connect(&url, 2).await.unwrap();
     direct.migrate().await.unwrap();
-    let target = {
-        let rest = url.split_once('@').unwrap().1;
-        let hostport = rest.split('/').next().unwrap();
-        tokio::net::lookup_host(if hostport.contains(':') {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:5432")
-        })
-        .await
-        .unwrap()
-        .next()
-        .unwrap()
-    };
-    let proxy = common::CutProxy::start(target).await;
-    let (head, rest) = url.split_once('@').unwrap();
-    let db = rest.split_once('/').unwrap().1;
-    let proxied = format!("{head}@{}/{db}", proxy.addr);
+    let (proxy, proxied) = common::proxied_postgres(&url).await;
     let store = Store::connect(&proxied, 2).await.unwrap();
     let writer = StoreWriter::new(
         store.clone(),
@@ -291,23 +275,7 @@ async fn writer_spills_to_journal() {
     };
     let direct = Store::connect(&url, 2).await.unwrap();
     direct.migrate().await.unwrap();
-    let target = {
-        let rest = url.split_once('@').unwrap().1;
-        let hostport = rest.split('/').next().unwrap();
-        tokio::net::lookup_host(if hostport.contains(':') {
-            hostport.to_string()
-        } else {
-            format!("{hostport}:5432")
-        })
-        .await
-        .unwrap()
-        .next()
-        .unwrap()
-    };
-    let proxy = common::CutProxy::start(target).await;
-    let (head, rest) = url.split_once('@').unwrap();
-    let db = rest.split_once('/').unwrap().1;
-    let proxied = format!("{head}@{}/{db}", proxy.addr);
+    let (proxy, proxied) = common::proxied_postgres(&url).await;
     let journal_dir = tempfile::tempdir().unwrap();
 
     let rows = latest_rows(12);

@@ -15,7 +15,6 @@ use gept_core::recordings::LATEST_FILE;
 use gept_core::target_names;
 use gept_dataflows::inputs::load_ticks;
 use gept_model::net::TrainOptions;
-use gept_store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -92,18 +91,7 @@ async fn protocol() {
         },
         &model_dir,
     );
-    let url = format!("sqlite://{}?mode=rwc", tmp.path().join("gept.db").display());
-    let store = Store::connect(&url, 1).await.unwrap();
-    store.migrate().await.unwrap();
-    store
-        .register_model(&gept_model::registry::pending_entry(
-            &meta,
-            model_dir.display().to_string(),
-        ))
-        .await
-        .unwrap();
-    store.activate_model(&meta.version, 1).await.unwrap();
-    store.close().await;
+    let url = common::sqlite_with_active_model(tmp.path(), "gept.db", &meta, &model_dir).await;
 
     let env: Vec<(String, String)> = [
         ("GEPT__DATABASE__URL", url.as_str()),

@@ -15,7 +15,6 @@ use gept_core::recordings::{HOURLY_FILE, LATEST_FILE};
 use gept_core::{BucketStep, ItemId};
 use gept_dataflows::inputs::{load_hours, load_ticks};
 use gept_model::net::TrainOptions;
-use gept_store::Store;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -46,9 +45,9 @@ async fn supervision() {
         },
         &model_dir,
     );
-    let entry = gept_model::registry::pending_entry(&meta, model_dir.display().to_string());
+    let model = (&meta, model_dir.as_path());
 
-    let clean = replay(&rec, tmp.path(), "clean", &entry, Faults::none()).await;
+    let clean = replay(&rec, tmp.path(), "clean", model, Faults::none()).await;
     assert_eq!(
         clean.runs.len(),
         TICKS,
@@ -66,7 +65,7 @@ async fn supervision() {
         &rec,
         tmp.path(),
         "faulted",
-        &entry,
+        model,
         Faults {
             engine_panic_on_tick: Some(15),
             inference_panic_on_tick: Some(30),
@@ -105,24 +104,16 @@ struct Outcome {
 }
 
 /// Replays the first [`TICKS`] ticks (and the `/1h` buckets two minutes
-/// after they end) into a fresh service on SQLite with `entry` ACTIVE,
+/// after they end) into a fresh service on SQLite with the model ACTIVE,
 /// storing each before publishing it as a collector does.
 async fn replay(
     rec: &Path,
     dir: &Path,
     name: &str,
-    entry: &gept_store::ModelEntry,
+    (meta, model_dir): (&gept_model::ModelMeta, &Path),
     faults: Faults,
 ) -> Outcome {
-    let url = format!(
-        "sqlite://{}?mode=rwc",
-        dir.join(format!("{name}.db")).display()
-    );
-    let store = Store::connect(&url, 1).await.unwrap();
-    store.migrate().await.unwrap();
-    store.register_model(entry).await.unwrap();
-    store.activate_model(&entry.version, 1).await.unwrap();
-    store.close().await;
+    let url = common::sqlite_with_active_model(dir, &format!("{name}.db"), meta, model_dir).await;
     let env: Vec<(String, String)> = [
         ("GEPT__DATABASE__URL", url.as_str()),
         ("GEPT__API__LISTEN", "127.0.0.1:0"),
@@ -217,13 +208,8 @@ async fn replay(
         .unwrap();
     let restarts = |component: &str| -> u64 {
         let key = format!("gept_component_restarts_total{{component=\"{component}\"}}");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&key))
-            .unwrap_or_else(|| panic!("{key} missing from /metrics"))
-            .trim()
-            .parse()
-            .unwrap()
+        common::metric_value(&metrics, &key)
+            .unwrap_or_else(|| panic!("{key} missing from /metrics")) as u64
     };
     let outcome = Outcome {
         restarts: (restarts("features"), restarts("inference")),

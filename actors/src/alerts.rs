@@ -61,16 +61,6 @@ impl Policy {
     }
 }
 
-/// Every alert this notifier knows, in the order they are evaluated.
-pub const ALERTS: [&str; 6] = [
-    "feed_stale",
-    "feature_engine_down",
-    "inference_down",
-    "predictions_behind",
-    "upstream_breaker_open",
-    "disk_filling",
-];
-
 /// Free and total bytes of the filesystem holding `path`.
 pub fn disk_space(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;

@@ -20,7 +20,7 @@ use crate::supervise::{panic_message, OnceAt, Restarts};
 use crate::writer::{Flush, StoreWriter};
 use actix::Addr;
 use gept_core::metrics as m;
-use gept_core::{BucketStep, ItemId, ItemMeta, LatestPrice};
+use gept_core::{BucketStep, ItemId, ItemMeta};
 use gept_dataflows::features::{BucketInput, Engine, FeatureRow, TickInput, WINDOWS};
 use gept_store::Store;
 use std::collections::HashMap;
@@ -266,11 +266,7 @@ fn rewarm(
         let rows = runtime
             .block_on(warm.store.load_buckets(step, buckets_from, until + 1))
             .map_err(|e| e.to_string())?;
-        let mut by_start: std::collections::BTreeMap<i64, Vec<_>> = Default::default();
-        for row in rows {
-            by_start.entry(row.timestamp).or_default().push(row);
-        }
-        for (start, rows) in by_start {
+        for (start, rows) in gept_core::runs_by_time(rows, |r| r.timestamp) {
             engine.add_bucket(BucketInput { step, start, rows });
         }
     }
@@ -281,13 +277,7 @@ fn rewarm(
         let rows = runtime
             .block_on(warm.store.load_latest(chunk_from, chunk_to))
             .map_err(|e| e.to_string())?;
-        let mut snaps: Vec<(i64, Vec<LatestPrice>)> = Vec::new();
-        for row in rows {
-            match snaps.last_mut() {
-                Some((t, rows)) if *t == row.timestamp => rows.push(row),
-                _ => snaps.push((row.timestamp, vec![row])),
-            }
-        }
+        let snaps = gept_core::runs_by_time(rows, |r| r.timestamp);
         for tick in gept_dataflows::features::ticks_from(snaps) {
             engine.tick(worker, &tick, items);
             ticks += 1;

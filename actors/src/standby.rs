@@ -20,7 +20,7 @@
 
 use crate::collectors::FeedEvent;
 use gept_core::metrics as m;
-use gept_core::{BucketStep, LatestPrice};
+use gept_core::BucketStep;
 use gept_store::Store;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -200,14 +200,7 @@ async fn follow_once(
     {
         let since = next_bucket[i].unwrap_or(from - warm_span);
         let rows = store.load_buckets(step, since, i64::MAX / 2).await?;
-        let mut groups: Vec<(i64, Vec<gept_core::BucketPrice>)> = Vec::new();
-        for row in rows {
-            match groups.last_mut() {
-                Some((t, g)) if *t == row.timestamp => g.push(row),
-                _ => groups.push((row.timestamp, vec![row])),
-            }
-        }
-        for (start, rows) in groups {
+        for (start, rows) in gept_core::runs_by_time(rows, |r| r.timestamp) {
             let _ = feed.send(FeedEvent::Bucket {
                 step,
                 timestamp: start,
@@ -217,13 +210,7 @@ async fn follow_once(
         }
     }
     let rows = store.load_latest(from, newest + 1).await?;
-    let mut ticks: Vec<(i64, Vec<LatestPrice>)> = Vec::new();
-    for row in rows {
-        match ticks.last_mut() {
-            Some((t, rows)) if *t == row.timestamp => rows.push(row),
-            _ => ticks.push((row.timestamp, vec![row])),
-        }
-    }
+    let mut ticks = gept_core::runs_by_time(rows, |r| r.timestamp);
     // The newest tick only once its row count held still for a poll.
     if let Some((t, rows)) = ticks.last() {
         let now = (*t, rows.len());

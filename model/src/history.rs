@@ -1,7 +1,7 @@
 //! History for training and evaluation: `/latest` ticks, `/1h` and `/5m`
 //! buckets and item constants, from recordings or from a store.
 
-use gept_core::{BucketStep, ItemId, ItemMeta, LatestPrice};
+use gept_core::{BucketStep, ItemId, ItemMeta};
 use gept_dataflows::features::{self, BucketInput, TickInput};
 use gept_dataflows::inputs::{load_bucket_files, load_items, load_ticks};
 use gept_store::{Store, StoreError};
@@ -43,13 +43,7 @@ impl History {
         }
         buckets.sort_by_key(|(step, row)| (row.timestamp, *step));
         let items = store.load_items().await?;
-        let mut snaps: Vec<(i64, Vec<LatestPrice>)> = Vec::new();
-        for row in latest {
-            match snaps.last_mut() {
-                Some((t, rows)) if *t == row.timestamp => rows.push(row),
-                _ => snaps.push((row.timestamp, vec![row])),
-            }
-        }
+        let snaps = gept_core::runs_by_time(latest, |r| r.timestamp);
         let mut hours: Vec<BucketInput> = Vec::new();
         for (step, row) in buckets {
             match hours.last_mut() {

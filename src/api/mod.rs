@@ -430,11 +430,19 @@ pub fn routes(
                 let gzip_ok = encoding.as_deref().is_some_and(accepts_gzip);
                 if ids.is_none() && targets.len() == N_TARGETS && min <= 0.0 {
                     // The whole universe: encoded once per tick, shared.
-                    let cache = state.snapshots.clone();
-                    let snap2 = snap.clone();
-                    let encoded = tokio::task::spawn_blocking(move || cache.get(&snap2, form))
-                        .await
-                        .map_err(ApiError::internal)?;
+                    // Encoding (tens of ms on the whole universe) runs off
+                    // the async workers, once per tick; later requests take
+                    // the cached bytes directly.
+                    let encoded = match state.snapshots.cached(&snap, form) {
+                        Some(e) => e,
+                        None => {
+                            let cache = state.snapshots.clone();
+                            let snap2 = snap.clone();
+                            tokio::task::spawn_blocking(move || cache.get(&snap2, form))
+                                .await
+                                .map_err(ApiError::internal)?
+                        }
+                    };
                     if if_none_match.as_deref().is_some_and(|tags| {
                         tags.split(',')
                             .any(|t| t.trim() == encoded.etag || t.trim() == "*")

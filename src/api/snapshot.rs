@@ -61,16 +61,10 @@ impl SnapshotCache {
     /// The encoding of `snap` in `form`: the cached one when it is of this
     /// snapshot, else encoded now (outside the lock) and cached.
     pub fn get(&self, snap: &Arc<Snapshot>, form: Form) -> Arc<Encoded> {
-        let slot = match form {
-            Form::Objects => &self.objects,
-            Form::Compact => &self.compact,
-        };
-        let id = Arc::as_ptr(snap) as usize;
-        if let Some(e) = slot.lock().expect("snapshot cache").as_ref() {
-            if e.snapshot == id {
-                return e.clone();
-            }
+        if let Some(e) = self.cached(snap, form) {
+            return e;
         }
+        let id = Arc::as_ptr(snap) as usize;
         let mut items: Vec<&Arc<Prediction>> = snap.predictions.values().collect();
         items.sort_by_key(|p| p.item_id);
         let json = encode(snap, &items, None, form);
@@ -90,8 +84,26 @@ impl SnapshotCache {
             json: Bytes::from(json),
             gzip: Bytes::from(gzip),
         });
-        *slot.lock().expect("snapshot cache") = Some(encoded.clone());
+        *self.slot(form).lock().expect("snapshot cache") = Some(encoded.clone());
         encoded
+    }
+
+    /// The encoding of `snap` in `form` if it is cached (no encoding).
+    pub fn cached(&self, snap: &Arc<Snapshot>, form: Form) -> Option<Arc<Encoded>> {
+        let id = Arc::as_ptr(snap) as usize;
+        self.slot(form)
+            .lock()
+            .expect("snapshot cache")
+            .as_ref()
+            .filter(|e| e.snapshot == id)
+            .cloned()
+    }
+
+    fn slot(&self, form: Form) -> &Mutex<Option<Arc<Encoded>>> {
+        match form {
+            Form::Objects => &self.objects,
+            Form::Compact => &self.compact,
+        }
     }
 }
 

@@ -314,6 +314,59 @@ pub fn train_model(
     gept_model::Model::save(out, &vs, meta).unwrap()
 }
 
+/// A [`CutProxy`] in front of the PostgreSQL database at `url`, and the URL
+/// that reaches the database through it.
+pub async fn proxied_postgres(url: &str) -> (CutProxy, String) {
+    let (head, rest) = url.split_once('@').expect("a postgres URL with a user");
+    let (hostport, db) = rest
+        .split_once('/')
+        .expect("a postgres URL with a database");
+    let hostport = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
+    };
+    let target = tokio::net::lookup_host(hostport)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = CutProxy::start(target).await;
+    let proxied = format!("{head}@{}/{db}", proxy.addr);
+    (proxy, proxied)
+}
+
+/// A series' value in a `/metrics` text (`series` with its labels, as
+/// rendered), if present.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A fresh SQLite database `name` in `dir` whose registry holds `model_dir`
+/// (trained by [`train_model`]) as ACTIVE; answers its URL.
+pub async fn sqlite_with_active_model(
+    dir: &std::path::Path,
+    name: &str,
+    meta: &gept_model::ModelMeta,
+    model_dir: &std::path::Path,
+) -> String {
+    let url = format!("sqlite://{}?mode=rwc", dir.join(name).display());
+    let store = Store::connect(&url, 1).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .register_model(&gept_model::registry::pending_entry(
+            meta,
+            model_dir.display().to_string(),
+        ))
+        .await
+        .unwrap();
+    store.activate_model(&meta.version, 1).await.unwrap();
+    store.close().await;
+    url
+}
+
 /// A TCP proxy on loopback in front of a database, that a test can cut (every
 /// open connection is dropped and new ones are refused) and restore.
 pub struct CutProxy {
