@@ -72,6 +72,8 @@ pub struct ServiceHandle {
     pub addr: SocketAddr,
     pub store: Store,
     pub inference: Inference,
+    /// The live accuracy monitor (`accuracy.enabled`).
+    pub accuracy: Option<gept_actors::accuracy::Monitor>,
     feed: broadcast::Sender<FeedEvent>,
     cancel: CancellationToken,
     /// The running collectors (none while this node follows).
@@ -178,11 +180,24 @@ impl Service {
             tokio::runtime::Handle::current(),
             config.inference.stream_buffer,
             faults.inference_panic_on_tick,
+            config.model_cache(),
         )?;
         // A follower predicts for its own API; the primary writes.
         inference
             .writes
             .store(role.is_primary(), std::sync::atomic::Ordering::SeqCst);
+        // The live accuracy monitor follows every tick the inference handles.
+        let accuracy = if config.accuracy.enabled {
+            let monitor = gept_actors::accuracy::Monitor::spawn(
+                &config.accuracy,
+                store.clone(),
+                tokio::runtime::Handle::current(),
+            )?;
+            let _ = inference.accuracy.set(monitor.feed.clone());
+            Some(monitor)
+        } else {
+            None
+        };
         let mut background =
             vec![inference.watch_registry(config.inference.registry_poll, cancel.clone())];
         let items_map: HashMap<_, _> = store
@@ -243,6 +258,7 @@ impl Service {
             role: role.clone(),
             ready_max_feed_age: config.api.ready_max_feed_age,
             cancel: cancel.clone(),
+            accuracy: accuracy.clone(),
         };
         let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
         let addr = listener.local_addr()?;
@@ -393,6 +409,7 @@ impl Service {
             addr,
             store,
             inference,
+            accuracy,
             feed,
             cancel,
             collectors: running,

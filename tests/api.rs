@@ -47,13 +47,10 @@ async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
 }
 
 async fn register(store: &Store, dir: &Path, meta: &gept_model::ModelMeta) {
-    store
-        .register_model(&gept_model::registry::pending_entry(
-            meta,
-            dir.display().to_string(),
-        ))
+    let entry = gept_model::registry::register_dir(store, dir)
         .await
         .unwrap();
+    assert_eq!(entry.version, meta.version);
 }
 
 /// Items observed at each tick of the recording's first `n` snapshots.

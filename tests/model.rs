@@ -347,6 +347,33 @@ async fn registry_lifecycle(store: &gept_store::Store) {
     store.archive_model("a", 500).await.unwrap();
     assert!(store.activate_model("a", 600).await.is_err(), "archived");
     assert!(store.activate_model("nope", 600).await.is_err());
+
+    // The files travel with the row; a model without them loads from its path.
+    assert_eq!(store.model_artifact("a").await.unwrap(), None);
+    let cache = tempfile::tempdir().unwrap();
+    let a = &models[0];
+    assert_eq!(
+        gept_model::registry::materialise(store, a, cache.path())
+            .await
+            .unwrap(),
+        Path::new("/models/a")
+    );
+    let artifact = gept_store::ModelArtifact {
+        meta: b"{}".to_vec(),
+        weights: (0..=255u8).cycle().take(70_000).collect(),
+        sha256: "0".repeat(64),
+    };
+    store.put_model_artifact("a", &artifact).await.unwrap();
+    assert_eq!(
+        store.model_artifact("a").await.unwrap().as_ref(),
+        Some(&artifact)
+    );
+    // Its weights do not hash to the registry's sha256: refused, nothing written.
+    let refused = gept_model::registry::materialise(store, a, cache.path())
+        .await
+        .unwrap_err();
+    assert!(refused.contains("refused"), "{refused}");
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
 }
 
 #[tokio::test]

@@ -9,15 +9,13 @@ mod common;
 
 use futures::FutureExt;
 use gept::service::Service;
-use gept_actors::collectors::{FeedEvent, Tick};
 use gept_actors::supervise::Faults;
 use gept_core::recordings::{HOURLY_FILE, LATEST_FILE};
-use gept_core::{BucketStep, ItemId};
+use gept_core::ItemId;
 use gept_dataflows::inputs::{load_hours, load_ticks};
 use gept_model::net::TrainOptions;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Ticks replayed in each run.
@@ -135,30 +133,7 @@ async fn replay(
     let ticks = load_ticks(&rec.join(LATEST_FILE), Some(TICKS)).unwrap();
     assert_eq!(ticks.len(), TICKS);
     let hours = load_hours(Some(&rec.join(HOURLY_FILE))).unwrap();
-    let mut next_hour = 0;
-    for tick in &ticks {
-        while next_hour < hours.len() && hours[next_hour].start + 3_600 + 120 <= tick.time {
-            let h = &hours[next_hour];
-            service
-                .store
-                .insert_buckets(BucketStep::OneHour, &h.rows)
-                .await
-                .unwrap();
-            service.feed(FeedEvent::Bucket {
-                step: BucketStep::OneHour,
-                timestamp: h.start,
-                rows: Arc::new(h.rows.clone()),
-            });
-            next_hour += 1;
-        }
-        service.store.insert_latest(&tick.rows).await.unwrap();
-        service.feed(FeedEvent::Tick(Arc::new(Tick {
-            observed_at: tick.time,
-            arrived: Instant::now(),
-            rows: tick.rows.clone(),
-        })));
-    }
-    assert!(next_hour > 0, "no /1h bucket was replayed");
+    common::feed_recorded(&service, &ticks, &hours).await;
     if faults.engine_panic_on_tick.is_some() {
         // /readyz names the feature engine as down while it restarts, and
         // as running again after.

@@ -24,7 +24,6 @@ use gept_store::{InferenceStatus, ModelEntry, PredictionRow};
 use serde::ser::{SerializeMap, Serializer};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, oneshot};
@@ -141,6 +140,8 @@ pub struct Inference {
     /// Whether predictions and inference status are stored (a standby
     /// follower predicts for its own API only; the primary writes).
     pub writes: Arc<std::sync::atomic::AtomicBool>,
+    /// The live accuracy monitor's feed, once the service has started it.
+    pub accuracy: Arc<std::sync::OnceLock<crate::accuracy::Feed>>,
 }
 
 impl Inference {
@@ -153,6 +154,7 @@ impl Inference {
         runtime: tokio::runtime::Handle,
         stream_capacity: usize,
         panic_on_tick: Option<u64>,
+        model_cache: std::path::PathBuf,
     ) -> std::io::Result<Inference> {
         let (tx, rx) = mpsc::channel();
         let (stream, _) = broadcast::channel(stream_capacity.max(1));
@@ -167,6 +169,7 @@ impl Inference {
             thread: Arc::default(),
             alive: crate::health::Alive::default(),
             writes: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            accuracy: Arc::default(),
         };
         let mut worker = Worker {
             shared: inference.clone(),
@@ -177,6 +180,7 @@ impl Inference {
             volumes: HashMap::new(),
             writes: tokio_util::task::TaskTracker::new(),
             fault: OnceAt::new(panic_on_tick),
+            model_cache,
         };
         let alive = inference.alive.clone();
         let thread = std::thread::Builder::new()
@@ -194,11 +198,18 @@ impl Inference {
                             // model loaded again) after a backoff, and the
                             // tick is tried once more; a tick that crashes
                             // two workers is dropped.
+                            let mut published = None;
                             for attempt in 1..=2 {
                                 let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
                                     worker.tick(&tick, &rows)
                                 }));
-                                let Err(payload) = run else { break };
+                                let payload = match run {
+                                    Ok(p) => {
+                                        published = p;
+                                        break;
+                                    }
+                                    Err(payload) => payload,
+                                };
                                 drop(guard.take());
                                 let wait = restarts.crashed(Instant::now(), &panic_message(payload.as_ref()));
                                 std::thread::sleep(wait);
@@ -211,6 +222,11 @@ impl Inference {
                                 if attempt == 2 {
                                     tracing::error!(tick = tick.observed_at, "dropping a tick that crashed inference twice");
                                 }
+                            }
+                            // The accuracy monitor sees every tick's
+                            // observations, predicted or not.
+                            if let Some(feed) = worker.shared.accuracy.get() {
+                                feed.tick(tick, published);
                             }
                         }
                         Msg::Reload(reply) => {
@@ -312,6 +328,8 @@ struct Worker {
     writes: tokio_util::task::TaskTracker,
     /// A crash test's injected panic.
     fault: OnceAt,
+    /// Where the registry's model files are written before loading.
+    model_cache: std::path::PathBuf,
 }
 
 impl Worker {
@@ -328,28 +346,34 @@ impl Worker {
         if current.as_deref() == Some(entry.version.as_str()) {
             return Ok(current);
         }
-        let loaded = Model::load(Path::new(&entry.path), self.device)
-            .map_err(|e| e.to_string())
-            .and_then(|model| {
+        let store = self.store.clone();
+        let (e, cache) = (entry.clone(), self.model_cache.clone());
+        let loaded = self
+            .runtime
+            .block_on(async move { gept_model::registry::materialise(&store, &e, &cache).await })
+            .and_then(|dir| {
+                let model = Model::load(&dir, self.device).map_err(|e| e.to_string())?;
                 if model.meta.weights_sha256 == entry.sha256 {
-                    Ok(model)
+                    Ok((model, dir))
                 } else {
                     Err(format!(
                         "{}: weights sha256 {} differ from the registry's {}",
-                        entry.path, model.meta.weights_sha256, entry.sha256
+                        dir.display(),
+                        model.meta.weights_sha256,
+                        entry.sha256
                     ))
                 }
             });
         let mut status = self.shared.status.lock().expect("status lock");
         match loaded {
-            Ok(model) => {
-                tracing::info!(version = %entry.version, path = %entry.path, "model loaded");
+            Ok((model, dir)) => {
+                tracing::info!(version = %entry.version, path = %dir.display(), "model loaded");
                 metrics::gauge!(m::MODEL_INFO, "version" => entry.version.clone()).set(1.0);
                 if let Some(old) = &current {
                     metrics::gauge!(m::MODEL_INFO, "version" => old.clone()).set(0.0);
                 }
                 status.version = Some(entry.version.clone());
-                status.path = Some(entry.path.clone());
+                status.path = Some(dir.display().to_string());
                 status.loaded_at = Some(chrono::Utc::now().timestamp());
                 status.last_error = None;
                 self.model = Some((model, entry));
@@ -363,7 +387,8 @@ impl Worker {
         }
     }
 
-    fn tick(&mut self, tick: &Tick, rows: &[FeatureRow]) {
+    /// Predicts a tick and publishes it; answers what was published.
+    fn tick(&mut self, tick: &Tick, rows: &[FeatureRow]) -> Option<Arc<TickPredictions>> {
         let started = Instant::now();
         self.fault.hit("inference");
         let t = tick.observed_at;
@@ -410,7 +435,7 @@ impl Worker {
                 },
                 Vec::new(),
             );
-            return;
+            return None;
         };
         let probs = if rows.is_empty() {
             Vec::new()
@@ -451,7 +476,8 @@ impl Worker {
             predictions: predictions.clone(),
             arrived: tick.arrived,
         };
-        let _ = self.shared.stream.send(Arc::new(published));
+        let published = Arc::new(published);
+        let _ = self.shared.stream.send(published.clone());
         let latency = tick.arrived.elapsed().as_secs_f64();
         metrics::histogram!(m::TICK_TO_PREDICTION_SECONDS).record(latency);
         metrics::histogram!(m::INFERENCE_SECONDS).record(started.elapsed().as_secs_f64());
@@ -478,6 +504,7 @@ impl Worker {
             },
             stored,
         );
+        Some(published)
     }
 
     /// Updates `/status` and writes the tick's rows and status row, retrying

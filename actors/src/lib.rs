@@ -2,6 +2,7 @@
 //! the supervised collector actors, the feature engine and inference threads,
 //! retention and backups.
 
+pub mod accuracy;
 pub mod alerts;
 pub mod backup;
 pub mod collectors;

@@ -264,12 +264,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     // before the first tick.
     let store = Store::connect(&url, 1).await?;
     store.migrate().await?;
-    store
-        .register_model(&gept_model::registry::pending_entry(
-            &meta,
-            std::fs::canonicalize(o.model)?.display().to_string(),
-        ))
-        .await?;
+    gept_model::registry::register_dir(&store, o.model).await?;
     store
         .activate_model(&meta.version, chrono::Utc::now().timestamp())
         .await?;

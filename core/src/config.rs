@@ -36,6 +36,30 @@ pub struct Config {
     pub alerts: AlertsConfig,
     pub standby: StandbyConfig,
     pub service: ServiceConfig,
+    pub accuracy: AccuracyConfig,
+}
+
+/// The live accuracy monitor: predictions scored against what then happened.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccuracyConfig {
+    pub enabled: bool,
+    /// One tick of predictions is scored per this much tick time (the first
+    /// tick with predictions of each period): bounded memory.
+    #[serde(with = "dur")]
+    pub sample: Duration,
+    /// The figures cover the labels that became known within this span.
+    #[serde(with = "dur")]
+    pub window: Duration,
+    /// How often the figures are recomputed and published.
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// Drift: live Brier worse than the model's validation Brier by more.
+    pub drift_brier_margin: f64,
+    /// Drift: live ECE worse than the model's validation ECE by more.
+    pub drift_ece_margin: f64,
+    /// Labels a horizon group needs before drift is judged.
+    pub min_labels: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +143,9 @@ pub struct InferenceConfig {
     pub registry_poll: Duration,
     /// Ticks of predictions buffered for websocket clients.
     pub stream_buffer: usize,
+    /// Folder the registry's model files are written to before loading;
+    /// empty: `models` in `data.dir`.
+    pub model_cache: String,
 }
 
 impl InferenceConfig {
@@ -280,6 +307,15 @@ impl Config {
             self.data.dir.join("journal")
         } else {
             PathBuf::from(&self.database.journal_dir)
+        }
+    }
+
+    /// The folder the registry's models are written to before loading.
+    pub fn model_cache(&self) -> PathBuf {
+        if self.inference.model_cache.is_empty() {
+            self.data.dir.join("models")
+        } else {
+            PathBuf::from(&self.inference.model_cache)
         }
     }
 
@@ -506,6 +542,12 @@ impl Config {
                 || self.standby.renew * 2 > self.standby.lease)
         {
             problems.push("standby: renew and follow_interval must be above zero, and lease at least twice renew".into());
+        }
+        if self.accuracy.sample.is_zero()
+            || self.accuracy.interval.is_zero()
+            || self.accuracy.window.is_zero()
+        {
+            problems.push("accuracy: sample, window and interval must be above zero".into());
         }
         if self.alerts.interval.is_zero() {
             problems.push("alerts.interval: must be above zero".into());

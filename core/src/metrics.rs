@@ -119,6 +119,25 @@ pub const DATABASE_BYTES: &str = "gept_database_bytes";
 /// HTTP request duration in seconds. Labels: `route`.
 pub const HTTP_REQUEST_SECONDS: &str = "gept_http_request_duration_seconds";
 
+/// Live Brier score of the serving model, by horizon group. Labels: `group`.
+pub const ACCURACY_BRIER: &str = "gept_accuracy_brier";
+/// Live expected calibration error, by horizon group. Labels: `group`.
+pub const ACCURACY_ECE: &str = "gept_accuracy_ece";
+/// Live AUC, by horizon group. Labels: `group`.
+pub const ACCURACY_AUC: &str = "gept_accuracy_auc";
+/// Live within-item AUC, by horizon group. Labels: `group`.
+pub const ACCURACY_WITHIN_ITEM_AUC: &str = "gept_accuracy_within_item_auc";
+/// Matured labels the live figures cover, by horizon group. Labels: `group`.
+pub const ACCURACY_LABELS: &str = "gept_accuracy_labels";
+/// 1 while a horizon group's live figures drift from validation. Labels: `group`.
+pub const ACCURACY_DRIFT: &str = "gept_accuracy_drift";
+/// Rows the accuracy monitor follows.
+pub const ACCURACY_OPEN_ROWS: &str = "gept_accuracy_open_rows";
+/// Times the accuracy monitor fell behind and dropped its rows.
+pub const ACCURACY_GAPS: &str = "gept_accuracy_gaps_total";
+/// Seconds to recompute the live figures.
+pub const ACCURACY_PUBLISH_SECONDS: &str = "gept_accuracy_publish_seconds";
+
 /// Every metric: (name, kind, help).
 pub const ALL: &[(&str, Kind, &str)] = &[
     (
@@ -360,5 +379,46 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         DATABASE_BYTES,
         Kind::Gauge,
         "Bytes the database holds in use, measured after each retention pass.",
+    ),
+    (
+        ACCURACY_BRIER,
+        Kind::Gauge,
+        "Live Brier score of the serving model, by horizon group.",
+    ),
+    (
+        ACCURACY_ECE,
+        Kind::Gauge,
+        "Live expected calibration error, by horizon group.",
+    ),
+    (ACCURACY_AUC, Kind::Gauge, "Live AUC, by horizon group."),
+    (
+        ACCURACY_WITHIN_ITEM_AUC,
+        Kind::Gauge,
+        "Live within-item AUC, by horizon group.",
+    ),
+    (
+        ACCURACY_LABELS,
+        Kind::Gauge,
+        "Matured labels the live figures cover, by horizon group.",
+    ),
+    (
+        ACCURACY_DRIFT,
+        Kind::Gauge,
+        "1 while a horizon group's live Brier or ECE is worse than validation by more than the margin.",
+    ),
+    (
+        ACCURACY_OPEN_ROWS,
+        Kind::Gauge,
+        "Rows (item x sampled tick) the accuracy monitor follows.",
+    ),
+    (
+        ACCURACY_GAPS,
+        Kind::Counter,
+        "Times the accuracy monitor fell behind the ticks and dropped its rows.",
+    ),
+    (
+        ACCURACY_PUBLISH_SECONDS,
+        Kind::Histogram,
+        "Seconds to recompute the live accuracy figures.",
     ),
 ];

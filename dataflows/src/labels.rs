@@ -150,9 +150,116 @@ pub fn label_series(obs: &[Obs], known_until: impl Fn(i64) -> i64) -> Vec<[u8; N
     out
 }
 
+/// One observation's targets followed as later observations arrive: the
+/// rule of [`label_series`], kept incrementally (the live accuracy monitor
+/// labels predictions tick by tick with it, without holding the series).
+/// Per offset it keeps the first later time the low reached the buy price
+/// and the first time at or after it the high reached the sell price; a
+/// target of horizon H is filled when that second time is at most T+H.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenLabels {
+    pub t: i64,
+    buy: [i64; OFFSETS_BP.len()],
+    sell: [i64; OFFSETS_BP.len()],
+    /// `i64::MAX`: not yet.
+    bought: [i64; OFFSETS_BP.len()],
+    filled: [i64; OFFSETS_BP.len()],
+}
+
+impl OpenLabels {
+    /// The targets of observation `at` (its carried prices set the offers).
+    pub fn new(at: Obs) -> Self {
+        OpenLabels {
+            t: at.t,
+            buy: OFFSETS_BP.map(|bp| buy_price(at.low, bp)),
+            sell: OFFSETS_BP.map(|bp| sell_price(at.high, bp)),
+            bought: [i64::MAX; OFFSETS_BP.len()],
+            filled: [i64::MAX; OFFSETS_BP.len()],
+        }
+    }
+
+    /// Applies a later observation of the same series, in time order.
+    pub fn observe(&mut self, o: Obs) {
+        if o.t <= self.t {
+            return;
+        }
+        for k in 0..OFFSETS_BP.len() {
+            if self.bought[k] == i64::MAX && o.low <= self.buy[k] {
+                self.bought[k] = o.t;
+            }
+            if self.bought[k] != i64::MAX && self.filled[k] == i64::MAX && o.high >= self.sell[k] {
+                self.filled[k] = o.t;
+            }
+        }
+    }
+
+    /// The labels, targets in canonical order, when `last` is the series'
+    /// last observation so far: [`UNKNOWN`] where T+H lies after it.
+    pub fn labels(&self, last: i64) -> [u8; N_TARGETS] {
+        let mut out = [UNKNOWN; N_TARGETS];
+        for (h, &hours) in HORIZONS_H.iter().enumerate() {
+            let until = self.t + hours as i64 * 3600;
+            if until > last {
+                continue;
+            }
+            for k in 0..OFFSETS_BP.len() {
+                out[h * OFFSETS_BP.len() + k] = u8::from(self.filled[k] <= until);
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn open_labels_follow_label_series_observation_by_observation() {
+        // A random walk with gaps between observations, nudged so that
+        // offers at every offset fill and fail.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut t, mut mid) = (0i64, 10_000i64);
+        let mut obs = Vec::new();
+        for _ in 0..4_000 {
+            t += 60 * (1 + (next() % 40) as i64);
+            mid = (mid + (next() % 301) as i64 - 150).max(100);
+            let spread = (next() % 400) as i64;
+            obs.push(Obs {
+                t,
+                high: mid + spread,
+                low: mid - spread / 2,
+            });
+        }
+        let want = label_series(&obs, |_| i64::MAX);
+        let mut filled = 0;
+        for (i, o) in obs.iter().enumerate() {
+            let mut open = OpenLabels::new(*o);
+            for later in &obs[i + 1..] {
+                open.observe(*later);
+            }
+            assert_eq!(open.labels(t), want[i], "observation {i}");
+            // Midway, what is known matches a labeller cut there.
+            let cut = obs[(i + 50).min(obs.len() - 1)].t;
+            let mut open = OpenLabels::new(*o);
+            obs[i + 1..]
+                .iter()
+                .take_while(|l| l.t <= cut)
+                .for_each(|l| open.observe(*l));
+            assert_eq!(open.labels(cut), label_series(&obs, |_| cut)[i]);
+            filled += want[i].iter().filter(|&&l| l == 1).count();
+            if i == 300 {
+                break;
+            }
+        }
+        assert!(filled > 0, "some offers fill");
+    }
 
     #[test]
     fn prices_are_exact_in_integers() {

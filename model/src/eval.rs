@@ -83,6 +83,36 @@ pub fn evaluate(probs: &[f32], labels: &[u8], items: &[u32], max_horizon_h: u32)
     }
 }
 
+/// Figures of a set of targets (a horizon group, an offset): the means of
+/// the targets' metrics (as the report's means are), labels summed, the
+/// base rate pooled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SetFigures {
+    pub labels: usize,
+    pub auc: Option<f64>,
+    pub within_item_auc: Option<f64>,
+    pub brier: Option<f64>,
+    pub ece: Option<f64>,
+    pub base_rate: Option<f64>,
+}
+
+/// [`SetFigures`] of `targets`.
+pub fn set_figures<'a>(targets: impl Iterator<Item = &'a TargetMetrics> + Clone) -> SetFigures {
+    let labels = targets.clone().map(|t| t.n).sum();
+    let positives: f64 = targets
+        .clone()
+        .filter_map(|t| t.base_rate.map(|r| r * t.n as f64))
+        .sum();
+    SetFigures {
+        labels,
+        auc: mean(targets.clone().map(|t| t.auc)),
+        within_item_auc: mean(targets.clone().map(|t| t.within_item_auc)),
+        brier: mean(targets.clone().map(|t| t.brier)),
+        ece: mean(targets.map(|t| t.ece)),
+        base_rate: (labels > 0).then(|| positives / labels as f64),
+    }
+}
+
 /// A reliability diagram: observed fill rate against mean predicted
 /// probability per bin, with the diagonal.
 pub fn reliability_svg(bins: &[Bin], title: &str) -> String {

@@ -69,10 +69,15 @@ pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
         path: path.to_owned(),
         source,
     })?;
-    Ok(Sha256::digest(&bytes)
+    Ok(sha256_hex(&bytes))
+}
+
+/// sha256 of bytes, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
-        .collect())
+        .collect()
 }
 
 /// A loaded model, ready to predict.

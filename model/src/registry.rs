@@ -1,11 +1,104 @@
-//! The model side of the registry: what a model directory registers as, and
-//! activation behind the quality gates. The store keeps the rows
-//! (`gept_store::Store::register_model`, `activate_model`); this module
-//! knows what a model is and when it is good enough to serve.
+//! The model side of the registry: what a model directory registers as,
+//! activation behind the quality gates, and models that travel through the
+//! database. The store keeps the rows (`gept_store::Store::register_model`,
+//! `activate_model`, `put_model_artifact`); this module knows what a model
+//! is and when it is good enough to serve.
+//!
+//! A registered model's files (`model.json` and the weights) are stored in
+//! the registry beside its row, so any process on the same database loads a
+//! model another one registered: [`materialise`] writes them into a local
+//! cache folder, after checking the weights against the registry's sha256.
 
+use crate::file::{self, sha256_hex, META_FILE};
 use crate::gates::{self, Verdict};
-use crate::ModelMeta;
-use gept_store::{ModelEntry, ModelState, Store, StoreError};
+use crate::{Model, ModelMeta};
+use gept_store::{ModelArtifact, ModelEntry, ModelState, Store, StoreError};
+use std::path::{Path, PathBuf};
+
+/// Registers the model directory `dir` as PENDING, with its files: loads it
+/// first (checksum, features, targets), so a broken directory is refused.
+pub async fn register_dir(store: &Store, dir: &Path) -> anyhow::Result<ModelEntry> {
+    let model = Model::load(dir, tch::Device::Cpu)?;
+    drop(model);
+    let meta = file::read_meta(dir)?;
+    let meta_bytes = std::fs::read(dir.join(META_FILE))?;
+    let weights = std::fs::read(dir.join(&meta.weights))?;
+    let path = std::fs::canonicalize(dir)?;
+    let entry = pending_entry(&meta, path.display().to_string());
+    let artifact = ModelArtifact {
+        meta: meta_bytes,
+        sha256: sha256_hex(&weights),
+        weights,
+    };
+    store.register_model(&entry).await?;
+    store.put_model_artifact(&entry.version, &artifact).await?;
+    Ok(entry)
+}
+
+/// Where model `entry` lies on this machine: its files from the registry,
+/// written under `cache` (`cache/<version>`, reused when already there),
+/// or its registered `path` for a model stored without files. Refuses files
+/// whose weights do not match the registry's sha256.
+pub async fn materialise(
+    store: &Store,
+    entry: &ModelEntry,
+    cache: &Path,
+) -> Result<PathBuf, String> {
+    let artifact = store
+        .model_artifact(&entry.version)
+        .await
+        .map_err(|e| format!("reading model {} from the registry: {e}", entry.version))?;
+    let Some(artifact) = artifact else {
+        return Ok(PathBuf::from(&entry.path));
+    };
+    let actual = sha256_hex(&artifact.weights);
+    if actual != entry.sha256 || artifact.sha256 != entry.sha256 {
+        return Err(format!(
+            "model {}: the registry's weights have sha256 {actual}, the registry row says {}; refused",
+            entry.version, entry.sha256
+        ));
+    }
+    let meta: ModelMeta = serde_json::from_slice(&artifact.meta).map_err(|e| {
+        format!(
+            "model {}: unreadable model.json in the registry: {e}",
+            entry.version
+        )
+    })?;
+    if meta.weights_sha256 != entry.sha256
+        || meta.weights.contains(['/', '\\'])
+        || meta.weights.starts_with('.')
+    {
+        return Err(format!(
+            "model {}: the registry's model.json does not describe its weights; refused",
+            entry.version
+        ));
+    }
+    let dir = cache.join(&entry.version);
+    if file::sha256_file(&dir.join(&meta.weights)).ok().as_deref() == Some(entry.sha256.as_str())
+        && std::fs::read(dir.join(META_FILE)).ok().as_deref() == Some(&artifact.meta[..])
+    {
+        return Ok(dir);
+    }
+    // Written beside, then renamed: a reader never sees half a model.
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(cache)?;
+        let tmp = cache.join(format!(".{}.{}", entry.version, std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::write(tmp.join(&meta.weights), &artifact.weights)?;
+        std::fs::write(tmp.join(META_FILE), &artifact.meta)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir)
+    };
+    write().map_err(|e| {
+        format!(
+            "writing model {} under {}: {e}",
+            entry.version,
+            cache.display()
+        )
+    })?;
+    Ok(dir)
+}
 
 /// The PENDING entry of a model directory at `path`, from its description.
 pub fn pending_entry(meta: &ModelMeta, path: String) -> ModelEntry {

@@ -556,6 +556,19 @@ pub fn routes(
             })))
         });
 
+    // The live accuracy monitor's figures (docs/API.md).
+    let accuracy =
+        warp::path!("accuracy")
+            .and(warp::get())
+            .and(s.clone())
+            .map(|state: ApiState| match &state.accuracy {
+                Some(monitor) => json(&**monitor.report.load()),
+                None => json(&serde_json::json!({
+                    "enabled": false,
+                    "message": "the live accuracy monitor is off (accuracy.enabled)",
+                })),
+            });
+
     let status = warp::path!("status").and(warp::get()).and(s.clone()).map(|state: ApiState| {
         let now = chrono::Utc::now().timestamp();
         let snap = state.inference.snapshot.load();
@@ -588,6 +601,20 @@ pub fn routes(
             },
             "collectors": state.health.collectors(),
             "freshness": freshness,
+            "accuracy": state.accuracy.as_ref().map(|a| {
+                let r = a.report.load();
+                let newest = r.models.first();
+                serde_json::json!({
+                    "through": r.through,
+                    "updated_at": r.updated_at,
+                    "version": newest.map(|m| &m.version),
+                    "drift": newest.is_some_and(|m| m.drift),
+                    "groups": newest.map(|m| m.groups.iter().map(|g| serde_json::json!({
+                        "group": g.group, "labels": g.live.labels, "brier": g.live.brier,
+                        "auc": g.live.auc, "ece": g.live.ece, "drift": g.drift,
+                    })).collect::<Vec<_>>()),
+                })
+            }),
         }))
     });
 
@@ -703,6 +730,8 @@ pub fn routes(
             .or(recommendations)
             .unify()
             .or(status)
+            .unify()
+            .or(accuracy)
             .unify()
             .or(ws)
             .unify()

@@ -3,7 +3,6 @@
 
 use crate::cli::ModelCommand;
 use gept_core::config::Config;
-use gept_model::file::read_meta;
 use gept_store::ModelEntry;
 use gept_store::Store;
 
@@ -38,15 +37,12 @@ pub async fn run(config: &Config, command: &ModelCommand) -> anyhow::Result<()> 
     let result = async {
         match command {
             ModelCommand::Register { dir, activate: act } => {
-                // Loading checks the checksum, features and targets.
-                let model = gept_model::Model::load(dir, tch::Device::Cpu)?;
-                let meta = read_meta(dir)?;
-                drop(model);
-                let path = std::fs::canonicalize(dir)?;
-                let entry = gept_model::registry::pending_entry(&meta, path.display().to_string());
-                store.register_model(&entry).await?;
+                // Loading checks the checksum, features and targets; the
+                // files are stored with the row, for every process on this
+                // database.
+                let entry = gept_model::registry::register_dir(&store, dir).await?;
                 println!(
-                    "model {} registered (PENDING) from {}",
+                    "model {} registered (PENDING) from {}, its files stored in the registry",
                     entry.version, entry.path
                 );
                 if *act {

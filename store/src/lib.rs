@@ -19,8 +19,8 @@ pub mod sqlite;
 
 pub use retention::{Expired, Expiring};
 pub use rows::{
-    decode_probabilities, encode_probabilities, InferenceStatus, ModelEntry, ModelState,
-    PredictionRow,
+    decode_probabilities, encode_probabilities, InferenceStatus, ModelArtifact, ModelEntry,
+    ModelState, PredictionRow,
 };
 
 use gept_core::{
@@ -52,7 +52,7 @@ pub enum Store {
 }
 
 /// Tables a store test or an operator may count.
-pub const TABLES: [&str; 13] = [
+pub const TABLES: [&str; 14] = [
     "items",
     "prices_latest_1m",
     "price_data_5min",
@@ -61,6 +61,7 @@ pub const TABLES: [&str; 13] = [
     "player_counts",
     "predictions",
     "model_registry",
+    "model_artifacts",
     "inference_status",
     "collector_status",
     "data_gaps",
@@ -476,6 +477,21 @@ impl Store {
                 dispatch!(self.activate_model(version, now))
             }
         }
+    }
+
+    /// Stores (or replaces) the files of the registered model `version`.
+    pub async fn put_model_artifact(
+        &self,
+        version: &str,
+        artifact: &ModelArtifact,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.put_model_artifact(version, artifact))
+    }
+
+    /// The stored files of model `version`; `None` for a model registered
+    /// before artifacts were stored (it loads from its `path`).
+    pub async fn model_artifact(&self, version: &str) -> Result<Option<ModelArtifact>, StoreError> {
+        dispatch!(self.model_artifact(version))
     }
 
     /// Archives a model that is not ACTIVE.

@@ -2,7 +2,7 @@
 //! `ON CONFLICT DO NOTHING`, and time partitions created before their first row.
 
 use crate::retention::{Expired, Expiring};
-use crate::rows::{self, InferenceStatus, ModelEntry, PredictionRow};
+use crate::rows::{self, InferenceStatus, ModelArtifact, ModelEntry, PredictionRow};
 use crate::{chunks, StoreError};
 use chrono::{Datelike, TimeZone, Utc};
 use gept_core::{
@@ -544,6 +544,41 @@ impl PgStore {
             .await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(super) async fn put_model_artifact(
+        &self,
+        version: &str,
+        a: &ModelArtifact,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO model_artifacts (version, meta, weights, sha256) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (version) DO UPDATE SET meta = excluded.meta, weights = excluded.weights, sha256 = excluded.sha256",
+        )
+        .bind(version)
+        .bind(&a.meta)
+        .bind(&a.weights)
+        .bind(&a.sha256)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn model_artifact(
+        &self,
+        version: &str,
+    ) -> Result<Option<ModelArtifact>, StoreError> {
+        Ok(sqlx::query_as::<_, (Vec<u8>, Vec<u8>, String)>(
+            "SELECT meta, weights, sha256 FROM model_artifacts WHERE version = $1",
+        )
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(|(meta, weights, sha256)| ModelArtifact {
+            meta,
+            weights,
+            sha256,
+        }))
     }
 
     pub(super) async fn archive_model(&self, version: &str, now: i64) -> Result<u64, StoreError> {

@@ -16,6 +16,15 @@ pub struct PredictionRow {
     pub probabilities: Vec<f32>,
 }
 
+/// A registered model's files as the registry stores them: `model.json` and
+/// the weights, with the weights' sha256 (lower-case hex).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelArtifact {
+    pub meta: Vec<u8>,
+    pub weights: Vec<u8>,
+    pub sha256: String,
+}
+
 /// What inference did at one tick.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct InferenceStatus {

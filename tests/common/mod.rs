@@ -355,11 +355,7 @@ pub async fn sqlite_with_active_model(
     let url = format!("sqlite://{}?mode=rwc", dir.join(name).display());
     let store = Store::connect(&url, 1).await.unwrap();
     store.migrate().await.unwrap();
-    store
-        .register_model(&gept_model::registry::pending_entry(
-            meta,
-            model_dir.display().to_string(),
-        ))
+    gept_model::registry::register_dir(&store, model_dir)
         .await
         .unwrap();
     store.activate_model(&meta.version, 1).await.unwrap();
@@ -508,4 +504,40 @@ pub async fn mock_status(addr: std::net::SocketAddr) -> serde_json::Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Stores and publishes recorded ticks on a service's feed as the collectors
+/// do, with each `/1h` bucket two minutes after its hour ends (stored, then
+/// published before the first tick at or after that time).
+pub async fn feed_recorded(
+    service: &gept::service::ServiceHandle,
+    ticks: &[gept_dataflows::features::TickInput],
+    hours: &[gept_dataflows::features::BucketInput],
+) {
+    use gept_actors::collectors::{FeedEvent, Tick};
+    use std::sync::Arc;
+    let mut next_hour = 0;
+    for tick in ticks {
+        while next_hour < hours.len() && hours[next_hour].start + 3_600 + 120 <= tick.time {
+            let h = &hours[next_hour];
+            service
+                .store
+                .insert_buckets(gept_core::BucketStep::OneHour, &h.rows)
+                .await
+                .unwrap();
+            service.feed(FeedEvent::Bucket {
+                step: gept_core::BucketStep::OneHour,
+                timestamp: h.start,
+                rows: Arc::new(h.rows.clone()),
+            });
+            next_hour += 1;
+        }
+        service.store.insert_latest(&tick.rows).await.unwrap();
+        service.feed(FeedEvent::Tick(Arc::new(Tick {
+            observed_at: tick.time,
+            arrived: std::time::Instant::now(),
+            rows: tick.rows.clone(),
+        })));
+    }
+    assert!(next_hour > 0, "no /1h bucket was replayed");
 }

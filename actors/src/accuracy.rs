@@ -1,0 +1,511 @@
+//! The live accuracy monitor: the model's predictions scored against what
+//! then happened, as the service runs.
+//!
+//! The inference thread hands every tick (its observations) and the tick's
+//! predictions to this thread, in order. One tick of predictions per
+//! `accuracy.sample` of tick time (the first with predictions in each
+//! period) is kept, as stored (`u16` per probability), and each of its rows
+//! is labelled tick by tick with the training labels' rule
+//! ([`gept_dataflows::labels::OpenLabels`]: carried prices, offers at the
+//! model's offsets, a fill needs the buy and then the sell within the
+//! horizon). A target's label is known once its horizon has passed; it
+//! counts in the figures while it became known within `accuracy.window`.
+//! Every `accuracy.interval` the figures are recomputed with the code of
+//! `gept eval` (`gept_model::eval::evaluate`) per model version: per target,
+//! per horizon group, per offset, with reliability bins, and compared with
+//! the model's validation figures (drift). They are published for
+//! `GET /api/v1/accuracy`, `/api/v1/status` and `/metrics`.
+//!
+//! Memory is bounded by the sample: rows live for the longest horizon plus
+//! the window (72 h by default), one tick per sample period, about 450
+//! bytes a row. If the thread falls behind by more than its queue, rows
+//! that missed an observation are dropped (their labels could be wrong) and
+//! the gap is counted.
+
+use crate::collectors::Tick;
+use crate::inference::TickPredictions;
+use arc_swap::ArcSwap;
+use gept_core::config::AccuracyConfig;
+use gept_core::metrics as m;
+use gept_core::{ItemId, HORIZONS_H, N_TARGETS, OFFSETS_BP};
+use gept_dataflows::labels::{Obs, OpenLabels, UNKNOWN};
+use gept_model::calibration::HORIZON_GROUPS;
+use gept_model::eval::{self, set_figures, SetFigures, TargetMetrics};
+use gept_model::metrics::{reliability, Bin};
+use gept_store::Store;
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+static TARGETS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(gept_core::target_names);
+
+/// Ticks queued for the monitor before it counts a gap.
+const QUEUE: usize = 256;
+
+/// The longest horizon, in seconds.
+const LONGEST: i64 = HORIZONS_H[HORIZONS_H.len() - 1] as i64 * 3600;
+
+/// The name of a horizon group in metrics and answers, e.g. `1-4h`.
+pub fn group_name(horizons: &[u32]) -> String {
+    format!("{}-{}h", horizons[0], horizons[horizons.len() - 1])
+}
+
+/// A horizon group's live figures beside the model's validation figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupReport {
+    pub group: String,
+    pub horizons_h: Vec<u32>,
+    #[serde(flatten)]
+    pub live: SetFigures,
+    /// The model's validation figures for the same targets.
+    pub validation: Option<SetFigures>,
+    /// Live Brier or ECE worse than validation by more than the margin.
+    pub drift: bool,
+    pub reliability: Vec<Bin>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OffsetReport {
+    pub offset_bp: u32,
+    #[serde(flatten)]
+    pub live: SetFigures,
+}
+
+/// The live figures of one model version.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    pub version: String,
+    /// Scored rows (item × sampled tick) with at least one known label.
+    pub rows: usize,
+    pub items: usize,
+    pub first_tick: Option<i64>,
+    pub last_tick: Option<i64>,
+    pub drift: bool,
+    pub groups: Vec<GroupReport>,
+    pub offsets: Vec<OffsetReport>,
+    pub targets: Vec<TargetMetrics>,
+}
+
+/// What `GET /api/v1/accuracy` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub enabled: bool,
+    pub sample_seconds: u64,
+    pub window_seconds: u64,
+    /// The last tick applied (labels are known up to it).
+    pub through: Option<i64>,
+    /// Unix time the figures were computed.
+    pub updated_at: Option<i64>,
+    /// Rows followed, their horizons not all passed yet or in the window.
+    pub open_rows: usize,
+    /// Times the monitor fell behind and dropped its rows.
+    pub gaps: u64,
+    /// Newest model first.
+    pub models: Vec<ModelReport>,
+}
+
+/// One followed row: an item's prediction at a sampled tick.
+struct Row {
+    item: ItemId,
+    version: Arc<str>,
+    /// As stored: `u16` little-endian per target.
+    probabilities: Box<[u8]>,
+    open: OpenLabels,
+}
+
+enum Msg {
+    Tick(Arc<Tick>, Option<Arc<TickPredictions>>),
+    /// Publish the figures now (tests, and before a stop).
+    Publish(mpsc::SyncSender<()>),
+}
+
+/// The sending side, held by the inference thread; cheap to clone.
+#[derive(Clone)]
+pub struct Feed {
+    tx: mpsc::SyncSender<Msg>,
+    behind: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// Hands a tick and its predictions to the monitor; never blocks. When
+    /// the queue is full the monitor is told it missed one.
+    pub fn tick(&self, tick: Arc<Tick>, predictions: Option<Arc<TickPredictions>>) {
+        if let Err(mpsc::TrySendError::Full(_)) = self.tx.try_send(Msg::Tick(tick, predictions)) {
+            self.behind.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Handle to the monitor: its feed and its published report.
+#[derive(Clone)]
+pub struct Monitor {
+    pub feed: Feed,
+    pub report: Arc<ArcSwap<Report>>,
+}
+
+impl Monitor {
+    /// Starts the monitor's thread; `runtime` reads the registry (the
+    /// models' validation figures).
+    pub fn spawn(
+        config: &AccuracyConfig,
+        store: Store,
+        runtime: tokio::runtime::Handle,
+    ) -> std::io::Result<Monitor> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE);
+        let report = Arc::new(ArcSwap::from_pointee(Report {
+            enabled: true,
+            sample_seconds: config.sample.as_secs(),
+            window_seconds: config.window.as_secs(),
+            through: None,
+            updated_at: None,
+            open_rows: 0,
+            gaps: 0,
+            models: Vec::new(),
+        }));
+        let monitor = Monitor {
+            feed: Feed {
+                tx,
+                behind: Arc::default(),
+            },
+            report: report.clone(),
+        };
+        let mut state = State {
+            config: config.clone(),
+            carried: HashMap::new(),
+            last_seen: HashMap::new(),
+            rows: HashMap::new(),
+            sampled_period: None,
+            through: None,
+            gaps: 0,
+            validation: HashMap::new(),
+            store,
+            runtime,
+            report,
+        };
+        let behind = monitor.feed.behind.clone();
+        std::thread::Builder::new()
+            .name("gept-accuracy".into())
+            .spawn(move || {
+                let mut next = Instant::now() + state.config.interval;
+                let mut changed = false;
+                loop {
+                    let wait = next.saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(wait) {
+                        Ok(Msg::Tick(tick, predictions)) => {
+                            if behind.swap(false, Ordering::SeqCst) {
+                                state.gap();
+                            }
+                            state.apply(&tick, predictions.as_deref());
+                            changed = true;
+                        }
+                        Ok(Msg::Publish(done)) => {
+                            state.publish();
+                            changed = false;
+                            let _ = done.send(());
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                    if Instant::now() >= next {
+                        if changed {
+                            state.publish();
+                            changed = false;
+                        }
+                        next = Instant::now() + state.config.interval;
+                    }
+                }
+            })?;
+        Ok(monitor)
+    }
+
+    /// Recomputes and publishes the figures after every tick handed over
+    /// so far; waits at most `timeout`.
+    pub fn publish_now(&self, timeout: Duration) -> bool {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if self.feed.tx.send(Msg::Publish(tx)).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+}
+
+/// One version's rows to score: probabilities, labels, items, and the
+/// first and last tick.
+type Scored = (Vec<f32>, Vec<u8>, Vec<u32>, i64, i64);
+
+struct State {
+    config: AccuracyConfig,
+    /// Per item: the carried high and low (a null side keeps the last).
+    carried: HashMap<ItemId, (Option<i64>, Option<i64>)>,
+    /// Per item: its series' last observation time.
+    last_seen: HashMap<ItemId, i64>,
+    /// Per item: followed rows, oldest first.
+    rows: HashMap<ItemId, VecDeque<Row>>,
+    /// The sample period of the last sampled tick.
+    sampled_period: Option<i64>,
+    through: Option<i64>,
+    gaps: u64,
+    /// Per model version: its validation metrics per target (None: unknown).
+    validation: HashMap<String, Option<Vec<TargetMetrics>>>,
+    store: Store,
+    runtime: tokio::runtime::Handle,
+    report: Arc<ArcSwap<Report>>,
+}
+
+impl State {
+    fn gap(&mut self) {
+        self.gaps += 1;
+        let dropped: usize = self.rows.values().map(VecDeque::len).sum();
+        self.rows.clear();
+        metrics::counter!(m::ACCURACY_GAPS).increment(1);
+        tracing::warn!(
+            dropped,
+            "the accuracy monitor fell behind the ticks; its rows missed an observation and were dropped"
+        );
+    }
+
+    fn apply(&mut self, tick: &Tick, predictions: Option<&TickPredictions>) {
+        let t = tick.observed_at;
+        self.through = Some(t);
+        for r in &tick.rows {
+            let c = self.carried.entry(r.item_id).or_default();
+            c.0 = r.high.or(c.0);
+            c.1 = r.low.or(c.1);
+            let (Some(high), Some(low)) = *c else {
+                continue;
+            };
+            self.last_seen.insert(r.item_id, t);
+            if let Some(rows) = self.rows.get_mut(&r.item_id) {
+                let o = Obs { t, high, low };
+                for row in rows.iter_mut().filter(|row| t <= row.open.t + LONGEST) {
+                    row.open.observe(o);
+                }
+            }
+        }
+        let sample = self.config.sample.as_secs().max(1) as i64;
+        let period = t.div_euclid(sample);
+        if let Some(p) = predictions.filter(|p| !p.predictions.is_empty()) {
+            if self.sampled_period != Some(period) {
+                self.sampled_period = Some(period);
+                for pred in &p.predictions {
+                    // A row needs the item's observation at this tick.
+                    if self.last_seen.get(&pred.item_id) != Some(&t) {
+                        continue;
+                    }
+                    let (Some(high), Some(low)) = self.carried[&pred.item_id] else {
+                        continue;
+                    };
+                    self.rows.entry(pred.item_id).or_default().push_back(Row {
+                        item: pred.item_id,
+                        version: p.model_version.clone(),
+                        probabilities: gept_store::encode_probabilities(&pred.probabilities)
+                            .into_boxed_slice(),
+                        open: OpenLabels::new(Obs { t, high, low }),
+                    });
+                }
+            }
+        }
+        // Rows whose every label left the window.
+        let keep_after = t - LONGEST - self.config.window.as_secs() as i64;
+        self.rows.retain(|_, rows| {
+            while rows.front().is_some_and(|r| r.open.t < keep_after) {
+                rows.pop_front();
+            }
+            !rows.is_empty()
+        });
+    }
+
+    /// The model's validation figures per target, read once per version.
+    fn validation(&mut self, version: &str) -> Option<Vec<TargetMetrics>> {
+        if let Some(v) = self.validation.get(version) {
+            return v.clone();
+        }
+        let store = self.store.clone();
+        let models = self.runtime.block_on(async move { store.models().await });
+        let found = match models {
+            Ok(models) => models
+                .into_iter()
+                .find(|e| e.version == version)
+                .and_then(|e| serde_json::from_str::<serde_json::Value>(&e.metrics).ok())
+                .and_then(|v| serde_json::from_value(v["targets"].clone()).ok()),
+            // Asked again at the next publish.
+            Err(_) => return None,
+        };
+        self.validation.insert(version.to_string(), found.clone());
+        found
+    }
+
+    fn publish(&mut self) {
+        let started = Instant::now();
+        let Some(now) = self.through else {
+            return;
+        };
+        let window_start = now - self.config.window.as_secs() as i64;
+        // Per version: probabilities, labels and items of the rows with a
+        // known label inside the window.
+        let mut per_version: HashMap<Arc<str>, Scored> = HashMap::new();
+        let mut open_rows = 0;
+        for rows in self.rows.values() {
+            for row in rows {
+                open_rows += 1;
+                let last = self.last_seen.get(&row.item).copied().unwrap_or(row.open.t);
+                let mut labels = row.open.labels(last);
+                for (h, &hours) in HORIZONS_H.iter().enumerate() {
+                    if row.open.t + hours as i64 * 3600 <= window_start {
+                        labels[h * OFFSETS_BP.len()..(h + 1) * OFFSETS_BP.len()].fill(UNKNOWN);
+                    }
+                }
+                if labels.iter().all(|&l| l == UNKNOWN) {
+                    continue;
+                }
+                let e = per_version
+                    .entry(row.version.clone())
+                    .or_insert_with(|| (Vec::new(), Vec::new(), Vec::new(), i64::MAX, i64::MIN));
+                let probs = gept_store::decode_probabilities(&row.probabilities)
+                    .expect("encoded here, 108 u16");
+                e.0.extend(probs);
+                e.1.extend_from_slice(&labels);
+                e.2.push(row.item);
+                e.3 = e.3.min(row.open.t);
+                e.4 = e.4.max(row.open.t);
+            }
+        }
+        let mut models: Vec<ModelReport> = per_version
+            .into_iter()
+            .map(|(version, (probs, labels, items, first, last))| {
+                let report =
+                    eval::evaluate(&probs, &labels, &items, HORIZONS_H[HORIZONS_H.len() - 1]);
+                let validation = self.validation(&version);
+                self.model_report(&version, report, &probs, &labels, validation, first, last)
+            })
+            .collect();
+        models.sort_by_key(|m| std::cmp::Reverse(m.last_tick));
+        // Metrics follow the newest model.
+        if let Some(newest) = models.first() {
+            for g in &newest.groups {
+                let l = g.group.clone();
+                let set = |name: &'static str, v: Option<f64>| {
+                    metrics::gauge!(name, "group" => l.clone()).set(v.unwrap_or(f64::NAN));
+                };
+                set(m::ACCURACY_BRIER, g.live.brier);
+                set(m::ACCURACY_ECE, g.live.ece);
+                set(m::ACCURACY_AUC, g.live.auc);
+                set(m::ACCURACY_WITHIN_ITEM_AUC, g.live.within_item_auc);
+                set(m::ACCURACY_LABELS, Some(g.live.labels as f64));
+                set(m::ACCURACY_DRIFT, Some(f64::from(u8::from(g.drift))));
+            }
+        }
+        metrics::gauge!(m::ACCURACY_OPEN_ROWS).set(open_rows as f64);
+        metrics::histogram!(m::ACCURACY_PUBLISH_SECONDS).record(started.elapsed().as_secs_f64());
+        let old = self.report.load();
+        let drifted = models.first().is_some_and(|r| r.drift);
+        let was = old.models.first().is_some_and(|r| r.drift);
+        if drifted && !was {
+            tracing::warn!(
+                version = %models[0].version,
+                groups = ?models[0].groups.iter().filter(|g| g.drift).map(|g| g.group.as_str()).collect::<Vec<_>>(),
+                "live accuracy drifted below the model's validation figures"
+            );
+        }
+        self.report.store(Arc::new(Report {
+            enabled: true,
+            sample_seconds: self.config.sample.as_secs(),
+            window_seconds: self.config.window.as_secs(),
+            through: Some(now),
+            updated_at: Some(chrono::Utc::now().timestamp()),
+            open_rows,
+            gaps: self.gaps,
+            models,
+        }));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn model_report(
+        &self,
+        version: &str,
+        report: eval::Report,
+        probs: &[f32],
+        labels: &[u8],
+        validation: Option<Vec<TargetMetrics>>,
+        first: i64,
+        last: i64,
+    ) -> ModelReport {
+        let horizon_of = |t: usize| HORIZONS_H[t / OFFSETS_BP.len()];
+        let groups: Vec<GroupReport> = HORIZON_GROUPS
+            .iter()
+            .map(|hs| {
+                let in_group = |t: &usize| hs.contains(&horizon_of(*t));
+                let live = set_figures(
+                    report
+                        .targets
+                        .iter()
+                        .enumerate()
+                        .filter(|(t, _)| in_group(t))
+                        .map(|(_, m)| m),
+                );
+                let validation = validation.as_ref().map(|v| {
+                    set_figures(v.iter().filter(|m| {
+                        TARGETS
+                            .iter()
+                            .position(|n| *n == m.name)
+                            .is_some_and(|t| in_group(&t))
+                    }))
+                });
+                let worse = |live: Option<f64>, val: Option<f64>, margin: f64| {
+                    matches!((live, val), (Some(l), Some(v)) if l > v + margin)
+                };
+                let drift = live.labels >= self.config.min_labels
+                    && validation.as_ref().is_some_and(|v| {
+                        worse(live.brier, v.brier, self.config.drift_brier_margin)
+                            || worse(live.ece, v.ece, self.config.drift_ece_margin)
+                    });
+                let (mut s, mut y) = (Vec::new(), Vec::new());
+                for (row, l) in labels.chunks_exact(N_TARGETS).enumerate() {
+                    for t in (0..N_TARGETS).filter(|t| in_group(t)) {
+                        if l[t] <= 1 {
+                            s.push(probs[row * N_TARGETS + t]);
+                            y.push(l[t] == 1);
+                        }
+                    }
+                }
+                GroupReport {
+                    group: group_name(hs),
+                    horizons_h: hs.to_vec(),
+                    live,
+                    validation,
+                    drift,
+                    reliability: reliability(&s, &y, 10),
+                }
+            })
+            .collect();
+        let offsets = OFFSETS_BP
+            .iter()
+            .enumerate()
+            .map(|(k, &bp)| OffsetReport {
+                offset_bp: bp,
+                live: set_figures(
+                    report
+                        .targets
+                        .iter()
+                        .enumerate()
+                        .filter(|(t, _)| t % OFFSETS_BP.len() == k)
+                        .map(|(_, m)| m),
+                ),
+            })
+            .collect();
+        ModelReport {
+            version: version.to_string(),
+            rows: report.rows,
+            items: report.items,
+            first_tick: Some(first),
+            last_tick: Some(last),
+            drift: groups.iter().any(|g| g.drift),
+            groups,
+            offsets,
+            targets: report.targets,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Live accuracy equals an offline evaluation of the same predictions on the
+//! same matured rows. Recorded ticks and `/1h` buckets are stored and
+//! published into a service with a model ACTIVE, as the collectors do; the
+//! monitor samples one tick per 10 minutes of tick time. Offline, the rows
+//! of the same sampled ticks are labelled from the whole replayed series
+//! with the training labeller (`gept_model::dataset::labels`) and scored by
+//! `gept eval`'s code on the probabilities the service published (as
+//! stored, `u16`); `/api/v1/accuracy` answers the same figures per target,
+//! and `/metrics` and `/api/v1/status` carry them. With the drift margin set
+//! below zero the groups with validation figures report drift.
+
+mod common;
+
+use gept::service::Service;
+use gept_core::recordings::{HOURLY_FILE, LATEST_FILE};
+use gept_core::{ItemId, N_TARGETS};
+use gept_dataflows::inputs::{load_hours, load_ticks};
+use gept_dataflows::labels::series_from_ticks;
+use gept_model::net::TrainOptions;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Ticks replayed (the recordings hold one about every 5 minutes: ~12 h).
+const TICKS: usize = 150;
+/// The monitor's sample period.
+const SAMPLE: i64 = 600;
+
+#[test]
+fn live_accuracy_equals_an_offline_evaluation_of_the_same_rows() {
+    gept::service::system().block_on(accuracy());
+}
+
+async fn accuracy() {
+    let rec = common::recordings();
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    let meta = common::train_model(
+        &rec,
+        100,
+        TrainOptions {
+            hidden: vec![16],
+            max_epochs: 1,
+            ..TrainOptions::default()
+        },
+        &model_dir,
+    );
+    let url = common::sqlite_with_active_model(tmp.path(), "gept.db", &meta, &model_dir).await;
+    let env: Vec<(String, String)> = [
+        ("GEPT__DATABASE__URL", url.as_str()),
+        ("GEPT__API__LISTEN", "127.0.0.1:0"),
+        (
+            "GEPT__UPSTREAM__USER_AGENT",
+            "gept-tests (tests@gept.invalid)",
+        ),
+        ("GEPT__INFERENCE__DEVICE", "cpu"),
+        ("GEPT__INFERENCE__STREAM_BUFFER", "1024"),
+        ("GEPT__ACCURACY__SAMPLE", "10m"),
+        ("GEPT__ACCURACY__WINDOW", "30d"),
+        ("GEPT__ACCURACY__INTERVAL", "1h"),
+        ("GEPT__ACCURACY__MIN_LABELS", "1"),
+        ("GEPT__ACCURACY__DRIFT_BRIER_MARGIN", "-1.0"),
+        ("GEPT__ACCURACY__DRIFT_ECE_MARGIN", "1.0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    config.collectors.disable_all();
+    let service = Service::start(&config).await.unwrap();
+    let mut stream = service.inference.stream.subscribe();
+
+    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(TICKS)).unwrap();
+    assert_eq!(ticks.len(), TICKS);
+    let hours = load_hours(Some(&rec.join(HOURLY_FILE))).unwrap();
+    common::feed_recorded(&service, &ticks, &hours).await;
+
+    // What the service published, per tick and item.
+    let last = ticks.last().unwrap().time;
+    let mut published: BTreeMap<i64, BTreeMap<ItemId, Vec<f32>>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !published.contains_key(&last) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let p = tokio::time::timeout(left, stream.recv())
+            .await
+            .expect("the last tick is predicted within 180 s")
+            .expect("the stream is open and kept up");
+        let items = published.entry(p.tick_time).or_default();
+        for q in &p.predictions {
+            items.insert(q.item_id, q.probabilities.clone());
+        }
+    }
+    let monitor = service.accuracy.clone().expect("the monitor is on");
+    assert!(monitor.publish_now(Duration::from_secs(120)));
+
+    // Offline: the first tick with predictions in each 10-minute period,
+    // each predicted item observed at it, labelled from the whole series.
+    let series = series_from_ticks(&ticks);
+    let (mut items, mut times, mut probs) = (Vec::new(), Vec::new(), Vec::new());
+    let mut period = None;
+    for (&t, preds) in &published {
+        if preds.is_empty() || period == Some(t.div_euclid(SAMPLE)) {
+            continue;
+        }
+        period = Some(t.div_euclid(SAMPLE));
+        for (&item, p) in preds {
+            if series
+                .get(&item)
+                .is_some_and(|obs| obs.binary_search_by_key(&t, |o| o.t).is_ok())
+            {
+                items.push(item);
+                times.push(t);
+                probs.extend(
+                    gept_store::decode_probabilities(&gept_store::encode_probabilities(p)).unwrap(),
+                );
+            }
+        }
+    }
+    let labels = gept_model::dataset::labels(&series, &items, &times, |_| i64::MAX);
+    // Rows with no known label are not scored live; drop them here too.
+    let keep: Vec<usize> = (0..items.len())
+        .filter(|&r| {
+            labels[r * N_TARGETS..(r + 1) * N_TARGETS]
+                .iter()
+                .any(|&l| l <= 1)
+        })
+        .collect();
+    let pick = |v: &[f32]| -> Vec<f32> {
+        keep.iter()
+            .flat_map(|&r| v[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+            .collect()
+    };
+    let offline = gept_model::eval::evaluate(
+        &pick(&probs),
+        &keep
+            .iter()
+            .flat_map(|&r| labels[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+            .collect::<Vec<_>>(),
+        &keep.iter().map(|&r| items[r]).collect::<Vec<_>>(),
+        48,
+    );
+    assert!(offline.rows > 100, "{} offline rows", offline.rows);
+
+    let base = format!("http://{}", service.addr);
+    let live: serde_json::Value = reqwest::get(format!("{base}/api/v1/accuracy"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(live["through"], last);
+    let models = live["models"].as_array().unwrap();
+    assert_eq!(models.len(), 1, "{live}");
+    let m = &models[0];
+    assert_eq!(m["version"], meta.version.as_str());
+    assert_eq!(m["rows"], offline.rows);
+    assert_eq!(m["items"], offline.items);
+    let targets = m["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), N_TARGETS);
+    let close = |a: &serde_json::Value, b: Option<f64>, what: &str| match (a.as_f64(), b) {
+        (Some(a), Some(b)) => assert!((a - b).abs() < 1e-9, "{what}: live {a}, offline {b}"),
+        (None, None) => {}
+        (a, b) => panic!("{what}: live {a:?}, offline {b:?}"),
+    };
+    let mut scored = 0;
+    for (live, off) in targets.iter().zip(&offline.targets) {
+        assert_eq!(live["name"], off.name.as_str());
+        assert_eq!(live["n"], off.n, "{}", off.name);
+        close(&live["auc"], off.auc, &format!("{} auc", off.name));
+        close(&live["brier"], off.brier, &format!("{} brier", off.name));
+        close(&live["ece"], off.ece, &format!("{} ece", off.name));
+        close(
+            &live["within_item_auc"],
+            off.within_item_auc,
+            &format!("{} within-item auc", off.name),
+        );
+        scored += usize::from(off.n > 0);
+    }
+    // 12 h of ticks: the 1 h to 11 h horizons matured for some rows.
+    assert!(scored >= 6 * 10, "{scored} targets with matured labels");
+
+    // Groups: 1-4h has labels and validation figures, so (margin −1) drift;
+    // 32-48h has neither and cannot drift.
+    let groups = m["groups"].as_array().unwrap();
+    let short = groups.iter().find(|g| g["group"] == "1-4h").unwrap();
+    assert!(short["labels"].as_u64().unwrap() > 0);
+    assert!(short["validation"]["brier"].is_f64(), "{short}");
+    assert_eq!(short["drift"], true);
+    let long = groups.iter().find(|g| g["group"] == "32-48h").unwrap();
+    assert_eq!(
+        (long["labels"].as_u64(), &long["drift"]),
+        (Some(0), &false.into())
+    );
+    let bins = short["reliability"].as_array().unwrap();
+    let binned: u64 = bins.iter().map(|b| b["n"].as_u64().unwrap()).sum();
+    assert_eq!(binned, short["labels"].as_u64().unwrap());
+
+    // The same figures in /metrics and /api/v1/status.
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let brier = common::metric_value(&metrics, "gept_accuracy_brier{group=\"1-4h\"}").unwrap();
+    assert!((brier - short["brier"].as_f64().unwrap()).abs() < 1e-12);
+    assert_eq!(
+        common::metric_value(&metrics, "gept_accuracy_drift{group=\"1-4h\"}"),
+        Some(1.0)
+    );
+    let status: serde_json::Value = reqwest::get(format!("{base}/api/v1/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["accuracy"]["version"], meta.version.as_str());
+    assert_eq!(status["accuracy"]["drift"], true);
+
+    let report = service.shutdown().await;
+    assert!(report.clean(), "{report:?}");
+}
