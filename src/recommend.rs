@@ -8,11 +8,12 @@
 //! can hold (capital / slots, and the buy limit per 4 hours), and the top
 //! `slots` are returned.
 //!
-//! Filters: too little volume (fewer units traded in the last hour than the
-//! quantity we would buy, or under 10), a manipulated look (a spread over
+//! Filters: no `/1h` volume known yet, too little volume (fewer units
+//! traded in the last hour than the quantity we would buy, or under 10), a manipulated look (a spread over
 //! three times its 24 h mean and over 5 %, or an hourly volume over five
 //! times the item's mean), probabilities under the risk's minimum, and no
-//! profit after tax.
+//! profit after tax. [`Screening`] counts the items each rule left out, so
+//! an empty answer says why.
 
 use gept_actors::inference::{Market, Prediction};
 use gept_core::{tax, ItemId, ItemMeta, HORIZONS_H, OFFSETS_BP};
@@ -92,30 +93,109 @@ fn whole_gp<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_i64(v.round() as i64)
 }
 
-/// The ranked recommendations for `req` at `tick_time`.
+/// How the predicted items fared against the rules: each item is counted
+/// once, under the first rule that left it out, or as a candidate.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Screening {
+    /// Items with predictions at the tick.
+    pub predicted: usize,
+    pub excluded: usize,
+    /// No item facts or no positive prices.
+    pub no_price: usize,
+    /// No `/1h` volume known for the item yet.
+    pub no_volume_data: usize,
+    /// Fewer than 10 units traded in the last hour.
+    pub low_volume: usize,
+    /// A spread or volume spike (manipulation guard).
+    pub manipulated: usize,
+    /// No target of this risk and style reaches the risk's least probability.
+    pub below_probability: usize,
+    /// No target left a profit after the GE tax.
+    pub no_profit_after_tax: usize,
+    /// Capital per slot buys none at the price.
+    pub unaffordable: usize,
+    /// Items that passed every rule (the best `slots` are answered).
+    pub candidates: usize,
+}
+
+impl Screening {
+    /// Why no item passed, in words, naming the rules that left most out;
+    /// `None` when some did.
+    pub fn why_empty(&self) -> Option<String> {
+        if self.candidates > 0 {
+            return None;
+        }
+        if self.predicted == 0 {
+            return Some("no item was predicted at this tick".into());
+        }
+        let mut reasons: Vec<(usize, &str)> = [
+            (self.excluded, "excluded by the request"),
+            (self.no_price, "without prices or item facts"),
+            (
+                self.no_volume_data,
+                "without /1h volume data yet (it arrives with the first hourly bucket, within the hour after the service starts)",
+            ),
+            (self.low_volume, "traded fewer than 10 units in the last hour"),
+            (self.manipulated, "show a spread or volume spike"),
+            (
+                self.below_probability,
+                "have no offer this risk and style allow with a fill probability at the risk's minimum",
+            ),
+            (self.no_profit_after_tax, "make no profit after the GE tax"),
+            (self.unaffordable, "cost more than the capital per slot"),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .collect();
+        reasons.sort_by_key(|r| std::cmp::Reverse(r.0));
+        let list: Vec<String> = reasons
+            .iter()
+            .map(|(n, why)| format!("{n} {why}"))
+            .collect();
+        Some(format!(
+            "no recommendation: of {} predicted items, {}",
+            self.predicted,
+            list.join("; ")
+        ))
+    }
+}
+
+/// The ranked recommendations for `req` at `tick_time`, and how the
+/// predicted items fared against the rules.
 pub fn recommend(
     req: &Request,
     tick_time: i64,
     predictions: &HashMap<ItemId, std::sync::Arc<Prediction>>,
     market: &HashMap<ItemId, std::sync::Arc<Market>>,
     items: &HashMap<ItemId, ItemMeta>,
-) -> Vec<Recommendation> {
+) -> (Vec<Recommendation>, Screening) {
     let (offsets, floor) = req.risk.offsets_and_floor();
     let horizons = req.style.horizons();
     let per_slot = req.capital / req.slots.max(1) as i64;
     let mut out: Vec<Recommendation> = Vec::new();
+    let mut screening = Screening {
+        predicted: predictions.len(),
+        ..Screening::default()
+    };
     for (id, pred) in predictions {
         if req.exclude.contains(id) {
+            screening.excluded += 1;
             continue;
         }
         let (Some(m), Some(meta)) = (market.get(id), items.get(id)) else {
+            screening.no_price += 1;
             continue;
         };
         if m.low <= 0 || m.high <= 0 {
+            screening.no_price += 1;
             continue;
         }
-        let volume = m.volume_1h.unwrap_or(0.0);
+        let Some(volume) = m.volume_1h else {
+            screening.no_volume_data += 1;
+            continue;
+        };
         if volume < 10.0 {
+            screening.low_volume += 1;
             continue;
         }
         let spread_spike = match (m.spread_pct, m.spread_ma_24h) {
@@ -126,9 +206,12 @@ pub fn recommend(
             .volume_mean
             .is_some_and(|avg| avg > 0.0 && volume > 5.0 * avg);
         if spread_spike || volume_spike {
+            screening.manipulated += 1;
             continue;
         }
         let mut best: Option<Recommendation> = None;
+        // The furthest rule any of the item's targets passed.
+        let mut passed = 0u8;
         for (h, hours) in HORIZONS_H.iter().enumerate() {
             if !horizons.contains(hours) {
                 continue;
@@ -141,6 +224,7 @@ pub fn recommend(
                 if p < floor {
                     continue;
                 }
+                passed = passed.max(1);
                 let (buy, sell) = (buy_price(m.low, *bp), sell_price(m.high, *bp));
                 if buy <= 0 {
                     continue;
@@ -150,6 +234,7 @@ pub fn recommend(
                 if profit <= 0 {
                     continue;
                 }
+                passed = passed.max(2);
                 let limit = meta.buy_limit.unwrap_or(i64::MAX);
                 let quantity = (per_slot / buy).min(limit).min(volume as i64);
                 if quantity <= 0 {
@@ -179,6 +264,12 @@ pub fn recommend(
                 }
             }
         }
+        match (&best, passed) {
+            (Some(_), _) => screening.candidates += 1,
+            (None, 0) => screening.below_probability += 1,
+            (None, 1) => screening.no_profit_after_tax += 1,
+            (None, _) => screening.unaffordable += 1,
+        }
         out.extend(best);
     }
     out.sort_by(|a, b| {
@@ -187,5 +278,5 @@ pub fn recommend(
             .then(a.item_id.cmp(&b.item_id))
     });
     out.truncate(req.slots);
-    out
+    (out, screening)
 }

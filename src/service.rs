@@ -259,6 +259,7 @@ impl Service {
             ready_max_feed_age: config.api.ready_max_feed_age,
             cancel: cancel.clone(),
             accuracy: accuracy.clone(),
+            stale_after: config.api.stale_after,
         };
         let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
         let addr = listener.local_addr()?;

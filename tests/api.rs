@@ -404,6 +404,28 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     )
     .await;
     assert_eq!(r.status(), 200);
+    let recs: serde_json::Value = r.json().await.unwrap();
+    // The answer carries its data's age and model, and an empty list says why.
+    assert!(
+        recs["data_age_seconds"].as_i64().is_some_and(|a| a >= 0),
+        "{recs}"
+    );
+    assert!(recs["model_version"].is_string(), "{recs}");
+    assert!(
+        recs["screening"]["predicted"].as_u64().unwrap() > 0,
+        "{recs}"
+    );
+    if recs["recommendations"].as_array().unwrap().is_empty() {
+        assert!(
+            recs["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("no recommendation: of "),
+            "{recs}"
+        );
+    } else {
+        assert!(recs["message"].is_null(), "{recs}");
+    }
     let openapi: serde_json::Value = get_json(&http, format!("{base}/api/v1/openapi.json")).await;
     assert_eq!(openapi["openapi"], "3.0.3");
     let status: serde_json::Value = get_json(&http, format!("{base}/api/v1/status")).await;
@@ -460,6 +482,75 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     ws.close(None).await.unwrap();
     serve.stop();
     mock.stop().await;
+}
+
+/// Once the feed stops, recommendations turn into a clear "stale" 503 after
+/// `api.stale_after`, instead of trades on old prices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_feed_makes_recommendations_say_the_data_is_stale() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let meta = tokio::task::spawn_blocking({
+        let m = model.clone();
+        move || small_model(&m, 1)
+    })
+    .await
+    .unwrap();
+    let url = common::sqlite_with_active_model(tmp.path(), "gept.db", &meta, &model).await;
+    let mock = mock_api::start(
+        &common::recordings(),
+        "127.0.0.1:0".parse().unwrap(),
+        MockOptions {
+            clock: Clock::Step,
+            faults: Default::default(),
+            seed: 1,
+            max_snapshots: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut env = serve_env(mock.addr, &url);
+    env.extend(
+        [
+            ("GEPT__COLLECTORS__LATEST__INTERVAL", "200ms"),
+            ("GEPT__API__STALE_AFTER", "3s"),
+            ("GEPT__API__TRUSTED_CLIENTS", "127.0.0.1"),
+            ("GEPT__INFERENCE__DEVICE", "cpu"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let serve = Serve::start(&env);
+    let url = format!(
+        "{}/api/v1/recommendations?capital=10000000&risk=high&style=active&slots=8",
+        serve.url
+    );
+    let http = reqwest::Client::new();
+    let u = url.clone();
+    let h = http.clone();
+    common::wait_for("recommendations on a live feed", 120, || {
+        let (u, h) = (u.clone(), h.clone());
+        async move { get(&h, u).await.status() == 200 }
+    })
+    .await;
+    let live: serde_json::Value = get_json(&http, url.clone()).await;
+    assert!(live["data_age_seconds"].as_i64().unwrap() <= 3, "{live}");
+
+    // The upstream goes away: no new tick arrives.
+    mock.stop().await;
+    let u = url.clone();
+    let h = http.clone();
+    common::wait_for("the stale answer", 30, || {
+        let (u, h) = (u.clone(), h.clone());
+        async move { get(&h, u).await.status() == 503 }
+    })
+    .await;
+    let stale: serde_json::Value = get_json(&http, url).await;
+    let message = stale["error"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("stale: the newest prices arrived"),
+        "{stale}"
+    );
+    serve.stop();
 }
 
 #[tokio::test]
@@ -599,13 +690,47 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
         slots: 8,
         exclude,
     };
-    let recs = recommend(
+    let (recs, screening) = recommend(
         &req(Risk::High, Style::Active, HashSet::new()),
         last.time,
         &predictions,
         &market,
         &items,
     );
+    // Every predicted item is counted once: a candidate or under one rule.
+    assert_eq!(screening.predicted, predictions.len());
+    assert!(screening.candidates >= recs.len());
+    let counted = screening.excluded
+        + screening.no_price
+        + screening.no_volume_data
+        + screening.low_volume
+        + screening.manipulated
+        + screening.below_probability
+        + screening.no_profit_after_tax
+        + screening.unaffordable
+        + screening.candidates;
+    assert_eq!(counted, screening.predicted, "{screening:?}");
+    eprintln!("screening: {screening:?}");
+    // Before any /1h volume has arrived the answer is empty, and says why.
+    let no_volume: HashMap<ItemId, Arc<Market>> = market
+        .iter()
+        .map(|(id, m)| {
+            let mut m = (**m).clone();
+            m.volume_1h = None;
+            (*id, Arc::new(m))
+        })
+        .collect();
+    let (none, why) = recommend(
+        &req(Risk::High, Style::Active, HashSet::new()),
+        last.time,
+        &predictions,
+        &no_volume,
+        &items,
+    );
+    assert!(none.is_empty());
+    assert_eq!(why.no_volume_data, predictions.len() - why.no_price);
+    let message = why.why_empty().unwrap();
+    assert!(message.contains("without /1h volume data yet"), "{message}");
     let best = predictions
         .values()
         .map(|p| p.probabilities[3 * 6 + 3])
@@ -618,7 +743,8 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
         "best P {best}, {with_volume} with volume, {} recs",
         recs.len()
     );
-    assert!(!recs.is_empty(), "no recommendation on a real tick (best P(fill_4h_2.0pct) {best}, {with_volume} items with volume)");
+    assert!(!recs.is_empty(), "no recommendation on a real tick (best P(fill_4h_2.0pct) {best}, {with_volume} items with volume): {:?}", screening.why_empty());
+    assert_eq!(screening.why_empty(), None);
     assert!(recs.len() <= 8);
     for w in recs.windows(2) {
         assert!(
@@ -657,7 +783,7 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
     }
     // Excluding the top item removes it and promotes the rest.
     let top = recs[0].item_id;
-    let without = recommend(
+    let (without, _) = recommend(
         &req(Risk::High, Style::Active, HashSet::from([top])),
         last.time,
         &predictions,
@@ -670,7 +796,7 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
         recs.get(1).map(|r| r.item_id)
     );
     // After 2025-05-29 the same tick pays 2 %.
-    let later = recommend(
+    let (later, _) = recommend(
         &req(Risk::High, Style::Active, HashSet::new()),
         tax::TAX_2PCT_FROM,
         &predictions,

@@ -90,6 +90,9 @@ impl Market {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub tick_time: Option<i64>,
+    /// When the tick arrived here (wall clock, Unix seconds): the data age
+    /// answers count from it, and the stale-feed bound.
+    pub received_at: Option<i64>,
     pub model_version: Option<Arc<str>>,
     pub predictions: HashMap<ItemId, Arc<Prediction>>,
     pub market: HashMap<ItemId, Arc<Market>>,
@@ -392,6 +395,9 @@ impl Worker {
         let started = Instant::now();
         self.fault.hit("inference");
         let t = tick.observed_at;
+        let received_at = (std::time::SystemTime::now() - tick.arrived.elapsed())
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
         let width = rows.first().map_or(0, |r| r.values.len());
         let mut x = Vec::with_capacity(rows.len() * width);
         for r in rows {
@@ -420,6 +426,7 @@ impl Worker {
         let Some((model, entry)) = &self.model else {
             self.shared.snapshot.store(Arc::new(Snapshot {
                 tick_time: Some(t),
+                received_at: Some(received_at),
                 model_version: None,
                 predictions: old.predictions.clone(),
                 market,
@@ -466,6 +473,7 @@ impl Worker {
         }
         self.shared.snapshot.store(Arc::new(Snapshot {
             tick_time: Some(t),
+            received_at: Some(received_at),
             model_version: Some(version.clone()),
             predictions: by_item,
             market,

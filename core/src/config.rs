@@ -92,6 +92,10 @@ pub struct ApiConfig {
     /// `/readyz` answers 503 when the newest `/latest` tick is older.
     #[serde(with = "dur")]
     pub ready_max_feed_age: Duration,
+    /// Recommendations are refused (503, "stale") when the newest tick
+    /// arrived longer ago than this: no trades on old prices.
+    #[serde(with = "dur")]
+    pub stale_after: Duration,
     /// Per-client (IP address) token bucket: sustained requests per second.
     pub rate_limit_per_second: f64,
     /// Requests a client may make at once before the sustained rate applies.
@@ -542,6 +546,9 @@ impl Config {
                 || self.standby.renew * 2 > self.standby.lease)
         {
             problems.push("standby: renew and follow_interval must be above zero, and lease at least twice renew".into());
+        }
+        if self.api.stale_after.is_zero() {
+            problems.push("api.stale_after: must be above zero".into());
         }
         if self.accuracy.sample.is_zero()
             || self.accuracy.interval.is_zero()

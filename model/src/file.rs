@@ -169,7 +169,7 @@ impl Model {
             });
         }
         let mut vs = nn::VarStore::new(device);
-        let net = Net::new(
+        let net = Net::for_loading(
             &vs.root(),
             net::input_width(&meta.scaling) as i64,
             &meta.hidden,

@@ -142,33 +142,47 @@ pub struct Net {
 }
 
 impl Net {
+    /// A network with freshly drawn weights (from torch's process-global
+    /// generator, seeded by [`train`]).
     pub fn new(p: &nn::Path, inputs: i64, hidden: &[i64]) -> Net {
+        Self::build(p, inputs, hidden, true)
+    }
+
+    /// A network whose weights are about to be loaded: zeros, drawing
+    /// nothing from the global generator, so that loading a model never
+    /// changes a training's random stream in the same process.
+    pub fn for_loading(p: &nn::Path, inputs: i64, hidden: &[i64]) -> Net {
+        Self::build(p, inputs, hidden, false)
+    }
+
+    fn build(p: &nn::Path, inputs: i64, hidden: &[i64], draw: bool) -> Net {
+        let config = || {
+            if draw {
+                nn::LinearConfig::default()
+            } else {
+                nn::LinearConfig {
+                    ws_init: nn::Init::Const(0.0),
+                    bs_init: Some(nn::Init::Const(0.0)),
+                    bias: true,
+                }
+            }
+        };
         let mut trunk = nn::seq();
         let mut width = inputs;
         for (i, &h) in hidden.iter().enumerate() {
             trunk = trunk
-                .add(nn::linear(
-                    p / format!("trunk{i}"),
-                    width,
-                    h,
-                    Default::default(),
-                ))
+                .add(nn::linear(p / format!("trunk{i}"), width, h, config()))
                 .add_fn(|x| x.relu());
             width = h;
         }
-        let mut increments = nn::linear(
-            p / "increments",
-            width,
-            N_TARGETS as i64,
-            Default::default(),
-        );
+        let mut increments = nn::linear(p / "increments", width, N_TARGETS as i64, config());
         if let Some(bs) = increments.bs.as_mut() {
             // softplus(−3) ≈ 0.05: the 108 increments start small.
             tch::no_grad(|| {
                 let _ = bs.fill_(-3.0);
             });
         }
-        let base = nn::linear(p / "base", width, 1, Default::default());
+        let base = nn::linear(p / "base", width, 1, config());
         let k = OFFSETS_BP.len();
         let lattice: Vec<f32> = (0..N_TARGETS)
             .flat_map(|src| {

@@ -541,7 +541,20 @@ pub fn routes(
                 slots,
                 exclude,
             };
-            let recs = recommend::recommend(
+            // Never trades on old prices: past api.stale_after, say so.
+            let now = chrono::Utc::now().timestamp();
+            let age = snap.received_at.map(|r| (now - r).max(0));
+            let bound = state.stale_after.as_secs() as i64;
+            if let Some(age) = age.filter(|&a| a > bound) {
+                return Err(ApiError::reject(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "stale: the newest prices arrived {age} s ago (tick {tick_time}), more than the {bound} s bound; \
+                         no trades are recommended on old prices until the feed is back (see /api/v1/status)"
+                    ),
+                ));
+            }
+            let (recs, screening) = recommend::recommend(
                 &req,
                 tick_time,
                 &snap.predictions,
@@ -550,9 +563,13 @@ pub fn routes(
             );
             Ok(json(&serde_json::json!({
                 "tick_time": tick_time,
+                "received_at": snap.received_at,
+                "data_age_seconds": age,
                 "model_version": snap.model_version.as_deref(),
                 "capital": capital, "risk": risk, "style": style, "slots": slots,
                 "recommendations": recs,
+                "screening": screening,
+                "message": screening.why_empty(),
             })))
         });
 

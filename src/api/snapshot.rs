@@ -222,6 +222,7 @@ mod tests {
         }
         Arc::new(Snapshot {
             tick_time: Some(1_000),
+            received_at: Some(1_000),
             model_version: Some(version),
             predictions,
             market: HashMap::new(),

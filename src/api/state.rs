@@ -53,6 +53,8 @@ pub struct ApiState {
     pub engine_alive: gept_actors::health::Alive,
     /// `/readyz` wants a `/latest` tick at most this old.
     pub ready_max_feed_age: std::time::Duration,
+    /// Recommendations are refused when the newest tick arrived longer ago.
+    pub stale_after: std::time::Duration,
     /// The live accuracy monitor (`accuracy.enabled`).
     pub accuracy: Option<gept_actors::accuracy::Monitor>,
     /// The service's stop signal: websocket clients are closed (1001) on it.
