@@ -92,6 +92,10 @@ pub struct HistoryArgs {
     /// Use only ticks at or before this time (RFC 3339 or Unix seconds).
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub until: Option<i64>,
+    /// With --from-db: rows from ticks at or after this time only (the
+    /// 25 h before it still warm the feature windows up).
+    #[arg(long, value_name = "TIME", value_parser = parse_time, requires = "from_db")]
+    pub since: Option<i64>,
 }
 
 /// The history `gept train` and `gept dataset` read: recordings, or the

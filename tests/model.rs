@@ -440,3 +440,96 @@ fn gept_model_register_applies_the_gates_and_activates() {
     assert!(states.contains(&("bad-model", "PENDING")), "{states:?}");
     assert_eq!(states.iter().filter(|(_, s)| *s == "ACTIVE").count(), 1);
 }
+
+/// A store holding the recordings' first `snapshots` ticks, the buckets that
+/// end by the last of them, and the item constants.
+async fn store_with_history(snapshots: usize) -> (gept_store::Store, tempfile::TempDir, i64) {
+    use gept_core::recordings::{FIVE_MINUTE_FILE, HOURLY_FILE, LATEST_FILE, MAPPING_FILE};
+    use gept_core::BucketStep;
+    use gept_dataflows::inputs::{load_buckets, load_items, load_ticks};
+    let rec = common::recordings();
+    let (store, dir) = common::sqlite_store().await;
+    store.migrate().await.unwrap();
+    let ticks = load_ticks(&rec.join(LATEST_FILE), Some(snapshots)).unwrap();
+    let last = ticks.last().unwrap().time;
+    for t in &ticks {
+        store.insert_latest(&t.rows).await.unwrap();
+    }
+    for (file, step) in [
+        (HOURLY_FILE, BucketStep::OneHour),
+        (FIVE_MINUTE_FILE, BucketStep::FiveMinutes),
+    ] {
+        for b in load_buckets(Some(&rec.join(file)), step).unwrap() {
+            if b.start + step.seconds() <= last {
+                store.insert_buckets(step, &b.rows).await.unwrap();
+            }
+        }
+    }
+    let items = load_items(Some(&rec.join(MAPPING_FILE))).unwrap();
+    store
+        .upsert_items(&items.into_values().collect::<Vec<_>>(), 0)
+        .await
+        .unwrap();
+    (store, dir, last)
+}
+
+/// Rows streamed from the store an hour at a time equal the rows of the
+/// whole history in memory: features bit for bit, labels, the split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_streamed_from_the_store_equal_the_rows_of_the_whole_history() {
+    use gept_model::pipeline::{split_rows, Split};
+    let (store, _dir, _) = store_with_history(150).await;
+    let split = Split {
+        validation_fraction: 0.3,
+        stride: 3,
+    };
+    let history = gept_model::history::History::from_store(&store, i64::MAX - 1)
+        .await
+        .unwrap();
+    let batch = split_rows(
+        &history.ticks,
+        &history.hours,
+        &history.items,
+        &split,
+        false,
+    )
+    .unwrap();
+    drop(history);
+    let streamed = gept_model::stream::split_rows_from_store(
+        &store,
+        i64::MIN / 2,
+        i64::MAX / 2,
+        &split,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (streamed.first_tick, streamed.cut, streamed.last_tick),
+        (batch.first_tick, batch.cut, batch.last_tick)
+    );
+    for (what, s, b, ys, yb) in [
+        (
+            "training",
+            &streamed.train,
+            &batch.train,
+            &streamed.y_train,
+            &batch.y_train,
+        ),
+        (
+            "validation",
+            &streamed.val,
+            &batch.val,
+            &streamed.y_val,
+            &batch.y_val,
+        ),
+    ] {
+        assert!(b.len() > 100, "{what}: {} rows", b.len());
+        assert_eq!(s.items, b.items, "{what} items");
+        assert_eq!(s.times, b.times, "{what} times");
+        let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert!(bits(&s.x) == bits(&b.x), "{what} features differ");
+        assert!(ys == yb, "{what} labels differ");
+        assert!(yb.contains(&1) && yb.contains(&0));
+    }
+}

@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod net;
 pub mod pipeline;
 pub mod registry;
+pub mod stream;
 
 pub use file::{Model, ModelMeta};

@@ -139,6 +139,20 @@ pub fn train(
 ) -> anyhow::Result<(tch::nn::VarStore, ModelMeta)> {
     let started = Instant::now();
     let rows = split_rows(ticks, hours, items, split, progress)?;
+    train_rows(rows, split, opts, device, progress, started)
+}
+
+/// Trains on split rows (from [`split_rows`] or
+/// [`crate::stream::split_rows_from_store`]); `started` dates the training
+/// for its reported seconds.
+pub fn train_rows(
+    rows: SplitRows,
+    split: &Split,
+    opts: &TrainOptions,
+    device: Device,
+    progress: bool,
+    started: Instant,
+) -> anyhow::Result<(tch::nn::VarStore, ModelMeta)> {
     let (first, cut, last) = (rows.first_tick, rows.cut, rows.last_tick);
     let (train, y_train, val, y_val) = (rows.train, rows.y_train, rows.val, rows.y_val);
     let mut opts = opts.clone();

@@ -22,13 +22,6 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
         anyhow::bail!("--exclude-features: no feature is called {f:?} (see docs/FEATURES.md)");
     }
     let device = args.device.device()?;
-    let history = args.history.load(config)?;
-    eprintln!(
-        "train: {} ticks, {} /1h and /5m buckets, {} items with constants; device {device:?}",
-        history.ticks.len(),
-        history.hours.len(),
-        history.items.len()
-    );
     let opts = TrainOptions {
         hidden: args.hidden.clone(),
         max_epochs: args.epochs,
@@ -43,15 +36,50 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
         validation_fraction: args.validation_fraction,
         stride: args.stride,
     };
-    let (vs, meta) = pipeline::train(
-        &history.ticks,
-        &history.hours,
-        &history.items,
-        &split,
-        &opts,
-        device,
-        !args.quiet,
-    )?;
+    let (vs, meta) = if args.history.from_db {
+        // From the store: streamed an hour at a time, in bounded memory.
+        let config = config.ok_or_else(|| anyhow::anyhow!("--from-db needs a configuration"))?;
+        let started = std::time::Instant::now();
+        let (from, until) = (
+            args.history.since.unwrap_or(i64::MIN / 2),
+            args.history.until.unwrap_or(i64::MAX / 2),
+        );
+        let rows = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let store = gept_store::Store::connect(&config.database_url()?, 2).await?;
+                let rows = gept_model::stream::split_rows_from_store(
+                    &store,
+                    from,
+                    until,
+                    &split,
+                    !args.quiet,
+                )
+                .await;
+                store.close().await;
+                rows
+            })?;
+        eprintln!("train: device {device:?}");
+        pipeline::train_rows(rows, &split, &opts, device, !args.quiet, started)?
+    } else {
+        let history = args.history.load(config)?;
+        eprintln!(
+            "train: {} ticks, {} /1h and /5m buckets, {} items with constants; device {device:?}",
+            history.ticks.len(),
+            history.hours.len(),
+            history.items.len()
+        );
+        pipeline::train(
+            &history.ticks,
+            &history.hours,
+            &history.items,
+            &split,
+            &opts,
+            device,
+            !args.quiet,
+        )?
+    };
     let meta = Model::save(&args.out, &vs, meta)?;
     let mean = |key: &str| {
         meta.metrics[key]
