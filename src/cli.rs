@@ -219,6 +219,15 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// A model (the ACTIVE one) to score beside the new one on the
+    /// validation rows after its training period; the figures go into
+    /// model.json (`training.compared`) for the trainer's gate.
+    #[arg(long, value_name = "DIR")]
+    pub compare_with: Option<PathBuf>,
+    /// Shuffles the training labels across rows: a model that learns
+    /// nothing, to show that the gates refuse it.
+    #[arg(long, hide = true)]
+    pub shuffle_labels: bool,
 }
 
 /// Options of `gept dataset`.

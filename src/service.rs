@@ -227,6 +227,7 @@ impl Service {
                     .map_err(|_| anyhow::anyhow!("api.trusted_proxies: {c:?} is not an IP address"))
             })
             .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
+        let trainer = gept_actors::trainer::Trainer::default();
         let api = ApiState {
             store: store.clone(),
             health: health.clone(),
@@ -260,6 +261,7 @@ impl Service {
             cancel: cancel.clone(),
             accuracy: accuracy.clone(),
             stale_after: config.api.stale_after,
+            trainer: config.trainer.enabled.then(|| trainer.clone()),
         };
         let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
         let addr = listener.local_addr()?;
@@ -323,6 +325,23 @@ impl Service {
             backfill_enabled: config.collectors.timeseries.enabled,
             faults,
         });
+        if config.trainer.enabled {
+            let task = trainer.start(
+                gept_actors::trainer::TrainerEnv {
+                    config: config.trainer.clone(),
+                    database_url: config.database_url()?,
+                    work_dir: config.model_cache().join(".training"),
+                    model_cache: config.model_cache(),
+                    store: store.clone(),
+                    inference: inference.clone(),
+                    accuracy: accuracy.clone(),
+                    role: role.clone(),
+                    shuffle_labels: faults.trainer_shuffle_labels,
+                },
+                cancel.clone(),
+            );
+            background.push(task);
+        }
         if config.retention.enabled {
             background.push(gept_actors::retention::spawn(
                 store.clone(),

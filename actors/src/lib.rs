@@ -13,5 +13,6 @@ pub mod journal;
 pub mod retention;
 pub mod standby;
 pub mod supervise;
+pub mod trainer;
 pub mod upstream;
 pub mod writer;

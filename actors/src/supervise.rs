@@ -108,6 +108,8 @@ pub struct Faults {
     /// The feature engine stays down this much longer after a crash (to
     /// observe readiness while it is down).
     pub engine_restart_hold: Option<Duration>,
+    /// The trainer trains on shuffled labels (a model the gates must refuse).
+    pub trainer_shuffle_labels: bool,
 }
 
 impl Faults {

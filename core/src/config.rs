@@ -37,8 +37,49 @@ pub struct Config {
     pub standby: StandbyConfig,
     pub service: ServiceConfig,
     pub accuracy: AccuracyConfig,
+    pub trainer: TrainerConfig,
 }
 
+/// The trainer: the service trains, checks and replaces its own model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerConfig {
+    pub enabled: bool,
+    /// The first model is trained once the store holds this much `/latest`.
+    #[serde(with = "dur")]
+    pub bootstrap_after: Duration,
+    /// A new model is trained this long (of stored tick time) after the
+    /// last one's data ends.
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// Drift (the accuracy monitor) trains early, at most this often.
+    #[serde(with = "dur")]
+    pub drift_cooldown: Duration,
+    /// Training reads the stored history of this span before the newest tick.
+    #[serde(with = "dur")]
+    pub window: Duration,
+    /// Every `stride`-th tick of the window becomes rows.
+    pub stride: usize,
+    pub validation_fraction: f64,
+    pub epochs: usize,
+    /// Hidden layer widths.
+    pub hidden: Vec<i64>,
+    /// A training stops after the epoch that passes this many minutes.
+    pub max_minutes: f64,
+    /// A training child still running after this is killed.
+    #[serde(with = "dur")]
+    pub timeout: Duration,
+    /// How often the conditions are checked.
+    #[serde(with = "dur")]
+    pub check_interval: Duration,
+    /// The training child's CPU priority (`nice`), 0 to 19.
+    pub nice: u8,
+    /// A new model is refused when its mean AUC on rows neither model
+    /// trained on is below the ACTIVE model's by more than this.
+    pub max_auc_loss: f64,
+    /// The program run as the training child; empty: this executable.
+    pub program: String,
+}
 /// The live accuracy monitor: predictions scored against what then happened.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -546,6 +587,16 @@ impl Config {
                 || self.standby.renew * 2 > self.standby.lease)
         {
             problems.push("standby: renew and follow_interval must be above zero, and lease at least twice renew".into());
+        }
+        if self.trainer.enabled
+            && (self.trainer.check_interval.is_zero()
+                || self.trainer.stride == 0
+                || self.trainer.epochs == 0
+                || self.trainer.nice > 19
+                || !(0.0..1.0).contains(&self.trainer.validation_fraction)
+                || self.trainer.validation_fraction == 0.0)
+        {
+            problems.push("trainer: check_interval above zero, stride and epochs at least 1, nice 0 to 19, validation_fraction in (0, 1)".into());
         }
         if self.api.stale_after.is_zero() {
             problems.push("api.stale_after: must be above zero".into());

@@ -138,6 +138,13 @@ pub const ACCURACY_GAPS: &str = "gept_accuracy_gaps_total";
 /// Seconds to recompute the live figures.
 pub const ACCURACY_PUBLISH_SECONDS: &str = "gept_accuracy_publish_seconds";
 
+/// Trainings run by the trainer. Labels: `outcome` (`activated`, `rejected`, `failed`).
+pub const TRAININGS: &str = "gept_trainings_total";
+/// Seconds the last training took.
+pub const TRAINING_SECONDS: &str = "gept_training_seconds";
+/// Unix time of the last training that activated a model.
+pub const TRAINING_LAST_SUCCESS: &str = "gept_training_last_success_timestamp_seconds";
+
 /// Every metric: (name, kind, help).
 pub const ALL: &[(&str, Kind, &str)] = &[
     (
@@ -420,5 +427,16 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         ACCURACY_PUBLISH_SECONDS,
         Kind::Histogram,
         "Seconds to recompute the live accuracy figures.",
+    ),
+    (
+        TRAININGS,
+        Kind::Counter,
+        "Trainings run by the service's trainer, by outcome.",
+    ),
+    (TRAINING_SECONDS, Kind::Gauge, "Seconds the last training took."),
+    (
+        TRAINING_LAST_SUCCESS,
+        Kind::Gauge,
+        "Unix time of the last training that activated a model.",
     ),
 ];

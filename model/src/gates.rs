@@ -37,20 +37,30 @@ pub fn check(
             reasons.push("no validation AUC".into());
         }
     }
-    let above = targets
+    // Targets whose horizon outlasts the validation span have no label to
+    // judge them by: they are left out (and reported); a target with labels
+    // of one class only still counts as not above the bar.
+    let judged: Vec<&TargetMetrics> = targets.iter().filter(|t| t.n > 0).collect();
+    let above = judged
         .iter()
         .filter(|t| t.auc.is_some_and(|a| a > MIN_TARGET_AUC))
         .count();
-    if targets.is_empty() || 2 * above < targets.len() {
+    let unjudged = targets.len() - judged.len();
+    let note = if unjudged > 0 {
+        format!(" ({unjudged} without validation labels not judged)")
+    } else {
+        String::new()
+    };
+    if judged.is_empty() || 2 * above < judged.len() {
         passed = false;
         reasons.push(format!(
-            "only {above} of {} targets have AUC > {MIN_TARGET_AUC}",
-            targets.len()
+            "only {above} of {} targets have AUC > {MIN_TARGET_AUC}{note}",
+            judged.len()
         ));
     } else {
         reasons.push(format!(
-            "{above} of {} targets have AUC > {MIN_TARGET_AUC}",
-            targets.len()
+            "{above} of {} targets have AUC > {MIN_TARGET_AUC}{note}",
+            judged.len()
         ));
     }
     if let (Some(active), Some(m)) = (active_mean_auc, mean_auc) {
@@ -106,5 +116,22 @@ mod tests {
             "more than 0.02 behind"
         );
         assert!(!check(None, &good, None).passed);
+        // Targets without validation labels are not judged; one-class ones are.
+        let mut short = targets(&[Some(0.6), Some(0.55), None, None, None]);
+        short[2].n = 0;
+        short[3].n = 0;
+        short[4].n = 0;
+        assert!(check(Some(0.56), &short, None).passed, "2 of 2 judged");
+        short[1].auc = None;
+        assert!(check(Some(0.56), &short, None).passed, "1 of 2 judged");
+        short[0].auc = Some(0.5);
+        assert!(!check(Some(0.56), &short, None).passed, "0 of 2 judged");
+        let none = targets(&[None, None])
+            .into_iter()
+            .map(|t| TargetMetrics { n: 0, ..t });
+        assert!(
+            !check(Some(0.56), &none.collect::<Vec<_>>(), None).passed,
+            "nothing judged"
+        );
     }
 }

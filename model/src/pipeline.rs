@@ -139,12 +139,14 @@ pub fn train(
 ) -> anyhow::Result<(tch::nn::VarStore, ModelMeta)> {
     let started = Instant::now();
     let rows = split_rows(ticks, hours, items, split, progress)?;
-    train_rows(rows, split, opts, device, progress, started)
+    train_rows(rows, split, opts, device, progress, started, None)
 }
 
 /// Trains on split rows (from [`split_rows`] or
 /// [`crate::stream::split_rows_from_store`]); `started` dates the training
-/// for its reported seconds.
+/// for its reported seconds. With `compare`, that model (the ACTIVE one) is
+/// scored beside the new one on the validation rows after its own last
+/// training tick (rows it never saw), into `training.compared`.
 pub fn train_rows(
     rows: SplitRows,
     split: &Split,
@@ -152,6 +154,7 @@ pub fn train_rows(
     device: Device,
     progress: bool,
     started: Instant,
+    compare: Option<&Model>,
 ) -> anyhow::Result<(tch::nn::VarStore, ModelMeta)> {
     let (first, cut, last) = (rows.first_tick, rows.cut, rows.last_tick);
     let (train, y_train, val, y_val) = (rows.train, rows.y_train, rows.val, rows.y_val);
@@ -180,6 +183,7 @@ pub fn train_rows(
     let mut probs = val_logits;
     calibration.apply(&mut probs);
     let report = eval::evaluate(&probs, &y_val, &val.items, u32::MAX);
+    let compared = compare.map(|active| compare_on_unseen(active, &val, &y_val, &probs));
     let meta = ModelMeta {
         format: FORMAT.into(),
         version: String::new(),
@@ -202,11 +206,47 @@ pub fn train_rows(
             "epochs": trained.epochs,
             "best_epoch": trained.best_epoch,
             "seconds": started.elapsed().as_secs_f64(),
+            "compared": compared,
         }),
         weights: String::new(),
         weights_sha256: String::new(),
     };
     Ok((trained.vs, meta))
+}
+
+/// `active` and the new model's probabilities `probs` scored on the
+/// validation rows after `active`'s last training tick.
+fn compare_on_unseen(
+    active: &Model,
+    val: &Features,
+    y_val: &[u8],
+    probs: &[f32],
+) -> serde_json::Value {
+    let after = active.meta.training["last_tick"]
+        .as_i64()
+        .unwrap_or(i64::MIN);
+    let idx: Vec<usize> = (0..val.len()).filter(|&i| val.times[i] > after).collect();
+    let pick = |v: &[u8]| -> Vec<u8> {
+        idx.iter()
+            .flat_map(|&r| v[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+            .collect()
+    };
+    let y = pick(y_val);
+    let new: Vec<f32> = idx
+        .iter()
+        .flat_map(|&r| probs[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+        .collect();
+    let rows = val.select(&idx);
+    let old = active.predict(&rows.x);
+    let summary =
+        |r: &Report| serde_json::json!({"mean_auc": r.mean_auc, "mean_brier": r.mean_brier});
+    serde_json::json!({
+        "version": active.meta.version,
+        "after": after,
+        "rows": idx.len(),
+        "new": summary(&eval::evaluate(&new, &y, &rows.items, u32::MAX)),
+        "active": summary(&eval::evaluate(&old, &y, &rows.items, u32::MAX)),
+    })
 }
 
 /// Rows scored by [`evaluate`]: features, labels and the model's probabilities.

@@ -117,12 +117,15 @@ pub fn pending_entry(meta: &ModelMeta, path: String) -> ModelEntry {
 }
 
 /// The activation gates' verdict on a registered model, against the ACTIVE
-/// one; activates it when the gates pass or `force` is set.
+/// one; activates it when the gates pass or `force` is set. The ACTIVE
+/// model's validation mean AUC is a bar only when `against_active` (the
+/// trainer compares the two on the same unseen rows instead).
 pub async fn activate_gated(
     store: &Store,
     version: &str,
     force: bool,
     now: i64,
+    against_active: bool,
 ) -> Result<Verdict, StoreError> {
     let models = store.models().await?;
     let entry = models
@@ -136,7 +139,8 @@ pub async fn activate_gated(
     let active = models
         .iter()
         .find(|m| m.state == ModelState::Active && m.version != version)
-        .and_then(|a| a.mean_auc);
+        .and_then(|a| a.mean_auc)
+        .filter(|_| against_active);
     let verdict = gates::check(entry.mean_auc, &targets, active);
     if verdict.passed || force {
         store.activate_model(version, now).await?;

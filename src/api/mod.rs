@@ -618,6 +618,7 @@ pub fn routes(
             },
             "collectors": state.health.collectors(),
             "freshness": freshness,
+            "trainer": state.trainer.as_ref().map(|t| t.status.lock().expect("trainer status").clone()),
             "accuracy": state.accuracy.as_ref().map(|a| {
                 let r = a.report.load();
                 let newest = r.models.first();
@@ -692,6 +693,7 @@ pub fn routes(
                 &version,
                 q.force.unwrap_or(false),
                 chrono::Utc::now().timestamp(),
+                true,
             )
                 .await
                 .map_err(|e| ApiError::reject(StatusCode::CONFLICT, e.to_string()))?;

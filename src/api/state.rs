@@ -55,6 +55,8 @@ pub struct ApiState {
     pub ready_max_feed_age: std::time::Duration,
     /// Recommendations are refused when the newest tick arrived longer ago.
     pub stale_after: std::time::Duration,
+    /// The trainer (`trainer.enabled`), for its status.
+    pub trainer: Option<gept_actors::trainer::Trainer>,
     /// The live accuracy monitor (`accuracy.enabled`).
     pub accuracy: Option<gept_actors::accuracy::Monitor>,
     /// The service's stop signal: websocket clients are closed (1001) on it.

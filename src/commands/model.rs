@@ -12,6 +12,7 @@ async fn activate(store: &Store, entry: &ModelEntry, force: bool) -> anyhow::Res
         &entry.version,
         force,
         chrono::Utc::now().timestamp(),
+        true,
     )
     .await?;
     for r in &v.reasons {

@@ -44,7 +44,7 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
             args.history.since.unwrap_or(i64::MIN / 2),
             args.history.until.unwrap_or(i64::MAX / 2),
         );
-        let rows = tokio::runtime::Builder::new_current_thread()
+        let mut rows = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
             .block_on(async {
@@ -61,8 +61,27 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
                 rows
             })?;
         eprintln!("train: device {device:?}");
-        pipeline::train_rows(rows, &split, &opts, device, !args.quiet, started)?
+        if args.shuffle_labels {
+            shuffle_rows(&mut rows.y_train, args.seed);
+        }
+        let active = match &args.compare_with {
+            Some(dir) => Some(Model::load(dir, device)?),
+            None => None,
+        };
+        pipeline::train_rows(
+            rows,
+            &split,
+            &opts,
+            device,
+            !args.quiet,
+            started,
+            active.as_ref(),
+        )?
     } else {
+        anyhow::ensure!(
+            !args.shuffle_labels && args.compare_with.is_none(),
+            "--shuffle-labels and --compare-with go with --from-db"
+        );
         let history = args.history.load(config)?;
         eprintln!(
             "train: {} ticks, {} /1h and /5m buckets, {} items with constants; device {device:?}",
@@ -96,4 +115,20 @@ pub fn run(args: &TrainArgs, config: Option<&Config>) -> anyhow::Result<()> {
         mean("mean_brier"),
     );
     Ok(())
+}
+
+/// Permutes label rows (`N_TARGETS` each) among themselves, seeded: the
+/// features keep no relation to their labels.
+fn shuffle_rows(y: &mut [u8], seed: i64) {
+    let n = y.len() / gept_core::N_TARGETS;
+    let mut state = seed as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let j = (state % (i as u64 + 1)) as usize;
+        for t in 0..gept_core::N_TARGETS {
+            y.swap(i * gept_core::N_TARGETS + t, j * gept_core::N_TARGETS + t);
+        }
+    }
 }
