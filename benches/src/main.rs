@@ -8,6 +8,7 @@ mod inference;
 mod ingest;
 mod serve;
 mod store;
+mod train;
 
 use clap::{Parser, Subcommand};
 use gept::cli::DeviceArg;
@@ -109,6 +110,27 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Training from the store as the trainer runs it (streamed, bounded
+    /// memory) on the recording copied end to end `copies` times: rows,
+    /// wall time and peak memory against the aims (10 minutes, 4 GB).
+    TrainStore {
+        /// Folder with the recordings.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Copies of the recording (3.4 days each), end to end.
+        #[arg(long, default_value_t = 1)]
+        copies: usize,
+        #[arg(long, default_value = "bench-out")]
+        work_dir: PathBuf,
+        /// Every Nth tick becomes rows (6: one row per item per 30 minutes
+        /// of the 5-minute recording, as stride 30 on 1-minute ticks).
+        #[arg(long, default_value_t = 6)]
+        stride: usize,
+        #[arg(long, default_value_t = 12)]
+        epochs: usize,
+        #[arg(long, default_value_t = 8.0)]
+        max_minutes: f64,
+    },
     /// Rows/s loading the whole `/latest` recording into SQLite and
     /// PostgreSQL through the store, against each database's own bulk load
     /// (`sqlite3 .import`, PostgreSQL `COPY`) of the same rows.
@@ -199,6 +221,21 @@ fn run(command: Command) -> anyhow::Result<()> {
             snapshots,
             work_dir,
         } => runtime()?.block_on(ingest::run(&data_dir, snapshots, &work_dir)),
+        Command::TrainStore {
+            data_dir,
+            copies,
+            work_dir,
+            stride,
+            epochs,
+            max_minutes,
+        } => runtime()?.block_on(train::run(train::Options {
+            data_dir: &data_dir,
+            copies,
+            work_dir: &work_dir,
+            stride,
+            epochs,
+            max_minutes,
+        })),
         Command::Store {
             latest,
             postgres,
