@@ -66,6 +66,9 @@ pub struct Request {
     pub style: Style,
     pub slots: usize,
     pub exclude: HashSet<ItemId>,
+    /// Horizons the model could not calibrate (no validation label): never
+    /// recommended on.
+    pub uncalibrated: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -100,6 +103,8 @@ pub struct Screening {
     /// Items with predictions at the tick.
     pub predicted: usize,
     pub excluded: usize,
+    /// Every horizon of the style is uncalibrated in this model.
+    pub uncalibrated: usize,
     /// No item facts or no positive prices.
     pub no_price: usize,
     /// No `/1h` volume known for the item yet.
@@ -130,6 +135,10 @@ impl Screening {
         }
         let mut reasons: Vec<(usize, &str)> = [
             (self.excluded, "excluded by the request"),
+            (
+                self.uncalibrated,
+                "have no calibrated horizon for this style in the serving model (its validation had no label that long; a model trained on more history will)",
+            ),
             (self.no_price, "without prices or item facts"),
             (
                 self.no_volume_data,
@@ -170,7 +179,13 @@ pub fn recommend(
     items: &HashMap<ItemId, ItemMeta>,
 ) -> (Vec<Recommendation>, Screening) {
     let (offsets, floor) = req.risk.offsets_and_floor();
-    let horizons = req.style.horizons();
+    let horizons: Vec<u32> = req
+        .style
+        .horizons()
+        .iter()
+        .copied()
+        .filter(|h| !req.uncalibrated.contains(h))
+        .collect();
     let per_slot = req.capital / req.slots.max(1) as i64;
     let mut out: Vec<Recommendation> = Vec::new();
     let mut screening = Screening {
@@ -180,6 +195,10 @@ pub fn recommend(
     for (id, pred) in predictions {
         if req.exclude.contains(id) {
             screening.excluded += 1;
+            continue;
+        }
+        if horizons.is_empty() {
+            screening.uncalibrated += 1;
             continue;
         }
         let (Some(m), Some(meta)) = (market.get(id), items.get(id)) else {

@@ -689,6 +689,7 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
         style,
         slots: 8,
         exclude,
+        uncalibrated: Vec::new(),
     };
     let (recs, screening) = recommend(
         &req(Risk::High, Style::Active, HashSet::new()),
@@ -701,6 +702,7 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
     assert_eq!(screening.predicted, predictions.len());
     assert!(screening.candidates >= recs.len());
     let counted = screening.excluded
+        + screening.uncalibrated
         + screening.no_price
         + screening.no_volume_data
         + screening.low_volume
@@ -731,6 +733,22 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
     assert_eq!(why.no_volume_data, predictions.len() - why.no_price);
     let message = why.why_empty().unwrap();
     assert!(message.contains("without /1h volume data yet"), "{message}");
+    // Uncalibrated horizons are never recommended on; when the style has no
+    // other, the answer says so.
+    let skip_4h = Request {
+        uncalibrated: vec![4],
+        ..req(Risk::High, Style::Active, HashSet::new())
+    };
+    let (some, _) = recommend(&skip_4h, last.time, &predictions, &market, &items);
+    assert!(!some.is_empty() && some.iter().all(|r| r.expected_hours != 4));
+    let none_left = Request {
+        uncalibrated: vec![1, 2, 3, 4],
+        ..req(Risk::High, Style::Active, HashSet::new())
+    };
+    let (none, why) = recommend(&none_left, last.time, &predictions, &market, &items);
+    assert!(none.is_empty());
+    assert_eq!(why.uncalibrated, predictions.len());
+    assert!(why.why_empty().unwrap().contains("no calibrated horizon"));
     let best = predictions
         .values()
         .map(|p| p.probabilities[3 * 6 + 3])

@@ -60,9 +60,13 @@ pub struct GroupReport {
     pub horizons_h: Vec<u32>,
     #[serde(flatten)]
     pub live: SetFigures,
-    /// The model's validation figures for the same targets.
+    /// The model's validation figures, over the group's targets that
+    /// validation had labels for.
     pub validation: Option<SetFigures>,
-    /// Live Brier or ECE worse than validation by more than the margin.
+    /// The live figures over those same targets (what drift compares).
+    pub live_validated: SetFigures,
+    /// Live Brier or ECE worse than validation by more than the margin,
+    /// over the targets both have.
     pub drift: bool,
     pub reliability: Vec<Bin>,
 }
@@ -446,21 +450,41 @@ impl State {
                         .filter(|(t, _)| in_group(t))
                         .map(|(_, m)| m),
                 );
+                // Drift compares like with like: the group's targets that
+                // validation had labels for, live and in validation.
+                let validated: Vec<usize> = validation
+                    .as_ref()
+                    .map(|v| {
+                        v.iter()
+                            .filter(|m| m.n > 0)
+                            .filter_map(|m| TARGETS.iter().position(|n| *n == m.name))
+                            .filter(|t| in_group(t))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let validation = validation.as_ref().map(|v| {
                     set_figures(v.iter().filter(|m| {
                         TARGETS
                             .iter()
                             .position(|n| *n == m.name)
-                            .is_some_and(|t| in_group(&t))
+                            .is_some_and(|t| validated.contains(&t))
                     }))
                 });
+                let live_validated = set_figures(
+                    report
+                        .targets
+                        .iter()
+                        .enumerate()
+                        .filter(|(t, _)| validated.contains(t))
+                        .map(|(_, m)| m),
+                );
                 let worse = |live: Option<f64>, val: Option<f64>, margin: f64| {
                     matches!((live, val), (Some(l), Some(v)) if l > v + margin)
                 };
-                let drift = live.labels >= self.config.min_labels
+                let drift = live_validated.labels >= self.config.min_labels
                     && validation.as_ref().is_some_and(|v| {
-                        worse(live.brier, v.brier, self.config.drift_brier_margin)
-                            || worse(live.ece, v.ece, self.config.drift_ece_margin)
+                        worse(live_validated.brier, v.brier, self.config.drift_brier_margin)
+                            || worse(live_validated.ece, v.ece, self.config.drift_ece_margin)
                     });
                 let (mut s, mut y) = (Vec::new(), Vec::new());
                 for (row, l) in labels.chunks_exact(N_TARGETS).enumerate() {
@@ -476,6 +500,7 @@ impl State {
                     horizons_h: hs.to_vec(),
                     live,
                     validation,
+                    live_validated,
                     drift,
                     reliability: reliability(&s, &y, 10),
                 }

@@ -119,6 +119,9 @@ pub struct ModelStatus {
     pub last_tick: Option<i64>,
     pub last_latency_ms: Option<f64>,
     pub ticks: u64,
+    /// Horizons whose calibration group had no validation label: served,
+    /// marked, and left out of recommendations.
+    pub uncalibrated_horizons: Vec<u32>,
 }
 
 enum Msg {
@@ -379,6 +382,14 @@ impl Worker {
                 status.path = Some(dir.display().to_string());
                 status.loaded_at = Some(chrono::Utc::now().timestamp());
                 status.last_error = None;
+                status.uncalibrated_horizons = model
+                    .meta
+                    .calibration
+                    .groups
+                    .iter()
+                    .filter(|g| g.n == 0)
+                    .flat_map(|g| g.horizons.iter().copied())
+                    .collect();
                 self.model = Some((model, entry));
                 Ok(status.version.clone())
             }

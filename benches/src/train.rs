@@ -68,7 +68,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
                         .rows
                         .iter()
                         .map(|r| {
-                            let mut r = r.clone();
+                            let mut r = *r;
                             r.timestamp += shift;
                             r
                         })

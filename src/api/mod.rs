@@ -534,12 +534,20 @@ pub fn routes(
             let Some(tick_time) = snap.tick_time.filter(|_| !snap.predictions.is_empty()) else {
                 return Err(no_model(&state));
             };
+            let uncalibrated = state
+                .inference
+                .status
+                .lock()
+                .expect("status lock")
+                .uncalibrated_horizons
+                .clone();
             let req = recommend::Request {
                 capital,
                 risk,
                 style,
                 slots,
                 exclude,
+                uncalibrated: uncalibrated.clone(),
             };
             // Never trades on old prices: past api.stale_after, say so.
             let now = chrono::Utc::now().timestamp();
@@ -569,6 +577,7 @@ pub fn routes(
                 "capital": capital, "risk": risk, "style": style, "slots": slots,
                 "recommendations": recs,
                 "screening": screening,
+                "uncalibrated_horizons": uncalibrated,
                 "message": screening.why_empty(),
             })))
         });
@@ -614,6 +623,7 @@ pub fn routes(
                 "last_tick": model.last_tick,
                 "last_latency_ms": model.last_latency_ms,
                 "ticks": model.ticks,
+                "uncalibrated_horizons": model.uncalibrated_horizons,
                 "message": if model.version.is_none() { Some("no model is active; prices are collected and served") } else { None },
             },
             "collectors": state.health.collectors(),
