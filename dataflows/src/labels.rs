@@ -180,7 +180,9 @@ impl OpenLabels {
 
     /// Applies a later observation of the same series, in time order.
     pub fn observe(&mut self, o: Obs) {
-        if o.t <= self.t {
+        // Fills are ordered by offset (a wider offer fills no earlier), so
+        // once the widest has filled every one has: nothing left to learn.
+        if o.t <= self.t || self.filled[OFFSETS_BP.len() - 1] != i64::MAX {
             return;
         }
         for k in 0..OFFSETS_BP.len() {

@@ -35,8 +35,10 @@ pub const WARM_UP: i64 = 25 * 3_600;
 /// The longest horizon, in seconds.
 const LONGEST: i64 = HORIZONS_H[HORIZONS_H.len() - 1] as i64 * 3_600;
 
-/// A kept row whose labels are still open.
+/// A kept row whose labels are still open: its split (0 training, 1
+/// validation) and index there.
 struct Open {
+    split: usize,
     row: usize,
     labels: OpenLabels,
 }
@@ -74,11 +76,14 @@ pub async fn split_rows_from_store(
     let mut worker =
         timely::worker::Worker::new(timely::WorkerConfig::default(), alloc, Some(Instant::now()));
     let mut engine = Engine::new(&mut worker);
-    let mut rows = Features {
+    // Rows go straight into their split (the cut is known from the first
+    // tick): no second copy of the dataset is ever made.
+    let empty = Features {
         names: features::feature_names(),
         ..Features::default()
     };
-    let mut y: Vec<u8> = Vec::new();
+    let mut rows = [empty.clone(), empty];
+    let mut y: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut open: HashMap<ItemId, VecDeque<Open>> = HashMap::new();
     let mut carried: HashMap<ItemId, (Option<i64>, Option<i64>)> = HashMap::new();
     let mut last_seen: HashMap<ItemId, i64> = HashMap::new();
@@ -125,7 +130,7 @@ pub async fn split_rows_from_store(
                         let f = q.pop_front().expect("front exists");
                         let kc =
                             known_until(f.labels.t, cut.expect("set with the first row"), i64::MAX);
-                        y[f.row * N_TARGETS..(f.row + 1) * N_TARGETS]
+                        y[f.split][f.row * N_TARGETS..(f.row + 1) * N_TARGETS]
                             .copy_from_slice(&f.labels.labels(t.min(kc)));
                     }
                 }
@@ -146,19 +151,22 @@ pub async fn split_rows_from_store(
                 continue;
             }
             kept_ticks += 1;
+            let split = usize::from(t >= cut.expect("set above"));
             for r in out.unwrap_or_default() {
-                let row = rows.items.len();
-                rows.items.push(r.item_id);
-                rows.times.push(t);
-                rows.x
+                let part = &mut rows[split];
+                let row = part.items.len();
+                part.items.push(r.item_id);
+                part.times.push(t);
+                part.x
                     .extend(r.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));
-                y.extend_from_slice(&[UNKNOWN; N_TARGETS]);
+                y[split].extend_from_slice(&[UNKNOWN; N_TARGETS]);
                 // A row is labelled when its item is observed at the tick.
                 if last_seen.get(&r.item_id) == Some(&t) {
                     let (Some(high), Some(low)) = carried[&r.item_id] else {
                         continue;
                     };
                     open.entry(r.item_id).or_default().push_back(Open {
+                        split,
                         row,
                         labels: OpenLabels::new(Obs { t, high, low }),
                     });
@@ -169,7 +177,7 @@ pub async fn split_rows_from_store(
             eprintln!(
                 "dataset: through {}, {} rows of {kept_ticks} ticks, {:.0} s",
                 chrono::DateTime::from_timestamp(e, 0).unwrap_or_default(),
-                rows.items.len(),
+                rows[0].len() + rows[1].len(),
                 started.elapsed().as_secs_f64()
             );
         }
@@ -184,21 +192,12 @@ pub async fn split_rows_from_store(
         let seen = last_seen[&item];
         for f in q {
             let kc = known_until(f.labels.t, cut, seen);
-            y[f.row * N_TARGETS..(f.row + 1) * N_TARGETS]
+            y[f.split][f.row * N_TARGETS..(f.row + 1) * N_TARGETS]
                 .copy_from_slice(&f.labels.labels(seen.min(kc)));
         }
     }
-    let (train_idx, val_idx): (Vec<usize>, Vec<usize>) =
-        (0..rows.len()).partition(|&i| rows.times[i] < cut);
-    let rows_of = |idx: &[usize]| -> Vec<u8> {
-        idx.iter()
-            .flat_map(|&r| y[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
-            .collect()
-    };
-    let (y_train, y_val) = (rows_of(&train_idx), rows_of(&val_idx));
-    drop(y);
-    let (train, val) = (rows.select(&train_idx), rows.select(&val_idx));
-    drop(rows);
+    let [train, val] = rows;
+    let [y_train, y_val] = y;
     if progress {
         eprintln!(
             "dataset: {} training rows, {} validation rows from {kept_ticks} of {seen_ticks} ticks in {:.1} s; validation from {}",
