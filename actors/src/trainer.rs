@@ -10,7 +10,8 @@
 //!
 //! A training runs as a child process, `gept train --from-db` over the last
 //! `trainer.window` of the store (streamed an hour at a time, in bounded
-//! memory) at CPU priority `trainer.nice`, so serving keeps its cores. The
+//! memory) under SCHED_IDLE (`chrt --idle 0`, `trainer.idle_priority`) or
+//! at `nice` `trainer.nice`, so serving keeps its cores. The
 //! ACTIVE model is scored beside the new one on validation rows it never
 //! trained on (`--compare-with`). The new model is registered with its
 //! files, refused when its mean AUC there is below the ACTIVE model's by
@@ -262,7 +263,14 @@ async fn train_and_activate(
     } else {
         PathBuf::from(&c.program)
     };
-    let mut cmd = if c.nice > 0 {
+    // SCHED_IDLE where `chrt` is there (the child runs only on CPU time the
+    // service leaves), else `nice`.
+    let chrt = c.idle_priority.then(|| find_in_path("chrt")).flatten();
+    let mut cmd = if let Some(chrt) = chrt {
+        let mut cmd = tokio::process::Command::new(chrt);
+        cmd.args(["--idle", "0"]).arg(&program);
+        cmd
+    } else if c.nice > 0 {
         let mut cmd = tokio::process::Command::new("nice");
         cmd.arg("-n").arg(c.nice.to_string()).arg(&program);
         cmd
@@ -367,4 +375,13 @@ async fn train_and_activate(
         tracing::warn!(error = %e, "trainer: the inference did not reload yet; the registry poll will");
     }
     Ok(())
+}
+
+/// `name` in a folder of `PATH`, if any.
+fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
 }

@@ -72,6 +72,9 @@ pub struct TrainerConfig {
     /// How often the conditions are checked.
     #[serde(with = "dur")]
     pub check_interval: Duration,
+    /// Runs the training child under SCHED_IDLE (`chrt --idle 0`) when
+    /// `chrt` is on the PATH; else (or when false) at `nice`.
+    pub idle_priority: bool,
     /// The training child's CPU priority (`nice`), 0 to 19.
     pub nice: u8,
     /// A new model is refused when its mean AUC on rows neither model
