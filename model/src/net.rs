@@ -349,12 +349,20 @@ pub fn train(
     let started = Instant::now();
     let keep = labelled_rows(y_train);
     anyhow::ensure!(!keep.is_empty(), "no training row has a known label");
-    let train = train.select(&keep);
-    let y_train: Vec<u8> = keep
-        .iter()
-        .flat_map(|&r| y_train[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
-        .collect();
-    let mut scaling = Scaling::fit(&train);
+    // Unlabelled rows are left out; when there are none (the pipeline drops
+    // them in place first) the rows are used as they are, not copied.
+    let (selected, y_selected);
+    let (train, y_train) = if keep.len() == train.len() {
+        (train, y_train)
+    } else {
+        selected = train.select(&keep);
+        y_selected = keep
+            .iter()
+            .flat_map(|&r| y_train[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+            .collect::<Vec<u8>>();
+        (&selected, &y_selected[..])
+    };
+    let mut scaling = Scaling::fit(train);
     for (s, name) in scaling.iter_mut().zip(&train.names) {
         s.unused = opts.exclude.contains(name);
     }
@@ -363,7 +371,7 @@ pub fn train(
     let x = Tensor::from_slice(&encode(&train.x, &scaling))
         .view([train.len() as i64, inputs as i64])
         .to(device);
-    let y = Tensor::from_slice(&y_train).view([train.len() as i64, N_TARGETS as i64]);
+    let y = Tensor::from_slice(y_train).view([train.len() as i64, N_TARGETS as i64]);
     let mask = y.le(1).to_kind(Kind::Float).to(device);
     let y = y.clamp_max(1).to_kind(Kind::Float).to(device);
     // Validation: a fixed subsample of labelled rows for the per-epoch AUC.

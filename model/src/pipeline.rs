@@ -157,7 +157,8 @@ pub fn train_rows(
     compare: Option<&Model>,
 ) -> anyhow::Result<(tch::nn::VarStore, ModelMeta)> {
     let (first, cut, last) = (rows.first_tick, rows.cut, rows.last_tick);
-    let (train, y_train, val, y_val) = (rows.train, rows.y_train, rows.val, rows.y_val);
+    let (mut train, mut y_train, val, y_val) = (rows.train, rows.y_train, rows.val, rows.y_val);
+    retain_labelled(&mut train, &mut y_train);
     let mut opts = opts.clone();
     for f in uncovered_calendar_features(cut - first) {
         if !opts.exclude.contains(&f) {
@@ -212,6 +213,31 @@ pub fn train_rows(
         weights_sha256: String::new(),
     };
     Ok((trained.vs, meta))
+}
+
+/// Drops the rows without any known label, in place (no second copy of
+/// the training set).
+fn retain_labelled(f: &mut Features, y: &mut Vec<u8>) {
+    let w = f.width();
+    let mut j = 0;
+    for i in 0..f.len() {
+        if y[i * N_TARGETS..(i + 1) * N_TARGETS]
+            .iter()
+            .any(|&l| l <= 1)
+        {
+            if i != j {
+                f.x.copy_within(i * w..(i + 1) * w, j * w);
+                y.copy_within(i * N_TARGETS..(i + 1) * N_TARGETS, j * N_TARGETS);
+                f.items[j] = f.items[i];
+                f.times[j] = f.times[i];
+            }
+            j += 1;
+        }
+    }
+    f.x.truncate(j * w);
+    y.truncate(j * N_TARGETS);
+    f.items.truncate(j);
+    f.times.truncate(j);
 }
 
 /// `active` and the new model's probabilities `probs` scored on the
