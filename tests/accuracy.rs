@@ -45,27 +45,17 @@ async fn accuracy() {
         &model_dir,
     );
     let url = common::sqlite_with_active_model(tmp.path(), "gept.db", &meta, &model_dir).await;
-    let env: Vec<(String, String)> = [
-        ("GEPT__DATABASE__URL", url.as_str()),
-        ("GEPT__API__LISTEN", "127.0.0.1:0"),
-        (
-            "GEPT__UPSTREAM__USER_AGENT",
-            "gept-tests (tests@gept.invalid)",
-        ),
-        ("GEPT__INFERENCE__DEVICE", "cpu"),
-        ("GEPT__INFERENCE__STREAM_BUFFER", "1024"),
-        ("GEPT__ACCURACY__SAMPLE", "10m"),
-        ("GEPT__ACCURACY__WINDOW", "30d"),
-        ("GEPT__ACCURACY__INTERVAL", "1h"),
-        ("GEPT__ACCURACY__MIN_LABELS", "1"),
-        ("GEPT__ACCURACY__DRIFT_BRIER_MARGIN", "-1.0"),
-        ("GEPT__ACCURACY__DRIFT_ECE_MARGIN", "1.0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
-    config.collectors.disable_all();
+    let config = common::in_process_config(
+        &url,
+        &[
+            ("GEPT__ACCURACY__SAMPLE", "10m"),
+            ("GEPT__ACCURACY__WINDOW", "30d"),
+            ("GEPT__ACCURACY__INTERVAL", "1h"),
+            ("GEPT__ACCURACY__MIN_LABELS", "1"),
+            ("GEPT__ACCURACY__DRIFT_BRIER_MARGIN", "-1.0"),
+            ("GEPT__ACCURACY__DRIFT_ECE_MARGIN", "1.0"),
+        ],
+    );
     let service = Service::start(&config).await.unwrap();
     let mut stream = service.inference.stream.subscribe();
 

@@ -112,21 +112,7 @@ async fn replay(
     faults: Faults,
 ) -> Outcome {
     let url = common::sqlite_with_active_model(dir, &format!("{name}.db"), meta, model_dir).await;
-    let env: Vec<(String, String)> = [
-        ("GEPT__DATABASE__URL", url.as_str()),
-        ("GEPT__API__LISTEN", "127.0.0.1:0"),
-        (
-            "GEPT__UPSTREAM__USER_AGENT",
-            "gept-tests (tests@gept.invalid)",
-        ),
-        ("GEPT__INFERENCE__DEVICE", "cpu"),
-        ("GEPT__INFERENCE__STREAM_BUFFER", "1024"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
-    config.collectors.disable_all();
+    let config = common::in_process_config(&url, &[]);
     let service = Service::start_with_faults(&config, faults).await.unwrap();
     let mut stream = service.inference.stream.subscribe();
 

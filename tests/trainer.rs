@@ -30,31 +30,21 @@ async fn status(base: &str) -> serde_json::Value {
 }
 
 fn config(url: &str) -> gept_core::config::Config {
-    let env: Vec<(String, String)> = [
-        ("GEPT__DATABASE__URL", url),
-        ("GEPT__API__LISTEN", "127.0.0.1:0"),
-        (
-            "GEPT__UPSTREAM__USER_AGENT",
-            "gept-tests (tests@gept.invalid)",
-        ),
-        ("GEPT__INFERENCE__DEVICE", "cpu"),
-        ("GEPT__INFERENCE__STREAM_BUFFER", "1024"),
-        ("GEPT__TRAINER__PROGRAM", env!("CARGO_BIN_EXE_gept")),
-        ("GEPT__TRAINER__BOOTSTRAP_AFTER", "6h"),
-        ("GEPT__TRAINER__INTERVAL", "3h"),
-        ("GEPT__TRAINER__CHECK_INTERVAL", "200ms"),
-        ("GEPT__TRAINER__STRIDE", "2"),
-        ("GEPT__TRAINER__EPOCHS", "3"),
-        ("GEPT__TRAINER__VALIDATION_FRACTION", "0.3"),
-        ("GEPT__TRAINER__MAX_AUC_LOSS", "0.05"),
-        ("GEPT__RETENTION__ENABLED", "false"),
-        ("GEPT__BACKUP__ENABLED", "false"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
-    config.collectors.disable_all();
+    let mut config = common::in_process_config(
+        url,
+        &[
+            ("GEPT__TRAINER__PROGRAM", env!("CARGO_BIN_EXE_gept")),
+            ("GEPT__TRAINER__BOOTSTRAP_AFTER", "6h"),
+            ("GEPT__TRAINER__INTERVAL", "3h"),
+            ("GEPT__TRAINER__CHECK_INTERVAL", "200ms"),
+            ("GEPT__TRAINER__STRIDE", "2"),
+            ("GEPT__TRAINER__EPOCHS", "3"),
+            ("GEPT__TRAINER__VALIDATION_FRACTION", "0.3"),
+            ("GEPT__TRAINER__MAX_AUC_LOSS", "0.05"),
+            ("GEPT__RETENTION__ENABLED", "false"),
+            ("GEPT__BACKUP__ENABLED", "false"),
+        ],
+    );
     config.trainer.hidden = vec![16];
     config
 }

@@ -100,6 +100,8 @@ impl Trainer {
         let status = self.status.clone();
         tokio::spawn(async move {
             let mut last_attempt: Option<(i64, Instant)> = None;
+            // The ACTIVE model's last training tick, read once per version.
+            let mut trained: Option<(String, Option<i64>)> = None;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
@@ -108,7 +110,7 @@ impl Trainer {
                 if !env.role.is_primary() {
                     continue;
                 }
-                let due = match due(&env, last_attempt).await {
+                let due = match due(&env, last_attempt, &mut trained).await {
                     Ok(due) => due,
                     Err(e) => {
                         tracing::warn!(error = %e, "trainer: cannot read the store to decide");
@@ -143,6 +145,7 @@ impl Trainer {
 async fn due(
     env: &TrainerEnv,
     last_attempt: Option<(i64, Instant)>,
+    trained: &mut Option<(String, Option<i64>)>,
 ) -> anyhow::Result<Option<(&'static str, i64, i64)>> {
     let Some(newest) = env.store.newest_time("prices_latest_1m").await? else {
         return Ok(None);
@@ -163,7 +166,10 @@ async fn due(
         return Ok((enough && !retried).then_some(("bootstrap", from, newest)));
     };
     // The data the ACTIVE model (or the last attempt) read ends here.
-    let trained_until = active_last_tick(env, &active).await;
+    if trained.as_ref().is_none_or(|(v, _)| *v != active.version) {
+        *trained = Some((active.version.clone(), active_last_tick(env, &active).await));
+    }
+    let trained_until = trained.as_ref().and_then(|(_, t)| *t);
     let last_until = match (trained_until, last_attempt) {
         (Some(a), Some((b, _))) => Some(a.max(b)),
         (a, b) => a.or(b.map(|(u, _)| u)),

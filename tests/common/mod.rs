@@ -541,3 +541,27 @@ pub async fn feed_recorded(
     }
     assert!(next_hour > 0, "no /1h bucket was replayed");
 }
+
+/// The configuration of a service started in the test process on
+/// `database_url`: any free port, inference on the CPU with a deep stream
+/// buffer, the collectors off (the test publishes the feed), then `extra`
+/// (`GEPT__...` pairs) over that.
+pub fn in_process_config(database_url: &str, extra: &[(&str, &str)]) -> gept_core::config::Config {
+    let base = [
+        ("GEPT__DATABASE__URL", database_url),
+        ("GEPT__API__LISTEN", "127.0.0.1:0"),
+        (
+            "GEPT__UPSTREAM__USER_AGENT",
+            "gept-tests (tests@gept.invalid)",
+        ),
+        ("GEPT__INFERENCE__DEVICE", "cpu"),
+        ("GEPT__INFERENCE__STREAM_BUFFER", "1024"),
+    ];
+    let env = base
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    let mut config = gept_core::config::Config::load_with_env(None, env).unwrap();
+    config.collectors.disable_all();
+    config
+}
