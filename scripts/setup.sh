@@ -53,4 +53,18 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     echo "setup: prometheus is missing and this user cannot install it; its tests print SKIP" >&2
   fi
 fi
+# Chromium and ChromeDriver for the dashboard's browser tests (tests/faces.rs),
+# from Debian's packages.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium and chromium-driver (browser tests)" >&2
+    install_chromium() {
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1
+    }
+    install_chromium || { apt-get update -qq >/dev/null 2>&1 && install_chromium; } \
+      || echo "setup: could not install chromium; the browser tests print SKIP (and fail under CI)" >&2
+  else
+    echo "setup: chromium is missing and this user cannot install it; the browser tests print SKIP" >&2
+  fi
+fi
 exit 0

@@ -61,6 +61,22 @@ pub enum Command {
         /// The backup file (`gept-<time>.db` or `.dump`).
         file: PathBuf,
     },
+    /// The Discord bot (`POST /discord/interactions` of `gept serve`).
+    #[command(subcommand)]
+    Discord(DiscordCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DiscordCommand {
+    /// Post the slash commands (/flip, /item, /status) to the Discord API
+    /// (`discord.api_base`) for the application, replacing its commands.
+    /// Needs GEPT__DISCORD__APPLICATION_ID and GEPT__DISCORD__TOKEN (or
+    /// their files).
+    RegisterCommands {
+        /// Register in one server only (they appear at once there).
+        #[arg(long, value_name = "ID")]
+        guild: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,10 +4,13 @@
 pub mod api;
 pub mod cli;
 pub mod commands;
+pub mod discord;
 pub mod http;
+pub mod offers;
 pub mod recommend;
 pub mod server;
 pub mod service;
 pub mod telemetry;
+pub mod web;
 
 pub use gept_core::config::Config;

@@ -37,6 +37,30 @@ pub enum Style {
     Passive,
 }
 
+impl std::str::FromStr for Risk {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "low" => Ok(Risk::Low),
+            "medium" => Ok(Risk::Medium),
+            "high" => Ok(Risk::High),
+            other => Err(format!("risk {other:?} is not low, medium or high")),
+        }
+    }
+}
+
+impl std::str::FromStr for Style {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "active" => Ok(Style::Active),
+            "hybrid" => Ok(Style::Hybrid),
+            "passive" => Ok(Style::Passive),
+            other => Err(format!("style {other:?} is not active, hybrid or passive")),
+        }
+    }
+}
+
 impl Risk {
     /// Offsets (basis points) and the least fill probability accepted.
     fn offsets_and_floor(self) -> (&'static [u32], f32) {

@@ -262,6 +262,12 @@ impl Service {
             accuracy: accuracy.clone(),
             stale_after: config.api.stale_after,
             trainer: config.trainer.enabled.then(|| trainer.clone()),
+            discord: config
+                .discord_public_key()?
+                .map(|k| crate::discord::Verifier::new(&k, config.discord.max_clock_skew))
+                .transpose()
+                .map_err(anyhow::Error::msg)?
+                .map(Arc::new),
         };
         let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
         let addr = listener.local_addr()?;

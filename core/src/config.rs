@@ -38,6 +38,30 @@ pub struct Config {
     pub service: ServiceConfig,
     pub accuracy: AccuracyConfig,
     pub trainer: TrainerConfig,
+    pub discord: DiscordConfig,
+}
+
+/// The Discord bot over signed interactions (`POST /discord/interactions`).
+/// Its public key, application id and bot token come from the environment
+/// (`GEPT__DISCORD__PUBLIC_KEY`, `…__APPLICATION_ID`, `…__TOKEN`) or files
+/// only; a config file naming them is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscordConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
+    pub public_key_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<String>,
+    pub application_id_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    pub token_file: String,
+    /// The Discord REST API (`gept discord register-commands` posts there).
+    pub api_base: String,
+    /// A signed request whose timestamp is further from now is refused.
+    #[serde(with = "dur")]
+    pub max_clock_skew: Duration,
 }
 
 /// The trainer: the service trains, checks and replaces its own model.
@@ -522,6 +546,15 @@ impl Config {
                     .to_string(),
             );
         }
+        for key in ["public_key", "application_id", "token"] {
+            if files.find_value(&format!("discord.{key}")).is_ok() {
+                problems.push(format!(
+                    "discord.{key}: written into a config file is refused; set GEPT__DISCORD__{} \
+                     in the environment or use discord.{key}_file",
+                    key.to_uppercase()
+                ));
+            }
+        }
         let env: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
@@ -691,12 +724,55 @@ impl Config {
             .map_err(|e| ConfigError::one(format!("metrics.token_file: {e}")))
     }
 
+    /// A Discord setting from the environment or its file; `None` when
+    /// neither is set.
+    fn discord_value(
+        value: &Option<String>,
+        file: &str,
+        key: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
+            return Ok(Some(v.trim().to_string()));
+        }
+        if file.is_empty() {
+            return Ok(None);
+        }
+        read_secret(Path::new(file))
+            .map(Some)
+            .map_err(|e| ConfigError::one(format!("discord.{key}_file: {e}")))
+    }
+
+    /// The application's Ed25519 public key (hex); `None`: the interactions
+    /// endpoint is off.
+    pub fn discord_public_key(&self) -> Result<Option<String>, ConfigError> {
+        Self::discord_value(
+            &self.discord.public_key,
+            &self.discord.public_key_file,
+            "public_key",
+        )
+    }
+
+    pub fn discord_application_id(&self) -> Result<Option<String>, ConfigError> {
+        Self::discord_value(
+            &self.discord.application_id,
+            &self.discord.application_id_file,
+            "application_id",
+        )
+    }
+
+    pub fn discord_token(&self) -> Result<Option<String>, ConfigError> {
+        Self::discord_value(&self.discord.token, &self.discord.token_file, "token")
+    }
+
     /// The configuration as TOML with every secret replaced by `***`.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database.url = redact_url(&shown.database.url);
         if shown.admin.token.is_some() {
             shown.admin.token = Some("***".into());
+        }
+        if shown.discord.token.is_some() {
+            shown.discord.token = Some("***".into());
         }
         if shown.metrics.token.is_some() {
             shown.metrics.token = Some("***".into());

@@ -11,6 +11,7 @@ pub mod snapshot;
 pub mod state;
 pub mod stream;
 
+use crate::offers;
 use crate::recommend::{self, Risk, Style};
 use gept_actors::inference::Prediction;
 use gept_core::metrics as m;
@@ -150,6 +151,8 @@ struct ItemView<'a> {
     #[serde(flatten)]
     meta: &'a ItemMeta,
     latest: Option<LatestView>,
+    /// Units traded in the newest `/1h` bucket.
+    volume_1h: Option<f64>,
 }
 
 fn item_view<'a>(meta: &'a ItemMeta, state: &ApiState) -> ItemView<'a> {
@@ -163,6 +166,7 @@ fn item_view<'a>(meta: &'a ItemMeta, state: &ApiState) -> ItemView<'a> {
             low_time: mk.latest.low_time,
             observed_at: mk.latest.timestamp,
         }),
+        volume_1h: snap.market.get(&meta.item_id).and_then(|mk| mk.volume_1h),
     }
 }
 
@@ -296,6 +300,141 @@ fn bytes_reply(body: bytes::Bytes, gzip: bool, etag: Option<&str>) -> warp::repl
         h.insert(header::ETAG, tag);
     }
     r
+}
+
+/// The data age of the snapshot in seconds; past `api.stale_after` a 503
+/// saying so: no trade is advised on old prices.
+fn fresh(
+    state: &ApiState,
+    snap: &gept_actors::inference::Snapshot,
+) -> Result<Option<i64>, Rejection> {
+    let now = chrono::Utc::now().timestamp();
+    let age = snap.received_at.map(|r| (now - r).max(0));
+    let bound = state.stale_after.as_secs() as i64;
+    match age.filter(|&a| a > bound) {
+        Some(age) => Err(ApiError::reject(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "stale: the newest prices arrived {age} s ago (tick {}), more than the {bound} s bound; \
+                 no trades are advised on old prices until the feed is back (see /api/v1/status)",
+                snap.tick_time.unwrap_or_default()
+            ),
+        )),
+        None => Ok(age),
+    }
+}
+
+/// The recommendations answer (`GET /api/v1/recommendations`, the Discord
+/// `/flip` command and the dashboard's Flips page all come here).
+#[derive(Debug, Serialize)]
+pub struct RecommendationsAnswer {
+    pub tick_time: i64,
+    pub received_at: Option<i64>,
+    pub data_age_seconds: Option<i64>,
+    pub model_version: Option<String>,
+    pub capital: i64,
+    pub risk: Risk,
+    pub style: Style,
+    pub slots: usize,
+    pub recommendations: Vec<recommend::Recommendation>,
+    pub screening: recommend::Screening,
+    pub uncalibrated_horizons: Vec<u32>,
+    /// Why the list is empty, in words; null when it is not.
+    pub message: Option<String>,
+}
+
+/// Ranked recommendations on the current snapshot, or why there are none
+/// (no model, a stale feed, a bad request).
+pub fn recommend_now(
+    state: &ApiState,
+    capital: i64,
+    risk: Risk,
+    style: Style,
+    slots: usize,
+    exclude: HashSet<ItemId>,
+) -> Result<RecommendationsAnswer, Rejection> {
+    if capital <= 0 {
+        return Err(bad("capital must be positive"));
+    }
+    if !(1..=8).contains(&slots) {
+        return Err(bad("slots must be 1 to 8"));
+    }
+    let snap = state.inference.snapshot.load();
+    let Some(tick_time) = snap.tick_time.filter(|_| !snap.predictions.is_empty()) else {
+        return Err(no_model(state));
+    };
+    let uncalibrated = state
+        .inference
+        .status
+        .lock()
+        .expect("status lock")
+        .uncalibrated_horizons
+        .clone();
+    let req = recommend::Request {
+        capital,
+        risk,
+        style,
+        slots,
+        exclude,
+        uncalibrated: uncalibrated.clone(),
+    };
+    let age = fresh(state, &snap)?;
+    let (recs, screening) = recommend::recommend(
+        &req,
+        tick_time,
+        &snap.predictions,
+        &snap.market,
+        &state.items.load(),
+    );
+    Ok(RecommendationsAnswer {
+        tick_time,
+        received_at: snap.received_at,
+        data_age_seconds: age,
+        model_version: snap.model_version.as_deref().map(str::to_string),
+        capital,
+        risk,
+        style,
+        slots,
+        message: screening.why_empty(),
+        recommendations: recs,
+        screening,
+        uncalibrated_horizons: uncalibrated,
+    })
+}
+
+/// Judges an offer on the current snapshot (`offers::check`).
+pub fn check_offer(
+    state: &ApiState,
+    snap: &gept_actors::inference::Snapshot,
+    offer: &offers::Offer,
+    uncalibrated: &[u32],
+) -> Result<offers::Check, Rejection> {
+    offer.validate().map_err(bad)?;
+    let Some(tick_time) = snap.tick_time.filter(|_| !snap.predictions.is_empty()) else {
+        return Err(no_model(state));
+    };
+    let items = state.items.load();
+    let (Some(pred), Some(market)) = (
+        snap.predictions.get(&offer.item_id),
+        snap.market.get(&offer.item_id),
+    ) else {
+        return Err(ApiError::reject(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no prediction for item {} at tick {tick_time}",
+                offer.item_id
+            ),
+        ));
+    };
+    offers::check(
+        offer,
+        pred,
+        market,
+        items.get(&offer.item_id),
+        tick_time,
+        uncalibrated,
+    )
+    .map_err(|e| ApiError::reject(StatusCode::UNPROCESSABLE_ENTITY, e))
 }
 
 fn no_model(state: &ApiState) -> Rejection {
@@ -499,29 +638,13 @@ pub fn routes(
         .and(s.clone())
         .and_then(|q: RecommendationsQuery, state: ApiState| async move {
             let capital = q.capital.ok_or_else(|| bad("capital (gp) is required"))?;
-            if capital <= 0 {
-                return Err(bad("capital must be positive"));
-            }
-            let risk = match q.risk.as_deref().unwrap_or("medium") {
-                "low" => Risk::Low,
-                "medium" => Risk::Medium,
-                "high" => Risk::High,
-                other => return Err(bad(format!("risk {other:?} is not low, medium or high"))),
-            };
-            let style = match q.style.as_deref().unwrap_or("hybrid") {
-                "active" => Style::Active,
-                "hybrid" => Style::Hybrid,
-                "passive" => Style::Passive,
-                other => {
-                    return Err(bad(format!(
-                        "style {other:?} is not active, hybrid or passive"
-                    )))
-                }
-            };
-            let slots = q.slots.unwrap_or(8);
-            if !(1..=8).contains(&slots) {
-                return Err(bad("slots must be 1 to 8"));
-            }
+            let risk: Risk = q.risk.as_deref().unwrap_or("medium").parse().map_err(bad)?;
+            let style: Style = q
+                .style
+                .as_deref()
+                .unwrap_or("hybrid")
+                .parse()
+                .map_err(bad)?;
             let exclude: HashSet<ItemId> = q
                 .exclude
                 .as_deref()
@@ -530,56 +653,32 @@ pub fn routes(
                 .unwrap_or_default()
                 .into_iter()
                 .collect();
+            let a = recommend_now(&state, capital, risk, style, q.slots.unwrap_or(8), exclude)?;
+            Ok::<_, Rejection>(json(&a))
+        });
+
+    // The offer advisor (src/offers.rs, docs/API.md).
+    let offer_check = warp::path!("offers" / "check")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(state.max_body_bytes))
+        .and(warp::body::bytes())
+        .and(s.clone())
+        .and_then(|body: bytes::Bytes, state: ApiState| async move {
+            let offer: offers::Offer = serde_json::from_slice(&body).map_err(|e| {
+                bad(format!(
+                    "unreadable offer ({e}); expected {{\"item_id\":id,\"side\":\"buy\"|\"sell\",\"price\":gp,\"quantity\":n,\
+                     \"placed_at\":unix?,\"horizon_hours\":h?,\"target_probability\":p?}}"
+                ))
+            })?;
             let snap = state.inference.snapshot.load();
-            let Some(tick_time) = snap.tick_time.filter(|_| !snap.predictions.is_empty()) else {
-                return Err(no_model(&state));
-            };
-            let uncalibrated = state
-                .inference
-                .status
-                .lock()
-                .expect("status lock")
-                .uncalibrated_horizons
-                .clone();
-            let req = recommend::Request {
-                capital,
-                risk,
-                style,
-                slots,
-                exclude,
-                uncalibrated: uncalibrated.clone(),
-            };
-            // Never trades on old prices: past api.stale_after, say so.
-            let now = chrono::Utc::now().timestamp();
-            let age = snap.received_at.map(|r| (now - r).max(0));
-            let bound = state.stale_after.as_secs() as i64;
-            if let Some(age) = age.filter(|&a| a > bound) {
-                return Err(ApiError::reject(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "stale: the newest prices arrived {age} s ago (tick {tick_time}), more than the {bound} s bound; \
-                         no trades are recommended on old prices until the feed is back (see /api/v1/status)"
-                    ),
-                ));
-            }
-            let (recs, screening) = recommend::recommend(
-                &req,
-                tick_time,
-                &snap.predictions,
-                &snap.market,
-                &state.items.load(),
-            );
-            Ok(json(&serde_json::json!({
-                "tick_time": tick_time,
-                "received_at": snap.received_at,
-                "data_age_seconds": age,
-                "model_version": snap.model_version.as_deref(),
-                "capital": capital, "risk": risk, "style": style, "slots": slots,
-                "recommendations": recs,
-                "screening": screening,
-                "uncalibrated_horizons": uncalibrated,
-                "message": screening.why_empty(),
-            })))
+            let age = fresh(&state, &snap)?;
+            let uncalibrated = state.inference.status.lock().expect("status lock").uncalibrated_horizons.clone();
+            let check = check_offer(&state, &snap, &offer, &uncalibrated)?;
+            let mut v = serde_json::to_value(&check).map_err(ApiError::internal)?;
+            v["model_version"] = serde_json::json!(snap.model_version.as_deref());
+            v["received_at"] = serde_json::json!(snap.received_at);
+            v["data_age_seconds"] = serde_json::json!(age);
+            Ok::<_, Rejection>(json(&v))
         });
 
     // The live accuracy monitor's figures (docs/API.md).
@@ -610,8 +709,14 @@ pub fn routes(
             "version": env!("CARGO_PKG_VERSION"),
             "role": state.role.name(),
             "started_at": state.started_at,
+            "stale_after_seconds": state.stale_after.as_secs(),
             "now": now,
             "last_tick": snap.tick_time,
+            // When the newest tick arrived here: what "live" is judged on
+            // (the upstream's own times can lag or, replayed, be old).
+            "received_at": snap.received_at,
+            "data_age_seconds": snap.received_at.map(|r| (now - r).max(0)),
+            "stale": snap.received_at.is_none_or(|r| now - r > state.stale_after.as_secs() as i64),
             "items_tracked": snap.market.len(),
             "items_predicted": snap.predictions.len(),
             "model": {
@@ -758,6 +863,8 @@ pub fn routes(
             .unify()
             .or(recommendations)
             .unify()
+            .or(offer_check)
+            .unify()
             .or(status)
             .unify()
             .or(accuracy)
@@ -859,6 +966,15 @@ pub fn route_label(path: &str) -> String {
         "reload",
         "activate",
         "retention",
+        "accuracy",
+        "offers",
+        "check",
+        "discord",
+        "interactions",
+        "assets",
+        "app.js",
+        "chart.js",
+        "style.css",
     ];
     let mut out = String::new();
     for seg in path.split('/').filter(|s| !s.is_empty()) {

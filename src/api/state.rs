@@ -59,6 +59,8 @@ pub struct ApiState {
     pub trainer: Option<gept_actors::trainer::Trainer>,
     /// The live accuracy monitor (`accuracy.enabled`).
     pub accuracy: Option<gept_actors::accuracy::Monitor>,
+    /// Verifies Discord interactions; `None`: the bot is not configured.
+    pub discord: Option<Arc<crate::discord::Verifier>>,
     /// The service's stop signal: websocket clients are closed (1001) on it.
     pub cancel: tokio_util::sync::CancellationToken,
 }

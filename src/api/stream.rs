@@ -11,6 +11,14 @@
 //! - a client that fell behind (its queue of `ws_client_queue` messages was
 //!   full, or it missed ticks) gets `{"type":"lagged","missed":n,"snapshot":{…}}`
 //!   with the latest prediction of every subscribed item, then ticks again.
+//! - client → `{"type":"offers","offers":[offer…]}` registers the client's
+//!   open offers (replacing earlier ones; at most `MAX_WATCHED`), each as
+//!   `POST /api/v1/offers/check` takes it plus an `id` and a `threshold`;
+//!   server → `{"type":"offers","offers":[check…]}` with each offer judged
+//!   now. On every later tick that predicts an offer's item, an offer whose
+//!   deadline probability falls below its threshold gets
+//!   `{"type":"offer_alert","id","item_id","probability","threshold","relist_price",…}`
+//!   once per fall (`offers::alert`);
 //! - bad client messages get `{"type":"error","error":…}` (a binary frame,
 //!   unreadable JSON, an unknown type, an unknown horizon or offset);
 //! - a message over `ws_max_message_bytes` closes the connection with code
@@ -39,6 +47,99 @@ enum ClientMessage {
         horizons: Option<Vec<u32>>,
         offsets: Option<Vec<f64>>,
     },
+    Offers {
+        offers: Vec<crate::offers::Offer>,
+    },
+}
+
+/// The most open offers one client may register (a player has 8 GE slots).
+pub const MAX_WATCHED: usize = 32;
+
+/// Registers `offers` for watching and answers each judged now.
+fn register_offers(
+    state: &ApiState,
+    offers: Vec<crate::offers::Offer>,
+    watched: &mut Vec<crate::offers::Watched>,
+) -> Message {
+    if offers.len() > MAX_WATCHED {
+        return error_message(&format!("at most {MAX_WATCHED} offers may be watched"));
+    }
+    if let Some((i, e)) = offers
+        .iter()
+        .enumerate()
+        .find_map(|(i, o)| o.validate().err().map(|e| (i, e)))
+    {
+        return error_message(&format!("offer {i}: {e}"));
+    }
+    *watched = offers
+        .into_iter()
+        .map(|offer| crate::offers::Watched {
+            offer,
+            alerted: false,
+        })
+        .collect();
+    let snap = state.inference.snapshot.load();
+    let uncalibrated = uncalibrated(state);
+    let checks: Vec<serde_json::Value> = watched
+        .iter_mut()
+        .map(|w| {
+            match crate::api::check_offer(state, &snap, &w.as_checked(), &uncalibrated) {
+                Ok(c) => {
+                    // An offer already below its threshold is said so at once.
+                    let alert = crate::offers::alert(w, &c);
+                    serde_json::json!({"check": c, "alert": alert})
+                }
+                Err(_) => serde_json::json!({
+                    "id": w.offer.id, "item_id": w.offer.item_id,
+                    "error": "no prediction for this item yet; watched from the next tick that predicts it",
+                }),
+            }
+        })
+        .collect();
+    Message::text(serde_json::json!({"type": "offers", "offers": checks}).to_string())
+}
+
+fn uncalibrated(state: &ApiState) -> Vec<u32> {
+    state
+        .inference
+        .status
+        .lock()
+        .expect("status lock")
+        .uncalibrated_horizons
+        .clone()
+}
+
+/// Alerts for the watched offers whose items this tick predicted.
+fn offer_alerts(
+    state: &ApiState,
+    tick: &TickPredictions,
+    watched: &mut [crate::offers::Watched],
+) -> Vec<Message> {
+    if watched.is_empty() {
+        return Vec::new();
+    }
+    let snap = state.inference.snapshot.load();
+    if snap.tick_time != Some(tick.tick_time) {
+        // The snapshot moved on: the next tick's message judges the offers.
+        return Vec::new();
+    }
+    let uncalibrated = uncalibrated(state);
+    let mut out = Vec::new();
+    for w in watched.iter_mut() {
+        if !tick
+            .predictions
+            .iter()
+            .any(|p| p.item_id == w.offer.item_id)
+        {
+            continue;
+        }
+        if let Ok(c) = crate::api::check_offer(state, &snap, &w.as_checked(), &uncalibrated) {
+            if let Some(a) = crate::offers::alert(w, &c) {
+                out.push(Message::text(a.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// What a client wants: items (None: all) and target indices.
@@ -225,7 +326,7 @@ fn subscribed_message(sub: &Subscription) -> Message {
 
 /// The error text of an unreadable client message: what is expected, never
 /// the parser's internals.
-const EXPECTED: &str = r#"expected {"type":"subscribe","items":[ids]|null,"horizons":[hours]|null,"offsets":[percent]|null}"#;
+const EXPECTED: &str = r#"expected {"type":"subscribe","items":[ids]|null,"horizons":[hours]|null,"offsets":[percent]|null} or {"type":"offers","offers":[{"id","item_id","side","price","quantity","placed_at","horizon_hours","threshold"}]}"#;
 
 fn error_message(text: &str) -> Message {
     Message::text(serde_json::json!({"type": "error", "error": text}).to_string())
@@ -247,6 +348,7 @@ pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::W
     });
     let mut ticks = state.inference.stream.subscribe();
     let mut sub = Subscription::all();
+    let mut watched: Vec<crate::offers::Watched> = Vec::new();
     {
         let snap = state.inference.snapshot.load();
         let hello = serde_json::json!({
@@ -308,6 +410,7 @@ pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::W
                             Err(e) => error_message(&e),
                         }
                     }
+                    Ok(ClientMessage::Offers { offers }) => register_offers(&state, offers, &mut watched),
                     Err(_) => error_message(&format!("unreadable message; {EXPECTED}")),
                 };
                 if queue.try_send(reply).is_err() {
@@ -317,6 +420,11 @@ pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::W
             tick = ticks.recv() => {
                 match tick {
                     Ok(tick) => {
+                        for alert in offer_alerts(&state, &tick, &mut watched) {
+                            if queue.try_send(alert).is_err() {
+                                missed += 1;
+                            }
+                        }
                         if missed > 0 {
                             if queue.try_send(lagged_message(&state, missed, &sub)).is_ok() {
                                 missed = 0;

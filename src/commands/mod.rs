@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod config;
 pub mod dataset;
+pub mod discord;
 pub mod eval;
 pub mod features;
 pub mod migrate;
@@ -63,6 +64,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup(command) => {
             let config = load_config(&cli)?;
             tokio_runtime()?.block_on(backup::run(&config, command))
+        }
+        Command::Discord(command) => {
+            let config = load_config(&cli)?;
+            tokio_runtime()?.block_on(discord::run(&config, command))
         }
         Command::Restore { file } => {
             let config = load_config(&cli)?;

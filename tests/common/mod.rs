@@ -514,7 +514,7 @@ pub async fn feed_recorded(
     ticks: &[gept_dataflows::features::TickInput],
     hours: &[gept_dataflows::features::BucketInput],
 ) {
-    use gept_actors::collectors::{FeedEvent, Tick};
+    use gept_actors::collectors::FeedEvent;
     use std::sync::Arc;
     let mut next_hour = 0;
     for tick in ticks {
@@ -532,14 +532,23 @@ pub async fn feed_recorded(
             });
             next_hour += 1;
         }
-        service.store.insert_latest(&tick.rows).await.unwrap();
-        service.feed(FeedEvent::Tick(Arc::new(Tick {
-            observed_at: tick.time,
-            arrived: std::time::Instant::now(),
-            rows: tick.rows.clone(),
-        })));
+        feed_tick(service, tick).await;
     }
     assert!(next_hour > 0, "no /1h bucket was replayed");
+}
+
+/// Stores and publishes one recorded `/latest` tick as the collector does.
+pub async fn feed_tick(
+    service: &gept::service::ServiceHandle,
+    tick: &gept_dataflows::features::TickInput,
+) {
+    use gept_actors::collectors::{FeedEvent, Tick};
+    service.store.insert_latest(&tick.rows).await.unwrap();
+    service.feed(FeedEvent::Tick(std::sync::Arc::new(Tick {
+        observed_at: tick.time,
+        arrived: std::time::Instant::now(),
+        rows: tick.rows.clone(),
+    })));
 }
 
 /// The configuration of a service started in the test process on
