@@ -47,6 +47,13 @@ pub enum Command {
     /// Write the training and validation rows of `gept train` (same
     /// features, labels and split) as CSV, for peer models.
     Dataset(DatasetArgs),
+    /// Replay a period through the serving feature engine, model and
+    /// recommendations and simulate a player trading on them, beside the
+    /// heuristics players use (margin flipping, the old system's ranking,
+    /// random picks): profit, ROI, profit per slot-hour, fill rate, time to
+    /// fill, capital use, drawdown, calibration; report.json and equity
+    /// curves (SVG) in --out.
+    Backtest(BacktestArgs),
     /// The model registry of the configured database.
     #[command(subcommand)]
     Model(ModelCommand),
@@ -244,6 +251,57 @@ pub struct TrainArgs {
     /// nothing, to show that the gates refuse it.
     #[arg(long, hide = true)]
     pub shuffle_labels: bool,
+}
+
+/// Options of `gept backtest`.
+#[derive(Debug, clap::Args)]
+pub struct BacktestArgs {
+    #[command(flatten)]
+    pub history: HistoryArgs,
+    /// The model directory; without one only the peers trade.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Simulate ticks at or after this time (RFC 3339 or Unix seconds);
+    /// earlier ones warm the features up. Default: the last --period.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// Without --from: the simulated period ends at the last tick and lasts
+    /// this long (at most the history after 25 h of warm-up).
+    #[arg(long, default_value = "7d")]
+    pub period: String,
+    /// Capital in gp; several give one run each.
+    #[arg(long, value_delimiter = ',', default_value = "10000000")]
+    pub capital: Vec<i64>,
+    /// GE slots (8 members, 3 free-to-play).
+    #[arg(long, default_value_t = 8)]
+    pub slots: usize,
+    /// low, medium, high; several give one run each.
+    #[arg(long, value_delimiter = ',', default_value = "medium")]
+    pub risk: Vec<String>,
+    /// active, hybrid or passive.
+    #[arg(long, default_value = "active")]
+    pub style: String,
+    /// Re-plan at least this often (and whenever a slot frees).
+    #[arg(long, default_value = "5m")]
+    pub replan: String,
+    /// Share of a side's hourly traded volume one offer may take.
+    #[arg(long, default_value_t = 0.25)]
+    pub volume_share: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write report.json and the equity curves.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Also store the report in the configured database as the model's
+    /// backtest (served at /api/v1/backtest while it is ACTIVE); the model
+    /// must be registered.
+    #[arg(long, requires = "model")]
+    pub store: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceArg,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Options of `gept dataset`.

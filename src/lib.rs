@@ -2,6 +2,7 @@
 //! the HTTP API and the one wiring of the running service (`service`).
 
 pub mod api;
+pub mod backtest;
 pub mod cli;
 pub mod commands;
 pub mod discord;

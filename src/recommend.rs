@@ -93,6 +93,22 @@ pub struct Request {
     /// Horizons the model could not calibrate (no validation label): never
     /// recommended on.
     pub uncalibrated: Vec<u32>,
+    /// How items are ranked (the backtest's peers use the other one).
+    pub ranking: Ranking,
+}
+
+/// How the best target per item is chosen and items are ranked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ranking {
+    /// Expected profit of the quantity a slot holds: P × profit per unit ×
+    /// quantity (ours).
+    #[default]
+    ExpectedProfit,
+    /// Expected value per unit of the single best target, P × profit per
+    /// unit, ignoring how many a slot can hold: the system we replace, as
+    /// far as its description allows reconstructing it.
+    UnitValue,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -284,7 +300,14 @@ pub fn recommend(
                     continue;
                 }
                 let expected = p as f64 * profit as f64 * quantity as f64;
-                if best.as_ref().is_none_or(|b| expected > b.expected_profit) {
+                let score = |p: f32, profit: i64, expected: f64| match req.ranking {
+                    Ranking::ExpectedProfit => expected,
+                    Ranking::UnitValue => p as f64 * profit as f64,
+                };
+                if best.as_ref().is_none_or(|b| {
+                    score(p, profit, expected)
+                        > score(b.fill_probability, b.profit_per_item, b.expected_profit)
+                }) {
                     best = Some(Recommendation {
                         item_id: *id,
                         name: meta.name.clone(),
@@ -315,11 +338,11 @@ pub fn recommend(
         }
         out.extend(best);
     }
-    out.sort_by(|a, b| {
-        b.expected_profit
-            .total_cmp(&a.expected_profit)
-            .then(a.item_id.cmp(&b.item_id))
-    });
+    let key = |r: &Recommendation| match req.ranking {
+        Ranking::ExpectedProfit => r.expected_profit,
+        Ranking::UnitValue => r.fill_probability as f64 * r.profit_per_item as f64,
+    };
+    out.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.item_id.cmp(&b.item_id)));
     out.truncate(req.slots);
     (out, screening)
 }

@@ -690,6 +690,7 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
         slots: 8,
         exclude,
         uncalibrated: Vec::new(),
+        ranking: gept::recommend::Ranking::ExpectedProfit,
     };
     let (recs, screening) = recommend(
         &req(Risk::High, Style::Active, HashSet::new()),

@@ -103,6 +103,23 @@ async fn trainer() {
     .expect("the tick after the first training is predicted");
     assert_eq!(&*published.model_version, v1.as_str());
     assert!(!published.predictions.is_empty());
+    // Its backtest on the rows it validated on, served for the ACTIVE model.
+    let backtest: serde_json::Value = reqwest::get(format!("{base}/api/v1/backtest"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(backtest["model_version"], v1.as_str(), "{backtest}");
+    let report = &backtest["report"];
+    assert_eq!(report["model_version"], v1.as_str(), "{backtest}");
+    assert!(report["ticks"].as_u64().unwrap() > 0, "{backtest}");
+    assert_eq!(report["until"], first["data_until"], "{backtest}");
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 6, "two capitals × three risks");
+    assert!(runs
+        .iter()
+        .all(|r| r["strategies"].as_array().unwrap().len() == 4));
 
     // Past the schedule: a second model replaces the first.
     common::feed_recorded(&service, &ticks[BOOTSTRAP + 1..BOOTSTRAP + MORE], &hours).await;

@@ -277,7 +277,25 @@ function itemPage(root, id) {
 // ---------------------------------------------------------------- Accuracy
 function accuracyPage(root) {
   const box = h("div", { id: "accuracy" });
-  root.append(h("section", { class: "panel" }, h("h2", {}, "Live accuracy"), box));
+  const bt = h("div", { id: "backtest" });
+  root.append(h("section", { class: "panel" }, h("h2", {}, "Live accuracy"), box),
+    h("section", { class: "panel" }, h("h2", {}, "Backtest of the serving model"), bt));
+  api("backtest").then((b) => {
+    const r = b.report;
+    if (!r) { bt.append(h("div", { class: "message" }, b.message)); return; }
+    const day = (t) => new Date(t * 1000).toISOString().slice(0, 16).replace("T", " ");
+    bt.append(h("div", { class: "muted" }, `Model ${b.model_version}: ${r.ticks} ticks from ${day(r.from)} to ${day(r.until)} UTC, simulated with the serving code beside the heuristics players use.`));
+    for (const run of r.runs) {
+      const s = run.settings;
+      bt.append(h("h2", {}, `${gp(s.capital)} gp · ${s.risk} risk · ${s.style} · ${s.slots} slots`), h("table", {},
+        h("thead", {}, h("tr", {}, ...["Strategy", "Profit", "ROI", "gp / slot-hour", "Fill rate", "Round trips", "Max drawdown", "Predicted / realised"].map((t) => h("th", {}, t)))),
+        h("tbody", {}, ...run.strategies.map((x) => h("tr", {},
+          h("td", {}, x.strategy), h("td", {}, gp(x.profit)), h("td", {}, (x.roi * 100).toFixed(2) + "%"),
+          h("td", {}, gp(x.profit_per_slot_hour)), h("td", {}, pct(x.fill_rate)), h("td", {}, x.completed),
+          h("td", {}, pct(x.max_drawdown)),
+          h("td", {}, x.calibration ? `${pct(x.calibration.mean_predicted)} / ${pct(x.calibration.realised)}` : "–"))))));
+    }
+  }).catch((e) => bt.append(h("div", { class: "message" }, e.message)));
   const load = async () => {
     box.textContent = "";
     let r;

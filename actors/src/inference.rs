@@ -53,6 +53,44 @@ fn by_target_name<S: Serializer>(p: &[f32], s: S) -> Result<S::Ok, S::Error> {
     map.end()
 }
 
+/// Keeps the market view current tick by tick: each observed item's
+/// [`Market`] from its feature row and `/latest` row, with the running mean
+/// of the distinct hourly volumes seen (spike detection). The inference
+/// thread and the backtest (`gept backtest`) both use it.
+#[derive(Debug, Default)]
+pub struct MarketBook {
+    /// Per item: the last hourly volume seen, their sum and count.
+    volumes: HashMap<ItemId, (f64, f64, u32)>,
+}
+
+impl MarketBook {
+    /// Updates `market` with the items observed at a tick (`rows`, whose
+    /// `/latest` rows are in `latest`).
+    pub fn update(
+        &mut self,
+        rows: &[FeatureRow],
+        latest: &HashMap<ItemId, &LatestPrice>,
+        market: &mut HashMap<ItemId, Arc<Market>>,
+    ) {
+        for r in rows {
+            let Some(obs) = latest.get(&r.item_id) else {
+                continue;
+            };
+            let mean = match r.values[COLUMNS.volume_1h] {
+                Some(v) => {
+                    let e = self.volumes.entry(r.item_id).or_insert((f64::NAN, 0.0, 0));
+                    if e.0 != v {
+                        *e = (v, e.1 + v, e.2 + 1);
+                    }
+                    Some(e.1 / e.2 as f64)
+                }
+                None => None,
+            };
+            market.insert(r.item_id, Arc::new(Market::of(r, obs, mean)));
+        }
+    }
+}
+
 /// The market as the latest tick left it, per item: prices and the features
 /// recommendations need.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -183,7 +221,7 @@ impl Inference {
             device,
             runtime,
             model: None,
-            volumes: HashMap::new(),
+            volumes: MarketBook::default(),
             writes: tokio_util::task::TaskTracker::new(),
             fault: OnceAt::new(panic_on_tick),
             model_cache,
@@ -329,7 +367,7 @@ struct Worker {
     model: Option<(Model, ModelEntry)>,
     /// Per item: the last hourly volume seen, and the sum and count of the
     /// distinct ones (their mean flags volume spikes).
-    volumes: HashMap<ItemId, (f64, f64, u32)>,
+    volumes: MarketBook,
     /// Prediction writes in flight, awaited before the thread ends.
     writes: tokio_util::task::TaskTracker,
     /// A crash test's injected panic.
@@ -418,22 +456,7 @@ impl Worker {
             tick.rows.iter().map(|r| (r.item_id, r)).collect();
         let old = self.shared.snapshot.load_full();
         let mut market = old.market.clone();
-        for r in rows {
-            let Some(obs) = latest.get(&r.item_id) else {
-                continue;
-            };
-            let mean = match r.values[COLUMNS.volume_1h] {
-                Some(v) => {
-                    let e = self.volumes.entry(r.item_id).or_insert((f64::NAN, 0.0, 0));
-                    if e.0 != v {
-                        *e = (v, e.1 + v, e.2 + 1);
-                    }
-                    Some(e.1 / e.2 as f64)
-                }
-                None => None,
-            };
-            market.insert(r.item_id, Arc::new(Market::of(r, obs, mean)));
-        }
+        self.volumes.update(rows, &latest, &mut market);
         let Some((model, entry)) = &self.model else {
             self.shared.snapshot.store(Arc::new(Snapshot {
                 tick_time: Some(t),

@@ -264,25 +264,7 @@ async fn train_and_activate(
         }
         None => None,
     };
-    let program = if c.program.is_empty() {
-        std::env::current_exe()?
-    } else {
-        PathBuf::from(&c.program)
-    };
-    // SCHED_IDLE where `chrt` is there (the child runs only on CPU time the
-    // service leaves), else `nice`.
-    let chrt = c.idle_priority.then(|| find_in_path("chrt")).flatten();
-    let mut cmd = if let Some(chrt) = chrt {
-        let mut cmd = tokio::process::Command::new(chrt);
-        cmd.args(["--idle", "0"]).arg(&program);
-        cmd
-    } else if c.nice > 0 {
-        let mut cmd = tokio::process::Command::new("nice");
-        cmd.arg("-n").arg(c.nice.to_string()).arg(&program);
-        cmd
-    } else {
-        tokio::process::Command::new(&program)
-    };
+    let mut cmd = child_command(c)?;
     let hidden: Vec<String> = c.hidden.iter().map(|h| h.to_string()).collect();
     cmd.arg("train")
         .arg("--from-db")
@@ -306,25 +288,7 @@ async fn train_and_activate(
     if env.shuffle_labels {
         cmd.arg("--shuffle-labels");
     }
-    let child = cmd.spawn()?;
-    let output = tokio::time::timeout(c.timeout, child.wait_with_output())
-        .await
-        .map_err(|_| {
-            anyhow::anyhow!("the training did not finish within {:?}; killed", c.timeout)
-        })??;
-    if !output.status.success() {
-        let err = String::from_utf8_lossy(&output.stderr);
-        let tail: String = err
-            .lines()
-            .rev()
-            .take(5)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join(" | ");
-        anyhow::bail!("the training child exited with {}: {tail}", output.status);
-    }
+    run_child(cmd, c.timeout, "training").await?;
     let meta = read_meta(out)?;
     run.version = Some(meta.version.clone());
     run.training_rows = meta.training["training_rows"].as_u64();
@@ -379,6 +343,87 @@ async fn train_and_activate(
     // Served from the next tick, without waiting for the registry poll.
     if let Err(e) = env.inference.reload().await {
         tracing::warn!(error = %e, "trainer: the inference did not reload yet; the registry poll will");
+    }
+    // Its backtest on the held-out end of the window (rows it did not train
+    // on), stored for /api/v1/backtest. A failure is logged; the model stays.
+    let held_out_from = meta.training["validation_from"]
+        .as_i64()
+        .unwrap_or(until - (c.window.as_secs_f64() * c.validation_fraction) as i64);
+    let mut cmd = child_command(c)?;
+    cmd.arg("backtest")
+        .arg("--from-db")
+        .args(["--from", &held_out_from.to_string()])
+        .args(["--until", &until.to_string()])
+        .arg("--model")
+        .arg(out)
+        .arg("--out")
+        .arg(out.join("backtest"))
+        .args([
+            "--capital",
+            "10000000,100000000",
+            "--risk",
+            "low,medium,high",
+        ])
+        .args(["--device", "cpu", "--quiet", "--store"])
+        .env("GEPT__DATABASE__URL", &env.database_url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    match run_child(cmd, c.timeout, "backtest").await {
+        Ok(()) => tracing::info!(version = %entry.version, "trainer: backtest stored"),
+        Err(e) => {
+            tracing::warn!(version = %entry.version, error = %e, "trainer: the backtest failed")
+        }
+    }
+    Ok(())
+}
+
+/// `gept` (or `trainer.program`) under SCHED_IDLE where `chrt` is there
+/// (the child runs only on CPU time the service leaves), else `nice`.
+fn child_command(c: &gept_core::config::TrainerConfig) -> anyhow::Result<tokio::process::Command> {
+    let program = if c.program.is_empty() {
+        std::env::current_exe()?
+    } else {
+        PathBuf::from(&c.program)
+    };
+    let chrt = c.idle_priority.then(|| find_in_path("chrt")).flatten();
+    Ok(if let Some(chrt) = chrt {
+        let mut cmd = tokio::process::Command::new(chrt);
+        cmd.args(["--idle", "0"]).arg(&program);
+        cmd
+    } else if c.nice > 0 {
+        let mut cmd = tokio::process::Command::new("nice");
+        cmd.arg("-n").arg(c.nice.to_string()).arg(&program);
+        cmd
+    } else {
+        tokio::process::Command::new(&program)
+    })
+}
+
+/// Runs a child to its end within `timeout` (killed after); its last lines
+/// of stderr make the error.
+async fn run_child(
+    mut cmd: tokio::process::Command,
+    timeout: std::time::Duration,
+    what: &str,
+) -> anyhow::Result<()> {
+    let child = cmd.spawn()?;
+    let output = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| anyhow::anyhow!("the {what} did not finish within {timeout:?}; killed"))??;
+    if !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        let tail: String = err
+            .lines()
+            .rev()
+            .take(5)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join(" | ");
+        anyhow::bail!("the {what} child exited with {}: {tail}", output.status);
     }
     Ok(())
 }

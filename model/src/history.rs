@@ -34,10 +34,19 @@ impl History {
 
     /// Everything a store holds up to `until` (inclusive), in memory.
     pub async fn from_store(store: &Store, until: i64) -> Result<History, StoreError> {
-        let latest = store.load_latest(i64::MIN + 1, until + 1).await?;
+        Self::from_store_between(store, i64::MIN + 1, until).await
+    }
+
+    /// What a store holds from `from` to `until` (inclusive), in memory.
+    pub async fn from_store_between(
+        store: &Store,
+        from: i64,
+        until: i64,
+    ) -> Result<History, StoreError> {
+        let latest = store.load_latest(from, until + 1).await?;
         let mut buckets = Vec::new();
         for step in [BucketStep::OneHour, BucketStep::FiveMinutes] {
-            for row in store.load_buckets(step, i64::MIN + 1, until + 1).await? {
+            for row in store.load_buckets(step, from, until + 1).await? {
                 buckets.push((step, row));
             }
         }

@@ -377,6 +377,7 @@ pub fn recommend_now(
         slots,
         exclude,
         uncalibrated: uncalibrated.clone(),
+        ranking: recommend::Ranking::ExpectedProfit,
     };
     let age = fresh(state, &snap)?;
     let (recs, screening) = recommend::recommend(
@@ -681,6 +682,35 @@ pub fn routes(
             Ok::<_, Rejection>(json(&v))
         });
 
+    // The ACTIVE model's newest backtest (`gept backtest --store`; the
+    // trainer makes one after each training).
+    let backtest = warp::path!("backtest")
+        .and(warp::get())
+        .and(s.clone())
+        .and_then(|state: ApiState| async move {
+            let version = state.inference.status.lock().expect("status lock").version.clone();
+            let Some(version) = version else {
+                return Err(no_model(&state));
+            };
+            match state.store.backtest(&version).await.map_err(ApiError::internal)? {
+                Some((created_at, report)) => {
+                    let report: serde_json::Value =
+                        serde_json::from_str(&report).map_err(ApiError::internal)?;
+                    Ok::<_, Rejection>(json(&serde_json::json!({
+                        "model_version": version, "created_at": created_at, "report": report,
+                    })))
+                }
+                // Not yet: said in the answer (the dashboard shows it).
+                None => Ok(json(&serde_json::json!({
+                    "model_version": version, "created_at": null, "report": null,
+                    "message": format!(
+                        "no backtest of the ACTIVE model {version} yet: the trainer makes one after each training, \
+                         or run `gept backtest --from-db --model DIR --store`"
+                    ),
+                }))),
+            }
+        });
+
     // The live accuracy monitor's figures (docs/API.md).
     let accuracy =
         warp::path!("accuracy")
@@ -869,6 +899,8 @@ pub fn routes(
             .unify()
             .or(accuracy)
             .unify()
+            .or(backtest)
+            .unify()
             .or(ws)
             .unify()
             .or(admin_reload)
@@ -967,6 +999,7 @@ pub fn route_label(path: &str) -> String {
         "activate",
         "retention",
         "accuracy",
+        "backtest",
         "offers",
         "check",
         "discord",

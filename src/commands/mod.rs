@@ -1,5 +1,6 @@
 //! One module per `gept` subcommand; `run` dispatches to them.
 
+pub mod backtest;
 pub mod backup;
 pub mod config;
 pub mod dataset;
@@ -49,6 +50,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             train::run(args, config.as_ref())
         }
         Command::Eval(args) => eval::run(args),
+        Command::Backtest(args) => {
+            let config = if args.history.from_db || args.store {
+                Some(load_config(&cli)?)
+            } else {
+                None
+            };
+            backtest::run(args, config.as_ref())
+        }
         Command::Dataset(args) => {
             let config = if args.history.from_db {
                 Some(load_config(&cli)?)

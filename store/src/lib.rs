@@ -494,6 +494,22 @@ impl Store {
         dispatch!(self.model_artifact(version))
     }
 
+    /// Stores `report` (JSON) as the newest backtest of registered model
+    /// `version`, replacing an older one.
+    pub async fn put_backtest(
+        &self,
+        version: &str,
+        created_at: i64,
+        report: &str,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.put_backtest(version, created_at, report))
+    }
+
+    /// The newest backtest of model `version`: (when, report JSON).
+    pub async fn backtest(&self, version: &str) -> Result<Option<(i64, String)>, StoreError> {
+        dispatch!(self.backtest(version))
+    }
+
     /// Archives a model that is not ACTIVE.
     pub async fn archive_model(&self, version: &str, now: i64) -> Result<(), StoreError> {
         if dispatch!(self.archive_model(version, now))? == 0 {

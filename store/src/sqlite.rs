@@ -479,6 +479,36 @@ impl SqliteStore {
         }))
     }
 
+    pub(super) async fn put_backtest(
+        &self,
+        version: &str,
+        created_at: i64,
+        report: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO backtests (version, created_at, report) VALUES (?, ?, ?) \
+             ON CONFLICT (version) DO UPDATE SET created_at = excluded.created_at, report = excluded.report",
+        )
+        .bind(version)
+        .bind(created_at)
+        .bind(report)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn backtest(
+        &self,
+        version: &str,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, String)>(
+            "SELECT created_at, report FROM backtests WHERE version = ?",
+        )
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub(super) async fn archive_model(&self, version: &str, now: i64) -> Result<u64, StoreError> {
         Ok(sqlx::query(
             "UPDATE model_registry SET state = 'ARCHIVED', archived_at = ? WHERE version = ? AND state <> 'ACTIVE'",
