@@ -16,7 +16,12 @@
 //!   observation of the item after the buy was placed, a buy at P fills
 //!   while the market's low is at or below P; the sell is placed when the
 //!   buy has filled and fills while the high is at or above its price (from
-//!   that observation on). **Partially**: when the item's newest complete
+//!   that observation on). One strictness over the labels, by default: the
+//!   low (high) must come from a trade made after the offer was placed
+//!   (`/latest` `lowTime`/`highTime`), because `/latest` repeats an item's
+//!   last price every minute, however old, and a sell at a months-old
+//!   mistaken high would otherwise "fill" (`stale_fills` counts every
+//!   observation, exactly as the labels do). **Partially**: when the item's newest complete
 //!   `/1h` bucket gives the side's traded volume (lows for a buy, highs for a
 //!   sell), an offer takes at most `volume_share` of it, spread evenly over
 //!   the hour, per elapsed second since the offer was last seen; without
@@ -69,6 +74,10 @@ pub struct Settings {
     pub relist_ratio: f64,
     /// How long the margin-flip and random strategies leave a round trip.
     pub peer_horizon_h: u32,
+    /// Fill on every `/latest` observation, a repeated (stale) price too,
+    /// exactly as the labels count them; by default a fill needs a trade
+    /// made after the offer was placed.
+    pub stale_fills: bool,
     pub seed: u64,
 }
 
@@ -83,6 +92,7 @@ impl Settings {
             volume_share: 0.25,
             relist_ratio: 0.5,
             peer_horizon_h: 4,
+            stale_fills: false,
             seed: 1,
         }
     }
@@ -150,6 +160,10 @@ pub struct Quote {
     /// (instant sells), from the newest complete `/1h` bucket.
     pub high_volume_h: Option<f64>,
     pub low_volume_h: Option<f64>,
+    /// When the high and the low last traded (`/latest` `highTime`,
+    /// `lowTime`): a fill needs a trade after the offer was placed.
+    pub high_time: Option<i64>,
+    pub low_time: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,8 +191,11 @@ struct Trip {
     horizon_end: i64,
     predicted: Option<f32>,
     planned_sell: i64,
+    buy_price: i64,
     bought: i64,
     sold: i64,
+    /// Cash from the sales, after tax.
+    proceeds: i64,
     done_at: Option<i64>,
 }
 
@@ -275,8 +292,10 @@ impl Sim {
             horizon_end,
             predicted: plan.predicted,
             planned_sell: plan.sell,
+            buy_price: plan.buy,
             bought: 0,
             sold: 0,
+            proceeds: 0,
             done_at: None,
         });
         self.orders.push(Order {
@@ -371,8 +390,13 @@ impl Sim {
                 let o = self.orders[i].clone();
                 let remaining = o.quantity - o.filled;
                 let dt = t - o.last_seen;
+                // A trade at the price after the offer went in (or, as the
+                // labels count, any observation of it).
+                let traded = |at: Option<i64>| {
+                    self.settings.stale_fills || at.is_some_and(|a| a > o.placed_at)
+                };
                 match o.leg {
-                    Leg::Buy if t > o.placed_at && q.low <= o.price => {
+                    Leg::Buy if t > o.placed_at && q.low <= o.price && traded(q.low_time) => {
                         let fill = self.capacity(q.low_volume_h, dt, remaining);
                         if fill > 0 {
                             let trip = &mut self.trips[o.trip];
@@ -385,11 +409,13 @@ impl Sim {
                             self.orders[i].filled += fill;
                         }
                     }
-                    Leg::Sell if t >= o.placed_at && q.high >= o.price => {
+                    Leg::Sell if t >= o.placed_at && q.high >= o.price && traded(q.high_time) => {
                         let fill = self.capacity(q.high_volume_h, dt, remaining);
                         if fill > 0 {
-                            self.cash += fill * (o.price - tax::tax(item, o.price, t));
+                            let cash = fill * (o.price - tax::tax(item, o.price, t));
+                            self.cash += cash;
                             self.trips[o.trip].sold += fill;
+                            self.trips[o.trip].proceeds += cash;
                             self.orders[i].filled += fill;
                         }
                     }
@@ -564,6 +590,22 @@ impl Sim {
             calibration,
             final_equity: end,
             open_at_end: self.orders.len(),
+            trips: self
+                .trips
+                .iter()
+                .map(|t| TripLog {
+                    item: t.item,
+                    placed_at: t.placed_at,
+                    horizon_end: t.horizon_end,
+                    predicted: t.predicted,
+                    buy_price: t.buy_price,
+                    planned_sell: t.planned_sell,
+                    bought: t.bought,
+                    sold: t.sold,
+                    proceeds: t.proceeds,
+                    done_at: t.done_at,
+                })
+                .collect(),
             equity: self.equity.clone(),
         }
     }
@@ -602,8 +644,27 @@ pub struct StrategyReport {
     pub calibration: Option<Calibration>,
     pub final_equity: i64,
     pub open_at_end: usize,
+    /// Every round trip, for audit: placement, prices, units, proceeds.
+    pub trips: Vec<TripLog>,
     #[serde(skip)]
     pub equity: Vec<(i64, i64)>,
+}
+
+/// One round trip as the report lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TripLog {
+    pub item: ItemId,
+    pub placed_at: i64,
+    pub horizon_end: i64,
+    pub predicted: Option<f32>,
+    pub buy_price: i64,
+    pub planned_sell: i64,
+    pub bought: i64,
+    pub sold: i64,
+    /// Cash from the sales, after tax; profit = proceeds − bought × buy_price
+    /// for a trip sold in full.
+    pub proceeds: i64,
+    pub done_at: Option<i64>,
 }
 
 /// One player setting and its strategies' results.
@@ -962,6 +1023,8 @@ pub fn run_with(
                         low: m.low,
                         high_volume_h: v.map(|v| v.0 as f64),
                         low_volume_h: v.map(|v| v.1 as f64),
+                        high_time: m.latest.high_time,
+                        low_time: m.latest.low_time,
                     },
                 ))
             })
@@ -1089,12 +1152,16 @@ mod tests {
         })
     }
 
+    /// A quote whose high and low both traded at `i64::MAX / 2` (after any
+    /// placement in these tests).
     fn q(high: i64, low: i64) -> Quote {
         Quote {
             high,
             low,
             high_volume_h: None,
             low_volume_h: None,
+            high_time: Some(i64::MAX / 2),
+            low_time: Some(i64::MAX / 2),
         }
     }
 
@@ -1134,6 +1201,40 @@ mod tests {
     }
 
     #[test]
+    fn a_stale_price_fills_nothing_unless_counted_as_the_labels_do() {
+        // The low still shows 1,000 from a trade before the offer went in.
+        let stale = Quote {
+            low_time: Some(T2 - 600),
+            high_time: Some(T2 - 600),
+            ..q(1_100, 1_000)
+        };
+        let mut s = sim(1_000_000);
+        s.place(T2, &plan(4151, 1_000, 1_100, 100), None);
+        s.observe(T2 + 60, &at(4151, stale));
+        assert_eq!(s.reserved, 100_000, "no new trade: no fill");
+        // A trade at 1,000 after the placement fills it.
+        s.observe(
+            T2 + 120,
+            &at(
+                4151,
+                Quote {
+                    low_time: Some(T2 + 100),
+                    ..stale
+                },
+            ),
+        );
+        assert_eq!(s.reserved, 0);
+        // As the labels count: the repeated price fills.
+        let mut labels = Sim::new(Settings {
+            stale_fills: true,
+            ..Settings::new(1_000_000, Risk::Medium, Style::Active)
+        });
+        labels.place(T2, &plan(4151, 1_000, 1_100, 100), None);
+        labels.observe(T2 + 60, &at(4151, stale));
+        assert_eq!(labels.cash, 900_000 + 100 * 1_078, "bought and sold");
+    }
+
+    #[test]
     fn a_buy_that_never_fills_is_cancelled_at_its_horizon_and_refunded() {
         let mut s = sim(1_000_000);
         s.place(T2, &plan(4151, 1_000, 1_100, 100), None);
@@ -1155,10 +1256,9 @@ mod tests {
         // 400 traded at the low in the hour, a quarter for us, 30 minutes
         // elapsed: 50 units.
         let quote = Quote {
-            high: 1_050,
-            low: 1_000,
             high_volume_h: Some(400.0),
             low_volume_h: Some(400.0),
+            ..q(1_050, 1_000)
         };
         s.observe(T2 + 1800, &at(4151, quote));
         assert_eq!(s.reserved, 50 * 1_000);

@@ -76,6 +76,7 @@ pub fn run(args: &BacktestArgs, config: Option<&Config>) -> anyhow::Result<()> {
                 slots: args.slots,
                 replan_seconds: replan.max(1),
                 volume_share: args.volume_share,
+                stale_fills: args.stale_fills,
                 seed: args.seed,
                 ..Settings::new(capital, risk, style)
             });
