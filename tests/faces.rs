@@ -821,6 +821,35 @@ async fn the_dashboard_in_a_real_browser() {
     browser
         .wait_for("the surface to change with a later tick", 120, &changed)
         .await;
+    // The prices over the surface are the 1.25 % and 2.5 % round trips at
+    // the market the page shows (the labels' rounding).
+    let shown = browser
+        .eval("const f = [...document.querySelectorAll('#item-facts div')].map(d => d.lastChild.textContent); \
+               const p = [...document.querySelectorAll('#surface .prices')].map(e => e.textContent); \
+               return {low: f[0], high: f[1], first: p[0], last: p[5]};")
+        .await;
+    let num =
+        |v: &serde_json::Value| -> i64 { v.as_str().unwrap().replace(',', "").parse().unwrap() };
+    let (low, high) = (num(&shown["low"]), num(&shown["high"]));
+    let gp = gept::discord::gp;
+    assert_eq!(
+        shown["first"],
+        format!(
+            "{} → {}",
+            gp(buy_price(low, 125)),
+            gp(sell_price(high, 125))
+        ),
+        "{shown}"
+    );
+    assert_eq!(
+        shown["last"],
+        format!(
+            "{} → {}",
+            gp(buy_price(low, 250)),
+            gp(sell_price(high, 250))
+        ),
+        "{shown}"
+    );
     browser.screenshot(&out.join("item.png")).await;
 
     browser.goto(&format!("{}/#/accuracy", serve.url)).await;

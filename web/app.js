@@ -234,9 +234,8 @@ function itemPage(root, id) {
   const cells = new Map();
   const drawSurface = (probs) => {
     surface.textContent = "";
-    const low = market && market.low, high = market && market.high;
     const head = h("tr", {}, h("th", {}, "Within"), ...OFFSETS.map((bp) => h("th", {}, `${bp / 100}%`, h("br"),
-      h("span", { class: "muted" }, low ? `${gp(buyAt(low, bp))} → ${gp(sellAt(high, bp))}` : ""))));
+      h("span", { class: "muted prices", "data-bp": bp }, ""))));
     const rows = HORIZONS.map((hr) => h("tr", {}, h("td", {}, hr + " h"), ...OFFSETS.map((bp) => {
       const t = targetName(hr, bp), p = probs[t];
       const c = h("td", { class: "cell", "data-target": t, style: `background:${heat(p || 0)}` }, pct(p));
@@ -244,6 +243,15 @@ function itemPage(root, id) {
       return c;
     })));
     surface.append(h("table", {}, h("thead", {}, head), h("tbody", {}, ...rows)));
+    showPrices();
+  };
+  // The buy → sell prices each offset means at the current market.
+  const showPrices = () => {
+    const low = market && market.low, high = market && market.high;
+    for (const e of surface.querySelectorAll(".prices")) {
+      const bp = +e.dataset.bp;
+      e.textContent = low && high ? `${gp(buyAt(low, bp))} → ${gp(sellAt(high, bp))}` : "";
+    }
   };
   const loadSurface = async () => {
     try {
@@ -264,6 +272,7 @@ function itemPage(root, id) {
     if (!mine) return;
     loadFacts().then(() => {
       if (!cells.size) return loadSurface();
+      showPrices();
       mine.p.forEach((v, i) => {
         const c = cells.get(targets[i]);
         if (c) { const p = v / 10000; c.textContent = pct(p); c.style.background = heat(p); }

@@ -622,7 +622,15 @@ pub fn routes(
         .and_then(|id: ItemId, state: ApiState| async move {
             let snap = state.inference.snapshot.load();
             match snap.predictions.get(&id) {
-                Some(p) => Ok(json(&**p)),
+                Some(p) => {
+                    // With when its tick arrived and how old that is.
+                    let mut v = serde_json::to_value(&**p).map_err(ApiError::internal)?;
+                    let now = chrono::Utc::now().timestamp();
+                    v["received_at"] = serde_json::json!(snap.received_at);
+                    v["data_age_seconds"] =
+                        serde_json::json!(snap.received_at.map(|r| (now - r).max(0)));
+                    Ok(json(&v))
+                }
                 None if snap.model_version.is_none() && snap.predictions.is_empty() => {
                     Err(no_model(&state))
                 }

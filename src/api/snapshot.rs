@@ -5,12 +5,12 @@
 //! that already holds the tick gets `304 Not Modified`.
 //!
 //! Two forms (docs/API.md):
-//! - `objects` (the default): `{"tick_time", "model_version", "count",
+//! - `objects` (the default): `{"tick_time", "received_at", "model_version", "count",
 //!   "predictions": [{"item_id", "tick_time", "observed_at",
 //!   "model_version", "probabilities": {target: p}}]}`;
 //! - `compact` (`?format=compact`): the targets named once, each item's
 //!   probabilities as integers × `p_scale` (10,000, as the stream sends
-//!   them): `{"tick_time", "model_version", "p_scale", "targets": [...],
+//!   them): `{"tick_time", "received_at", "model_version", "p_scale", "targets": [...],
 //!   "count", "fields": ["item_id", "tick_time", "observed_at",
 //!   "probabilities"], "items": [[id, tick, observed, [p, …]], …]}`.
 
@@ -130,6 +130,11 @@ pub fn encode(
     let mut out = Vec::with_capacity(items.len() * targets.len() * 6 + 4096);
     let version = serde_json::to_string(&snap.model_version.as_deref()).expect("a string");
     let tick = snap.tick_time.map_or("null".to_string(), |t| t.to_string());
+    // When the tick arrived: a client's data age is now − received_at (the
+    // body is encoded once per tick, so the age itself cannot be in it).
+    let received = snap
+        .received_at
+        .map_or("null".to_string(), |t| t.to_string());
     match form {
         Form::Objects => {
             let keys: Vec<String> = targets
@@ -138,7 +143,7 @@ pub fn encode(
                 .collect();
             write!(
                 out,
-                "{{\"tick_time\":{tick},\"model_version\":{version},\"count\":{},\"predictions\":[",
+                "{{\"tick_time\":{tick},\"received_at\":{received},\"model_version\":{version},\"count\":{},\"predictions\":[",
                 items.len()
             )
             .expect("memory");
@@ -172,7 +177,7 @@ pub fn encode(
             let selected: Vec<&String> = targets.iter().map(|&t| &names[t]).collect();
             write!(
                 out,
-                "{{\"tick_time\":{tick},\"model_version\":{version},\"p_scale\":{},\"targets\":{},\"count\":{},\"fields\":[\"item_id\",\"tick_time\",\"observed_at\",\"probabilities\"],\"items\":[",
+                "{{\"tick_time\":{tick},\"received_at\":{received},\"model_version\":{version},\"p_scale\":{},\"targets\":{},\"count\":{},\"fields\":[\"item_id\",\"tick_time\",\"observed_at\",\"probabilities\"],\"items\":[",
                 P_SCALE,
                 serde_json::to_string(&selected).expect("strings"),
                 items.len()
