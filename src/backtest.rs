@@ -89,7 +89,7 @@ impl Settings {
             risk,
             style,
             replan_seconds: 300,
-            volume_share: 0.25,
+            volume_share: recommend::VOLUME_SHARE,
             relist_ratio: 0.5,
             peer_horizon_h: 4,
             stale_fills: false,
@@ -713,7 +713,9 @@ pub struct View<'a> {
 }
 
 /// Margin-flip candidates: liquid items (≥ 10 traded in the last hour) with
-/// a positive margin after tax, buy at the low and sell at the high.
+/// a positive margin after tax, buy at the low and sell at the high, as many
+/// as a slot, the buy limit and the same share of the hour's volume as ours
+/// allow.
 fn margin_candidates(view: &View, per_slot: i64, horizon_h: u32) -> Vec<(f64, Plan)> {
     let mut out = Vec::new();
     for (&item, m) in view.market {
@@ -732,7 +734,9 @@ fn margin_candidates(view: &View, per_slot: i64, horizon_h: u32) -> Vec<(f64, Pl
             .get(&item)
             .and_then(|i| i.buy_limit)
             .unwrap_or(i64::MAX);
-        let quantity = (per_slot / m.low).min(limit).min(volume as i64);
+        let quantity = (per_slot / m.low)
+            .min(limit)
+            .min((volume * recommend::VOLUME_SHARE) as i64);
         if quantity <= 0 {
             continue;
         }

@@ -5,8 +5,9 @@
 //! prices), tax by the rule in force at the tick (`gept_core::tax`), and
 //! expected profit per unit = P(fill) × (sell − buy − tax). The item's best
 //! choice is kept; items are ranked by expected profit of the quantity a slot
-//! can hold (capital / slots, and the buy limit per 4 hours), and the top
-//! `slots` are returned.
+//! can hold (capital / slots, the buy limit per 4 hours, and a quarter of
+//! the last hour's traded volume, [`VOLUME_SHARE`]), and the top `slots`
+//! are returned.
 //!
 //! Filters: no `/1h` volume known yet, too little volume (fewer units
 //! traded in the last hour than the quantity we would buy, or under 10), a manipulated look (a spread over
@@ -20,6 +21,12 @@ use gept_core::{tax, ItemId, ItemMeta, HORIZONS_H, OFFSETS_BP};
 use gept_dataflows::labels::{buy_price, sell_price};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
+
+/// The share of the last hour's traded volume one recommendation buys at
+/// most: an offer competes with everyone else at its price, and positions as
+/// large as the whole hour's volume were where the backtest lost most
+/// (BENCHMARKS.md, "Backtest").
+pub const VOLUME_SHARE: f64 = 0.25;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -295,7 +302,9 @@ pub fn recommend(
                 }
                 passed = passed.max(2);
                 let limit = meta.buy_limit.unwrap_or(i64::MAX);
-                let quantity = (per_slot / buy).min(limit).min(volume as i64);
+                let quantity = (per_slot / buy)
+                    .min(limit)
+                    .min((volume * VOLUME_SHARE) as i64);
                 if quantity <= 0 {
                     continue;
                 }
