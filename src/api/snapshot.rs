@@ -243,7 +243,7 @@ mod tests {
         let mut items: Vec<&Arc<Prediction>> = snap.predictions.values().collect();
         items.sort_by_key(|p| p.item_id);
         let want = serde_json::json!({
-            "tick_time": 1000, "model_version": "m1", "count": 2,
+            "tick_time": 1000, "received_at": 1000, "model_version": "m1", "count": 2,
             "predictions": items
                 .iter()
                 .map(|p| serde_json::from_slice::<serde_json::Value>(&serde_json::to_vec(&***p).unwrap()).unwrap())
@@ -254,6 +254,7 @@ mod tests {
         let c: serde_json::Value = serde_json::from_slice(&compact.json).unwrap();
         assert_eq!(c["targets"].as_array().unwrap().len(), gept_core::N_TARGETS);
         assert_eq!(c["items"][0][0], 1, "sorted by item");
+        assert_eq!(c["received_at"], 1000);
         assert_eq!(c["items"][0][3][0], 7000);
         assert_eq!(c["items"][1][3][5], 1050, "0.105 × 10,000");
         assert_ne!(compact.etag, objects.etag);
