@@ -184,21 +184,6 @@ struct Order {
     last_seen: i64,
 }
 
-#[derive(Debug, Clone)]
-struct Trip {
-    item: ItemId,
-    placed_at: i64,
-    horizon_end: i64,
-    predicted: Option<f32>,
-    planned_sell: i64,
-    buy_price: i64,
-    bought: i64,
-    sold: i64,
-    /// Cash from the sales, after tax.
-    proceeds: i64,
-    done_at: Option<i64>,
-}
-
 /// One simulated account.
 #[derive(Debug)]
 pub struct Sim {
@@ -590,22 +575,7 @@ impl Sim {
             calibration,
             final_equity: end,
             open_at_end: self.orders.len(),
-            trips: self
-                .trips
-                .iter()
-                .map(|t| TripLog {
-                    item: t.item,
-                    placed_at: t.placed_at,
-                    horizon_end: t.horizon_end,
-                    predicted: t.predicted,
-                    buy_price: t.buy_price,
-                    planned_sell: t.planned_sell,
-                    bought: t.bought,
-                    sold: t.sold,
-                    proceeds: t.proceeds,
-                    done_at: t.done_at,
-                })
-                .collect(),
+            trips: self.trips.clone(),
             equity: self.equity.clone(),
         }
     }
@@ -645,14 +615,14 @@ pub struct StrategyReport {
     pub final_equity: i64,
     pub open_at_end: usize,
     /// Every round trip, for audit: placement, prices, units, proceeds.
-    pub trips: Vec<TripLog>,
+    pub trips: Vec<Trip>,
     #[serde(skip)]
     pub equity: Vec<(i64, i64)>,
 }
 
-/// One round trip as the report lists it.
+/// One round trip, as the account follows it and the report lists it.
 #[derive(Debug, Clone, Serialize)]
-pub struct TripLog {
+pub struct Trip {
     pub item: ItemId,
     pub placed_at: i64,
     pub horizon_end: i64,
@@ -949,15 +919,7 @@ pub fn run_with(
         .collect();
     hours.sort_by_key(|b| b.start);
     let total = ticks.iter().filter(|t| t.time >= from).count();
-    let uncalibrated: Vec<u32> = model.map_or_else(Vec::new, |m| {
-        m.meta
-            .calibration
-            .groups
-            .iter()
-            .filter(|g| g.n == 0)
-            .flat_map(|g| g.horizons.iter().copied())
-            .collect()
-    });
+    let uncalibrated: Vec<u32> = model.map_or_else(Vec::new, |m| m.uncalibrated_horizons());
     let version: Option<Arc<str>> = model.map(|m| Arc::from(m.meta.version.as_str()));
     let mut accounts: Vec<(usize, Strategy, Sim, Rng)> = settings
         .iter()
@@ -998,7 +960,7 @@ pub fn run_with(
                 let width = rows[0].values.len();
                 let mut x = Vec::with_capacity(rows.len() * width);
                 for r in &rows {
-                    x.extend(r.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));
+                    r.push_encoded(&mut x);
                 }
                 let probs = model.predict(&x);
                 for (r, p) in rows.iter().zip(probs.chunks_exact(N_TARGETS)) {
@@ -1112,7 +1074,7 @@ pub fn equity_svg(run: &Run, title: &str) -> String {
             w - mr,
             ml - 6.0,
             sy(y) + 4.0,
-            crate::discord::gp(y.round() as i64),
+            crate::recommend::gp(y.round() as i64),
             py = sy(y),
         ));
     }

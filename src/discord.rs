@@ -15,7 +15,7 @@
 
 use crate::api::{self, ApiError, ApiState};
 use crate::offers::{Offer, Side};
-use crate::recommend::{Risk, Style};
+use crate::recommend::{gp, Risk, Style};
 use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
 use gept_core::{ItemMeta, OFFSETS_BP};
 use std::collections::{HashSet, VecDeque};
@@ -225,23 +225,6 @@ fn rejection_text(r: &Rejection) -> String {
         .unwrap_or_else(|| "internal error".into())
 }
 
-/// Whole gp with thousands separators: 1234567 → "1,234,567".
-pub fn gp(v: i64) -> String {
-    let digits = v.unsigned_abs().to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if v < 0 {
-        format!("-{out}")
-    } else {
-        out
-    }
-}
-
 fn flip(state: &ApiState, option: &dyn Fn(&str) -> Option<serde_json::Value>) -> serde_json::Value {
     let Some(capital) = option("capital").and_then(|v| v.as_i64()) else {
         return text("capital (gp) is required");
@@ -344,13 +327,7 @@ fn item(state: &ApiState, name: Option<&str>) -> serde_json::Value {
     if let Some(v) = market.volume_1h {
         lines.push(format!("{v:.0} traded in the last hour"));
     }
-    let uncalibrated = state
-        .inference
-        .status
-        .lock()
-        .expect("status lock")
-        .uncalibrated_horizons
-        .clone();
+    let uncalibrated = state.uncalibrated();
     // The offer at each offset, judged for 4 h and 12 h: the round trip's
     // probability and expected profit of one unit.
     for hours in [4.0, 12.0] {
@@ -457,13 +434,5 @@ mod tests {
             Err(Refused::BadSignature)
         );
         assert!(Verifier::new("abcd", Duration::from_secs(1)).is_err());
-    }
-
-    #[test]
-    fn gp_groups_thousands() {
-        assert_eq!(gp(0), "0");
-        assert_eq!(gp(999), "999");
-        assert_eq!(gp(1_000), "1,000");
-        assert_eq!(gp(-1_234_567), "-1,234,567");
     }
 }

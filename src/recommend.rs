@@ -143,6 +143,23 @@ fn whole_gp<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_i64(v.round() as i64)
 }
 
+/// Whole gp with thousands separators: 1234567 → "1,234,567".
+pub fn gp(v: i64) -> String {
+    let digits = v.unsigned_abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if v < 0 {
+        format!("-{out}")
+    } else {
+        out
+    }
+}
+
 /// How the predicted items fared against the rules: each item is counted
 /// once, under the first rule that left it out, or as a candidate.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -354,4 +371,17 @@ pub fn recommend(
     out.sort_by(|a, b| key(b).total_cmp(&key(a)).then(a.item_id.cmp(&b.item_id)));
     out.truncate(req.slots);
     (out, screening)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gp_groups_thousands() {
+        assert_eq!(gp(0), "0");
+        assert_eq!(gp(999), "999");
+        assert_eq!(gp(1_000), "1,000");
+        assert_eq!(gp(-1_234_567), "-1,234,567");
+    }
 }

@@ -330,9 +330,9 @@ async fn advisor_and_bot() {
                 format!("{} ({})", r["name"].as_str().unwrap(), r["item_id"])
             );
             let value = f["value"].as_str().unwrap();
-            let buy = gept::discord::gp(r["buy_price"].as_i64().unwrap());
-            let sell = gept::discord::gp(r["sell_price"].as_i64().unwrap());
-            let profit = gept::discord::gp(r["expected_profit"].as_i64().unwrap());
+            let buy = gept::recommend::gp(r["buy_price"].as_i64().unwrap());
+            let sell = gept::recommend::gp(r["sell_price"].as_i64().unwrap());
+            let profit = gept::recommend::gp(r["expected_profit"].as_i64().unwrap());
             assert!(
                 value.starts_with(&format!("buy {buy} · sell {sell} · ×{} ·", r["quantity"])),
                 "{value}"
@@ -831,7 +831,7 @@ async fn the_dashboard_in_a_real_browser() {
     let num =
         |v: &serde_json::Value| -> i64 { v.as_str().unwrap().replace(',', "").parse().unwrap() };
     let (low, high) = (num(&shown["low"]), num(&shown["high"]));
-    let gp = gept::discord::gp;
+    let gp = gept::recommend::gp;
     assert_eq!(
         shown["first"],
         format!(

@@ -420,14 +420,7 @@ impl Worker {
                 status.path = Some(dir.display().to_string());
                 status.loaded_at = Some(chrono::Utc::now().timestamp());
                 status.last_error = None;
-                status.uncalibrated_horizons = model
-                    .meta
-                    .calibration
-                    .groups
-                    .iter()
-                    .filter(|g| g.n == 0)
-                    .flat_map(|g| g.horizons.iter().copied())
-                    .collect();
+                status.uncalibrated_horizons = model.uncalibrated_horizons();
                 self.model = Some((model, entry));
                 Ok(status.version.clone())
             }
@@ -450,7 +443,7 @@ impl Worker {
         let width = rows.first().map_or(0, |r| r.values.len());
         let mut x = Vec::with_capacity(rows.len() * width);
         for r in rows {
-            x.extend(r.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));
+            r.push_encoded(&mut x);
         }
         let latest: HashMap<ItemId, &LatestPrice> =
             tick.rows.iter().map(|r| (r.item_id, r)).collect();

@@ -393,6 +393,14 @@ pub struct FeatureRow {
     pub values: Vec<Option<f64>>,
 }
 
+impl FeatureRow {
+    /// Appends the row as the model reads it: each feature as f32, a null
+    /// as NaN.
+    pub fn push_encoded(&self, out: &mut Vec<f32>) {
+        out.extend(self.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));
+    }
+}
+
 /// One `/latest` tick of input.
 #[derive(Debug, Clone)]
 pub struct TickInput {

@@ -77,8 +77,7 @@ pub fn features(
         for r in rows {
             out.items.push(r.item_id);
             out.times.push(r.timestamp);
-            out.x
-                .extend(r.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));
+            r.push_encoded(&mut out.x);
         }
     });
     while worker.has_dataflows() {

@@ -115,6 +115,18 @@ pub fn read_meta(dir: &Path) -> Result<ModelMeta, ModelError> {
 }
 
 impl Model {
+    /// Horizons whose calibration group had no validation label: served,
+    /// marked, and never recommended on.
+    pub fn uncalibrated_horizons(&self) -> Vec<u32> {
+        self.meta
+            .calibration
+            .groups
+            .iter()
+            .filter(|g| g.n == 0)
+            .flat_map(|g| g.horizons.iter().copied())
+            .collect()
+    }
+
     /// Writes a trained network to `dir` (created), naming the version from
     /// the weights' sha256; returns the written description.
     pub fn save(dir: &Path, vs: &nn::VarStore, mut meta: ModelMeta) -> anyhow::Result<ModelMeta> {

@@ -157,8 +157,7 @@ pub async fn split_rows_from_store(
                 let row = part.items.len();
                 part.items.push(r.item_id);
                 part.times.push(t);
-                part.x
-                    .extend(r.values.iter().map(|v| v.map_or(f32::NAN, |v| v as f32)));
+                r.push_encoded(&mut part.x);
                 y[split].extend_from_slice(&[UNKNOWN; N_TARGETS]);
                 // A row is labelled when its item is observed at the tick.
                 if last_seen.get(&r.item_id) == Some(&t) {

@@ -363,13 +363,7 @@ pub fn recommend_now(
     let Some(tick_time) = snap.tick_time.filter(|_| !snap.predictions.is_empty()) else {
         return Err(no_model(state));
     };
-    let uncalibrated = state
-        .inference
-        .status
-        .lock()
-        .expect("status lock")
-        .uncalibrated_horizons
-        .clone();
+    let uncalibrated = state.uncalibrated();
     let req = recommend::Request {
         capital,
         risk,
@@ -681,8 +675,7 @@ pub fn routes(
             })?;
             let snap = state.inference.snapshot.load();
             let age = fresh(&state, &snap)?;
-            let uncalibrated = state.inference.status.lock().expect("status lock").uncalibrated_horizons.clone();
-            let check = check_offer(&state, &snap, &offer, &uncalibrated)?;
+            let check = check_offer(&state, &snap, &offer, &state.uncalibrated())?;
             let mut v = serde_json::to_value(&check).map_err(ApiError::internal)?;
             v["model_version"] = serde_json::json!(snap.model_version.as_deref());
             v["received_at"] = serde_json::json!(snap.received_at);

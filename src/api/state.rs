@@ -64,3 +64,15 @@ pub struct ApiState {
     /// The service's stop signal: websocket clients are closed (1001) on it.
     pub cancel: tokio_util::sync::CancellationToken,
 }
+
+impl ApiState {
+    /// The serving model's uncalibrated horizons (never recommended on).
+    pub fn uncalibrated(&self) -> Vec<u32> {
+        self.inference
+            .status
+            .lock()
+            .expect("status lock")
+            .uncalibrated_horizons
+            .clone()
+    }
+}

@@ -79,7 +79,7 @@ fn register_offers(
         })
         .collect();
     let snap = state.inference.snapshot.load();
-    let uncalibrated = uncalibrated(state);
+    let uncalibrated = state.uncalibrated();
     let checks: Vec<serde_json::Value> = watched
         .iter_mut()
         .map(|w| {
@@ -99,16 +99,6 @@ fn register_offers(
     Message::text(serde_json::json!({"type": "offers", "offers": checks}).to_string())
 }
 
-fn uncalibrated(state: &ApiState) -> Vec<u32> {
-    state
-        .inference
-        .status
-        .lock()
-        .expect("status lock")
-        .uncalibrated_horizons
-        .clone()
-}
-
 /// Alerts for the watched offers whose items this tick predicted.
 fn offer_alerts(
     state: &ApiState,
@@ -123,7 +113,7 @@ fn offer_alerts(
         // The snapshot moved on: the next tick's message judges the offers.
         return Vec::new();
     }
-    let uncalibrated = uncalibrated(state);
+    let uncalibrated = state.uncalibrated();
     let mut out = Vec::new();
     for w in watched.iter_mut() {
         if !tick

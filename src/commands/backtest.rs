@@ -146,7 +146,7 @@ pub fn run(args: &BacktestArgs, config: Option<&Config>) -> anyhow::Result<()> {
                 run,
                 &format!(
                     "Equity: {} gp, {:?} risk, {:?}, {} slots",
-                    crate::discord::gp(s.capital),
+                    crate::recommend::gp(s.capital),
                     s.risk,
                     s.style,
                     s.slots
