@@ -440,14 +440,19 @@ async fn connection_limits() {
     drop(open);
     let metrics = Arc::new(std::sync::Mutex::new(String::new()));
     let m = metrics.clone();
-    wait_for("the metrics", 15, || {
+    // The refusal is counted by the accept loop after the connection is
+    // dropped: wait (bounded) for the counter, not just for any scrape.
+    wait_for("the refusal in the metrics", 15, || {
         let m = m.clone();
         async move {
             let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await else {
                 return false;
             };
-            *m.lock().unwrap() = r.text().await.unwrap_or_default();
-            true
+            let text = r.text().await.unwrap_or_default();
+            let counted =
+                common::metric_value(&text, "gept_http_connections_refused_total").is_some();
+            *m.lock().unwrap() = text;
+            counted
         }
     })
     .await;
