@@ -38,7 +38,7 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
     done
   fi
 fi
-# Prometheus and promtool (tests/prometheus.rs: the alert rules' unit tests
+# Prometheus and promtool (tests/suite/prometheus.rs: the alert rules' unit tests
 # and a real scrape), from Debian's package. The tests run their own
 # Prometheus; a daemon the package would start is not needed.
 if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
@@ -53,7 +53,7 @@ if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2
     echo "setup: prometheus is missing and this user cannot install it; its tests print SKIP" >&2
   fi
 fi
-# Chromium and ChromeDriver for the dashboard's browser tests (tests/faces.rs),
+# Chromium and ChromeDriver for the dashboard's browser tests (tests/suite/faces.rs),
 # from Debian's packages.
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -100,6 +100,7 @@ function flipsPage(root) {
       const a = await api("recommendations?" + q);
       info.textContent = `tick ${new Date(a.tick_time * 1000).toISOString().slice(0, 16).replace("T", " ")} UTC · data ${ago(a.data_age_seconds)} old · model ${a.model_version}`;
       table.textContent = "";
+      table.dataset.tick = a.tick_time;
       if (!a.recommendations.length) {
         table.append(h("div", { class: "message" }, a.message || "no recommendation"));
         return;

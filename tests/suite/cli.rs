@@ -2,7 +2,7 @@
 //! redaction, migrate on both backends. The binary runs with no
 //! LD_LIBRARY_PATH, so these tests also prove its libtorch rpath.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -7,7 +7,7 @@
 //! Prometheus comes from Debian's package (scripts/setup.sh installs it);
 //! without it these tests print SKIP, and fail under CI.
 
-mod common;
+use crate::common;
 
 use gept::service::Service;
 use gept_actors::collectors::{FeedEvent, Tick};

@@ -16,9 +16,9 @@
 //!   changes when a later tick arrives, a screenshot of every page, no
 //!   console errors.
 
-mod common;
+use crate::common;
 
-use common::{serve_env, Serve};
+use crate::common::{serve_env, Serve};
 use ed25519_dalek::{Signer, SigningKey};
 use futures::{SinkExt, StreamExt};
 use gept::service::Service;
@@ -29,6 +29,7 @@ use gept_dataflows::labels::{buy_price, sell_price};
 use gept_model::net::TrainOptions;
 use gept_replay::{self as mock_api, Clock, MockOptions};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use warp::Filter;
@@ -765,19 +766,33 @@ async fn the_dashboard_in_a_real_browser() {
         )
         .await;
     assert!(rows.as_u64().unwrap() >= 1);
-    // What the page shows is what the API answers for the same inputs.
-    let first: serde_json::Value = browser
-        .eval("const r = document.querySelector('#flips tbody tr'); return {item: +r.dataset.item, cells: [...r.children].map(c => c.textContent)};")
-        .await;
-    let item = first["item"].as_i64().unwrap();
-    let api: serde_json::Value = http
-        .get(&recs_url)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // What the page shows is what the API answers for the same inputs at
+    // the same tick (ticks arrive every 700 ms: the page and a later call
+    // can straddle one, so both are read until they name the same tick).
+    let seen = Arc::new(Mutex::new(None));
+    let (b, h, u, s) = (&browser, &http, &recs_url, seen.clone());
+    common::wait_for("the page and the API at the same tick", 60, move || {
+        let s = s.clone();
+        async move {
+            let page: serde_json::Value = b
+                .eval("const t = document.querySelector('#flips'); const r = t.querySelector('tbody tr'); return r ? {tick: +t.dataset.tick, item: +r.dataset.item} : null;")
+                .await;
+            let Ok(r) = h.get(u).send().await else {
+                return false;
+            };
+            let Ok(api) = r.json::<serde_json::Value>().await else {
+                return false;
+            };
+            if page.is_null() || api["tick_time"] != page["tick"] {
+                return false;
+            }
+            *s.lock().unwrap() = Some((page, api));
+            true
+        }
+    })
+    .await;
+    let (page, api) = seen.lock().unwrap().take().unwrap();
+    let item = page["item"].as_i64().unwrap();
     let listed: Vec<i64> = api["recommendations"]
         .as_array()
         .unwrap()

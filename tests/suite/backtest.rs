@@ -3,7 +3,7 @@
 //! after T, leaves every decision at or before T unchanged), the same inputs
 //! give the same report (seeded), and the report holds what a player reads.
 
-mod common;
+use crate::common;
 
 use gept::backtest::{self, Settings, Strategy};
 use gept::recommend::{Risk, Style};

@@ -3,7 +3,7 @@
 //! predict (monotone, calibrated), evaluate, register with the gates, on
 //! SQLite and PostgreSQL.
 
-mod common;
+use crate::common;
 
 use gept_core::recordings::{self, LATEST_FILE};
 use gept_core::{HORIZONS_H, N_TARGETS, OFFSETS_BP};

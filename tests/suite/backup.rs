@@ -2,7 +2,7 @@
 //! is in use, rotation to `keep`, a failed backup that leaves nothing behind,
 //! and restore putting back every table exactly.
 
-mod common;
+use crate::common;
 
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots, read_all};
 use gept_core::{wire, BucketStep, CollectorStatus, N_TARGETS};

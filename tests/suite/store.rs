@@ -1,7 +1,7 @@
 //! The store on both backends: migrations on an empty database, exact
 //! round-trips of real recorded rows (nulls included), idempotent re-inserts.
 
-mod common;
+use crate::common;
 
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
 use gept_core::{wire, BucketStep, CollectorStatus, LatestPrice};

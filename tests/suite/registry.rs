@@ -5,9 +5,9 @@
 //! stored in the database; a later model whose stored weights were corrupted
 //! is refused by both (checksum), and the first keeps serving.
 
-mod common;
+use crate::common;
 
-use common::{serve_env, wait_for, Serve};
+use crate::common::{serve_env, wait_for, Serve};
 use gept_model::net::TrainOptions;
 use std::path::Path;
 

@@ -1,12 +1,11 @@
 //! `/readyz` that tells the truth, and the HTTP edges a hostile or careless
 //! client hits: the service in this process over the replay server.
 
-mod common;
+use crate::common;
 
-use common::{serve_env, wait_for};
+use crate::common::{serve_env, wait_for};
 use gept::service::Service;
 use gept_replay::{self as mock_api, Clock, MockOptions};
-use std::sync::Arc;
 
 #[test]
 fn readiness_follows_the_feed_and_bad_requests_get_clear_errors() {
@@ -414,6 +413,9 @@ async fn connection_limits() {
         assert_eq!(body_of(&answer)["error"], why, "{answer}");
     }
 
+    // Refusals counted so far by this process (other tests' services share
+    // its metrics recorder): this one must add to them.
+    let refused_before = refused_count(addr).await;
     // Three connections from one address are open; a fourth is refused with
     // a 503 that says why, and a place frees when one closes.
     let mut open = Vec::new();
@@ -438,28 +440,22 @@ async fn connection_limits() {
     })
     .await;
     drop(open);
-    let metrics = Arc::new(std::sync::Mutex::new(String::new()));
-    let m = metrics.clone();
     // The refusal is counted by the accept loop after the connection is
-    // dropped: wait (bounded) for the counter, not just for any scrape.
-    wait_for("the refusal in the metrics", 15, || {
-        let m = m.clone();
-        async move {
-            let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await else {
-                return false;
-            };
-            let text = r.text().await.unwrap_or_default();
-            let counted =
-                common::metric_value(&text, "gept_http_connections_refused_total").is_some();
-            *m.lock().unwrap() = text;
-            counted
-        }
+    // dropped: wait (bounded) for the counter to move, not just for a scrape.
+    wait_for("the refusal in the metrics", 15, || async move {
+        refused_count(addr).await > refused_before
     })
     .await;
-    let metrics = metrics.lock().unwrap().clone();
-    let refused = common::metric_value(&metrics, "gept_http_connections_refused_total")
-        .expect("refusals counted");
-    assert!(refused >= 1.0, "{refused}");
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");
+}
+
+/// `gept_http_connections_refused_total` in a scrape of `addr` (0 before the
+/// first refusal creates it).
+async fn refused_count(addr: std::net::SocketAddr) -> f64 {
+    let Ok(r) = reqwest::get(format!("http://{addr}/metrics")).await else {
+        return 0.0;
+    };
+    let text = r.text().await.unwrap_or_default();
+    common::metric_value(&text, "gept_http_connections_refused_total").unwrap_or(0.0)
 }

@@ -2,7 +2,7 @@
 //! computation on the real recording (a day and a bit), on perturbed input
 //! (missing items, nulls), and across worker threads and processes.
 
-mod common;
+use crate::common;
 
 use gept_core::recordings;
 use gept_core::{ItemId, ItemMeta};

@@ -4,7 +4,7 @@
 //! untouched, and the `/5m` and `/1h` rows filled in from the expired ticks
 //! equal to a plain recomputation written here.
 
-mod common;
+use crate::common;
 
 use gept_actors::retention::{run_pass, Policy};
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};

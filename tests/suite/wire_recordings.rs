@@ -1,7 +1,7 @@
 //! Parsers on every recorded body, and on broken ones: each broken input
 //! gives a typed error or a clean partial parse, never a panic.
 
-mod common;
+use crate::common;
 
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots, read_all};
 use gept_core::wire::{self, WireError};

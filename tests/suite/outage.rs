@@ -5,9 +5,9 @@
 //! database returns the store holds exactly the recording (the same check as
 //! the collectors test): nothing lost, nothing twice.
 
-mod common;
+use crate::common;
 
-use common::{assert_exact, expected, matches, mock_status, serve_env, wait_for};
+use crate::common::{assert_exact, expected, matches, mock_status, serve_env, wait_for};
 use gept::service::Service;
 use gept_replay::{self as mock_api, Clock, MockOptions};
 use gept_store::Store;

@@ -3,9 +3,9 @@
 //! limits, admin authentication and a model swap mid-stream; the service
 //! without a model; recommendations and the GE tax on real ticks.
 
-mod common;
+use crate::common;
 
-use common::{serve_env, wait_for, Serve};
+use crate::common::{serve_env, wait_for, Serve};
 use futures::StreamExt;
 use gept::recommend::{recommend, Request, Risk, Style};
 use gept_actors::inference::{Market, Prediction};
