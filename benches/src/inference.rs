@@ -5,7 +5,6 @@
 use gept::cli::DeviceArg;
 use gept_dataflows::inputs::load_ticks;
 use gept_model::dataset;
-use gept_model::net::Scaling;
 use gept_model::Model;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -55,22 +54,13 @@ pub fn run(
         t.sort();
         t[t.len() / 2].as_secs_f64() * 1e3
     };
-    let encoder = gept_model::net::Encoder::new(&model.meta.scaling, model.device);
     let encode = median(&|| {
-        let _ = std::hint::black_box(encoder.encode_rows(&rows.x));
-    });
-    // The peer: the same encoding one value at a time (a binary search per
-    // value, `Scaling::apply`), as inference did before it moved into torch.
-    let scalar = median(&|| {
-        std::hint::black_box(per_value_encoding(&rows.x, &model.meta.scaling));
+        std::hint::black_box(gept_model::net::encode(&rows.x, &model.meta.scaling));
     });
     let logits = median(&|| {
         std::hint::black_box(model.logits(&rows.x));
     });
-    println!(
-        "median: input encoding {encode:.2} ms (per-value search: {scalar:.2} ms, {:.1}× slower); encoding + network {logits:.2} ms",
-        scalar / encode
-    );
+    println!("median: input encoding {encode:.2} ms; encoding + network {logits:.2} ms");
     let p = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (p50, p99) = (p(0.5), p(0.99));
     println!(
@@ -82,25 +72,4 @@ pub fn run(
         p99.as_secs_f64() / LIMIT.as_secs_f64()
     );
     Ok(())
-}
-
-/// The network inputs of raw rows, one [`Scaling::apply`] per value.
-fn per_value_encoding(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
-    let used: Vec<(usize, &Scaling)> = scaling
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| !s.unused)
-        .collect();
-    let mut out = Vec::with_capacity(x.len() / scaling.len().max(1) * 2 * used.len());
-    for row in x.chunks_exact(scaling.len().max(1)) {
-        for &(c, s) in &used {
-            let v = row[c];
-            if v.is_finite() {
-                out.extend([s.apply(v), 0.0]);
-            } else {
-                out.extend([0.0, 1.0]);
-            }
-        }
-    }
-    out
 }

@@ -85,7 +85,6 @@ pub struct Model {
     pub meta: ModelMeta,
     pub device: Device,
     net: Net,
-    encoder: net::Encoder,
     _vs: nn::VarStore,
 }
 
@@ -188,12 +187,10 @@ impl Model {
             &meta.hidden,
         );
         vs.load(&weights)?;
-        let encoder = net::Encoder::new(&meta.scaling, device);
         Ok(Model {
             meta,
             device,
             net,
-            encoder,
             _vs: vs,
         })
     }
@@ -204,13 +201,13 @@ impl Model {
         if x.is_empty() {
             return Vec::new();
         }
-        let features = self.meta.scaling.len().max(1);
-        let rows = (x.len() / features) as i64;
+        let inputs = net::input_width(&self.meta.scaling);
+        let encoded = net::encode(x, &self.meta.scaling);
+        let rows = (encoded.len() / inputs) as i64;
         tch::no_grad(|| {
-            let x = tch::Tensor::from_slice(x)
-                .view([rows, features as i64])
+            let x = tch::Tensor::from_slice(&encoded)
+                .view([rows, inputs as i64])
                 .to(self.device);
-            let x = self.encoder.encode(&x);
             let p = self
                 .meta
                 .calibration
@@ -226,7 +223,9 @@ impl Model {
 
     /// Raw logits of feature rows.
     pub fn logits(&self, x: &[f32]) -> Vec<f32> {
-        let out = net::predict_logits(&self.net, &self.encoder, x);
+        let inputs = net::input_width(&self.meta.scaling);
+        let encoded = net::encode(x, &self.meta.scaling);
+        let out = net::predict_logits(&self.net, &encoded, inputs, self.device);
         debug_assert_eq!(out.len(), x.len() / self.meta.scaling.len() * N_TARGETS);
         out
     }

@@ -98,125 +98,69 @@ pub fn input_width(scaling: &[Scaling]) -> usize {
     2 * scaling.iter().filter(|s| !s.unused).count()
 }
 
-/// Raw rows per step of [`Encoder::encode_rows`] and [`predict_logits`].
-const CHUNK_ROWS: usize = 65_536;
-
-/// The input encoding of [`Scaling`] as tensor operations, on the model's
-/// device and in torch's threads: per used feature the scaled value (0 when
-/// null) and a missing flag. Bit for bit the values of [`Scaling::apply`]
-/// (the same f32 operations in the same order; a test checks it), at a
-/// fraction of the cost: one `searchsorted` per side over a
-/// [features, quantiles] tensor instead of a branchy search per value.
-#[derive(Debug)]
-pub struct Encoder {
-    /// Columns of the raw rows the model reads, ascending.
-    columns: Tensor,
-    /// [used, longest] quantiles, each row padded with +∞ (never ≤ or < a
-    /// finite value, so the searches ignore the padding).
-    quantiles: Tensor,
-    /// [used, 1]: each feature's number of quantiles.
-    len: Tensor,
-    /// [used, 1]: that number − 1, as f32 (at least 1).
-    last: Tensor,
-    /// [used, 1]: fewer than two quantiles (the feature encodes as 0).
-    flat: Tensor,
-    features: i64,
-    used: i64,
-    device: Device,
+/// Encodes rows (row-major, NaN for null) as network inputs: per used
+/// feature the scaled value (0 when null) and a missing flag.
+///
+/// One thread: splitting a full tick over two threads halved this step but
+/// slowed the torch forward pass that follows by more (its worker threads
+/// still spin on both cores). The same encoding as torch operations (two
+/// `searchsorted` over a [features, quantiles] tensor) and a hand-written
+/// branch-free search both measured slower than this loop on a full tick
+/// (BENCHMARKS.md, "Inference").
+pub fn encode(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
+    let f = scaling.len().max(1);
+    let mut out = vec![0f32; x.len() / f * input_width(scaling)];
+    encode_into(x, scaling, &mut out);
+    out
 }
 
-impl Encoder {
-    pub fn new(scaling: &[Scaling], device: Device) -> Encoder {
-        let used: Vec<(usize, &Scaling)> = scaling
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| !s.unused)
-            .collect();
-        let longest = used
-            .iter()
-            .map(|(_, s)| s.quantiles.len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let mut q = vec![f32::INFINITY; used.len() * longest];
-        for (row, (_, s)) in q.chunks_exact_mut(longest).zip(&used) {
-            row[..s.quantiles.len()].copy_from_slice(&s.quantiles);
-        }
-        let n = used.len() as i64;
-        let lens: Vec<i64> = used.iter().map(|(_, s)| s.quantiles.len() as i64).collect();
-        let columns: Vec<i64> = used.iter().map(|&(c, _)| c as i64).collect();
-        let len = Tensor::from_slice(&lens).view([n, 1]).to(device);
-        Encoder {
-            columns: Tensor::from_slice(&columns).to(device),
-            quantiles: Tensor::from_slice(&q).view([n, longest as i64]).to(device),
-            last: (&len - 1).clamp_min(1).to_kind(Kind::Float),
-            flat: len.lt(2),
-            len,
-            features: scaling.len() as i64,
-            used: n,
-            device,
-        }
+/// [`encode`] into `out` (zeroed, `input_width` values per row).
+fn encode_into(x: &[f32], scaling: &[Scaling], out: &mut [f32]) {
+    let f = scaling.len().max(1);
+    let width = input_width(scaling);
+    if width == 0 {
+        return;
     }
-
-    /// Network inputs per row.
-    pub fn inputs(&self) -> usize {
-        2 * self.used as usize
-    }
-
-    /// Encodes raw rows [rows, features] (NaN or ±∞ for null) on this
-    /// encoder's device as inputs [rows, 2 × used].
-    pub fn encode(&self, x: &Tensor) -> Tensor {
-        let rows = x.size()[0];
-        if self.used == 0 {
-            return Tensor::zeros([rows, 0], (Kind::Float, self.device));
-        }
-        // [used, rows]: one search per feature row over its quantiles.
-        let v = x
-            .index_select(1, &self.columns)
-            .transpose(0, 1)
-            .contiguous();
-        let missing = v.isfinite().logical_not();
-        let v = v.masked_fill(&missing, 0.0);
-        // hi: the first quantile above v; lo: the first at or above it
-        // (below hi exactly when v ties some quantiles).
-        let hi = v.searchsorted(&self.quantiles, false, true, "right", None::<Tensor>);
-        let lo = v.searchsorted(&self.quantiles, false, false, "left", None::<Tensor>);
-        let below = (&lo - 1).clamp_min(0);
-        let above = lo.minimum(&(&self.len - 1)).clamp_min(0);
-        let a = self.quantiles.gather(1, &below, false);
-        let b = self.quantiles.gather(1, &above, false);
-        let between = ((&lo - 1).to_kind(Kind::Float) + (&v - &a) / (&b - &a)) / &self.last;
-        let tie = (&lo + &hi - 1).to_kind(Kind::Float) / 2.0 / &self.last;
-        let u = between
-            .where_scalarother(&lo.ne_tensor(&self.len), 1.0)
-            .where_scalarother(&lo.ne(0), 0.0);
-        let u = tie.where_self(&hi.gt_tensor(&lo), &u);
-        let scaled =
-            ((u - 0.5) * f64::from(12f32.sqrt())).masked_fill(&missing.logical_or(&self.flat), 0.0);
-        Tensor::stack(&[scaled, missing.to_kind(Kind::Float)], 2)
-            .permute([1, 0, 2])
-            .reshape([rows, 2 * self.used])
-    }
-
-    /// Encodes row-major raw rows (`features` values each) into one tensor
-    /// [rows, inputs] on this encoder's device, 65,536 rows at a time so
-    /// that the intermediate tensors stay small.
-    pub fn encode_rows(&self, x: &[f32]) -> Tensor {
-        let f = self.features.max(1) as usize;
-        let rows = (x.len() / f) as i64;
-        let out = Tensor::zeros([rows, 2 * self.used], (Kind::Float, self.device));
-        tch::no_grad(|| {
-            for (i, chunk) in x.chunks(CHUNK_ROWS * f).enumerate() {
-                let n = (chunk.len() / f) as i64;
-                let raw = Tensor::from_slice(chunk)
-                    .view([n, f as i64])
-                    .to(self.device);
-                out.narrow(0, (i * CHUNK_ROWS) as i64, n)
-                    .copy_(&self.encode(&raw));
+    for (row, o) in x.chunks_exact(f).zip(out.chunks_exact_mut(width)) {
+        let mut k = 0;
+        for (v, s) in row.iter().zip(scaling) {
+            if s.unused {
+                continue;
             }
-        });
-        out
+            if v.is_finite() {
+                o[k] = s.apply(*v);
+            } else {
+                o[k + 1] = 1.0;
+            }
+            k += 2;
+        }
     }
+}
+
+/// Rows encoded per step of [`encode_tensor`] and [`predict_logits`].
+const CHUNK_ROWS: usize = 65_536;
+
+/// Encodes rows into one tensor [rows, inputs] on `device`, a chunk at a
+/// time: the encoded matrix exists once (a training set of millions of rows
+/// no longer holds it both as a vector and as the tensor copied from it).
+pub fn encode_tensor(x: &[f32], scaling: &[Scaling], device: Device) -> Tensor {
+    let f = scaling.len().max(1);
+    let width = input_width(scaling);
+    let rows = x.len() / f;
+    let out = Tensor::zeros([rows as i64, width as i64], (Kind::Float, device));
+    let mut chunk = vec![0f32; CHUNK_ROWS.min(rows) * width];
+    for (i, part) in x.chunks(CHUNK_ROWS * f).enumerate() {
+        let n = part.len() / f;
+        let encoded = &mut chunk[..n * width];
+        encoded.fill(0.0);
+        encode_into(part, scaling, encoded);
+        out.narrow(0, (i * CHUNK_ROWS) as i64, n as i64).copy_(
+            &Tensor::from_slice(encoded)
+                .view([n as i64, width as i64])
+                .to(device),
+        );
+    }
+    out
 }
 
 /// The network.
@@ -300,22 +244,17 @@ impl Net {
     }
 }
 
-/// Logits of raw rows (row-major, NaN for null), encoded and passed
-/// through the network in batches, with no gradient.
-pub fn predict_logits(net: &Net, encoder: &Encoder, x: &[f32]) -> Vec<f32> {
-    let f = encoder.features.max(1) as usize;
-    let mut out = Vec::with_capacity(x.len() / f * N_TARGETS);
+/// Logits of encoded rows, in batches, with no gradient.
+pub fn predict_logits(net: &Net, encoded: &[f32], inputs: usize, device: Device) -> Vec<f32> {
+    let rows = encoded.len() / inputs;
+    let mut out = Vec::with_capacity(rows * N_TARGETS);
     tch::no_grad(|| {
-        for chunk in x.chunks(CHUNK_ROWS * f) {
-            let n = (chunk.len() / f) as i64;
-            let raw = Tensor::from_slice(chunk)
-                .view([n, f as i64])
-                .to(encoder.device);
-            let z = net
-                .logits(&encoder.encode(&raw))
-                .to(Device::Cpu)
-                .contiguous()
-                .view([-1]);
+        for chunk in encoded.chunks(CHUNK_ROWS * inputs) {
+            let n = (chunk.len() / inputs) as i64;
+            let x = Tensor::from_slice(chunk)
+                .view([n, inputs as i64])
+                .to(device);
+            let z = net.logits(&x).to(Device::Cpu).contiguous().view([-1]);
             out.extend(Vec::<f32>::try_from(&z).expect("f32 logits"));
         }
     });
@@ -462,13 +401,15 @@ pub fn train(
     for (s, name) in scaling.iter_mut().zip(&train.names) {
         s.unused = opts.exclude.contains(name);
     }
-    let encoder = Encoder::new(&scaling, device);
-    let inputs = encoder.inputs();
+    let inputs = input_width(&scaling);
     anyhow::ensure!(inputs > 0, "every feature is excluded");
-    let x = encoder.encode_rows(&train.x);
+    let x = encode_tensor(&train.x, &scaling, device);
+    // Labels and their mask stay one byte each until a batch needs them as
+    // floats: as f32 matrices beside the inputs they were the peak of a
+    // 14-day training (2 × 1.3 GB for 3M rows).
     let y = Tensor::from_slice(y_train).view([train.len() as i64, N_TARGETS as i64]);
-    let mask = y.le(1).to_kind(Kind::Float).to(device);
-    let y = y.clamp_max(1).to_kind(Kind::Float).to(device);
+    let mask = y.le(1).to(device);
+    let y = y.clamp_max(1).to(device);
     // Validation: a fixed subsample of labelled rows for the per-epoch AUC.
     let val_rows = labelled_rows(y_val);
     let stride = (val_rows.len() / 150_000).max(1);
@@ -478,6 +419,7 @@ pub fn train(
         .iter()
         .flat_map(|&r| y_val[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
         .collect();
+    let val_encoded = encode(&val_sub.x, &scaling);
 
     let vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), inputs as i64, &opts.hidden);
@@ -511,8 +453,8 @@ pub fn train(
             let idx = perm.narrow(0, from, (opts.batch as i64).min(n - from));
             let (xb, yb, mb) = (
                 x.index_select(0, &idx),
-                y.index_select(0, &idx),
-                mask.index_select(0, &idx),
+                y.index_select(0, &idx).to_kind(Kind::Float),
+                mask.index_select(0, &idx).to_kind(Kind::Float),
             );
             let known = mb.sum(Kind::Float);
             let loss = net.logits(&xb).binary_cross_entropy_with_logits(
@@ -537,7 +479,7 @@ pub fn train(
             }
             bar.inc(1);
         }
-        let logits = predict_logits(&net, &encoder, &val_sub.x);
+        let logits = predict_logits(&net, &val_encoded, inputs, device);
         let auc = mean_auc(&logits, &y_val_sub);
         let record = Epoch {
             epoch,
@@ -631,16 +573,14 @@ mod tests {
         sc[1].unused = true;
         assert_eq!(input_width(&sc), 4);
         let x = [0.5, 7.0, f32::NAN, 1.0, 7.0, 0.0];
-        let encoder = Encoder::new(&sc, Device::Cpu);
-        assert_eq!(encoder.inputs(), 4);
-        let e = Vec::<f32>::try_from(encoder.encode_rows(&x).view([-1])).unwrap();
+        let e = encode(&x, &sc);
         assert_eq!(e.len(), 8);
         assert_eq!(&e[2..4], &[0.0, 1.0], "a null is 0 with its flag set");
         assert_eq!(e[1], 0.0);
     }
 
-    /// Raw rows of `features` values: exact quantiles (ties included),
-    /// values between and beyond them, nulls and infinities.
+    /// Raw rows: exact quantiles (ties included), values between and beyond
+    /// them, nulls and infinities.
     fn awkward_rows(sc: &[Scaling], rows: usize) -> Vec<f32> {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = move || {
@@ -667,8 +607,28 @@ mod tests {
         x
     }
 
+    /// The scaling's definition, naively: counts instead of searches.
+    fn by_counting(e: &[f32], v: f32) -> f32 {
+        if e.len() < 2 {
+            return 0.0;
+        }
+        let hi = e.iter().filter(|&&q| q <= v).count();
+        let lo = e.iter().filter(|&&q| q < v).count();
+        let last = (e.len() - 1) as f32;
+        let u = if hi > lo {
+            (lo + hi - 1) as f32 / 2.0 / last
+        } else if lo == 0 {
+            0.0
+        } else if lo == e.len() {
+            1.0
+        } else {
+            ((lo - 1) as f32 + (v - e[lo - 1]) / (e[lo] - e[lo - 1])) / last
+        };
+        (u - 0.5) * 12f32.sqrt()
+    }
+
     #[test]
-    fn the_tensor_encoding_is_the_scalar_definition_bit_for_bit() {
+    fn the_searches_are_the_definition_bit_for_bit_and_the_tensor_the_rows() {
         let wide: Vec<f32> = (0..101).map(|i| (i as f32 * 0.37).powi(2) - 50.0).collect();
         let mut sc = vec![
             scaling(&[]),
@@ -682,28 +642,35 @@ mod tests {
         sc[5].unused = true;
         let rows = 5_000;
         let x = awkward_rows(&sc, rows);
-        let encoder = Encoder::new(&sc, Device::Cpu);
-        assert_eq!(encoder.inputs(), 12);
-        let got = Vec::<f32>::try_from(encoder.encode_rows(&x).view([-1])).unwrap();
-        let mut want = Vec::with_capacity(rows * encoder.inputs());
+        let (mut ties, mut below, mut above, mut between) = (0, 0, 0, 0);
         for row in x.chunks_exact(sc.len()) {
-            for (v, s) in row.iter().zip(&sc).filter(|(_, s)| !s.unused) {
-                if v.is_finite() {
-                    want.extend([s.apply(*v), 0.0]);
-                } else {
-                    want.extend([0.0, 1.0]);
+            for (v, s) in row.iter().zip(&sc).filter(|(v, _)| v.is_finite()) {
+                let (got, want) = (s.apply(*v), by_counting(&s.quantiles, *v));
+                assert_eq!(got.to_bits(), want.to_bits(), "{v} in {:?}", s.quantiles);
+                let e = &s.quantiles;
+                if e.len() >= 2 {
+                    match () {
+                        _ if e.contains(v) => ties += 1,
+                        _ if *v < e[0] => below += 1,
+                        _ if *v > e[e.len() - 1] => above += 1,
+                        _ => between += 1,
+                    }
                 }
             }
         }
-        assert_eq!(got.len(), want.len());
-        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(g.to_bits(), w.to_bits(), "input {i}: {g} against {w}");
-        }
-        // The rows cover every branch: ties, both edges, between, nulls.
-        assert!(want.iter().any(|&w| w == (0.25 - 0.5) * 12f32.sqrt()));
-        let edge = |u: f32| (u - 0.5) * 12f32.sqrt();
-        assert!(want.iter().any(|&w| w == edge(0.0)), "below the range");
-        assert!(want.iter().any(|&w| w == edge(1.0)), "above the range");
-        assert!(want.chunks_exact(2).any(|p| p[1] == 1.0));
+        assert!(ties > 0 && below > 0 && above > 0 && between > 0);
+        // Encoding into a tensor a chunk at a time gives the same rows,
+        // across a chunk boundary.
+        let rows = CHUNK_ROWS + 7;
+        let x = awkward_rows(&sc, rows);
+        let tensor = encode_tensor(&x, &sc, Device::Cpu);
+        assert_eq!(tensor.size(), [rows as i64, input_width(&sc) as i64]);
+        let flat = Vec::<f32>::try_from(tensor.view([-1])).unwrap();
+        let want = encode(&x, &sc);
+        assert!(flat
+            .iter()
+            .zip(&want)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert_eq!(flat.len(), want.len());
     }
 }

@@ -173,8 +173,13 @@ pub fn train_rows(
     }
     let opts = &opts;
     let trained = net::train(&train, &y_train, &val, &y_val, opts, device, progress)?;
-    let encoder = net::Encoder::new(&trained.scaling, device);
-    let val_logits = net::predict_logits(&trained.net, &encoder, &val.x);
+    let inputs = net::input_width(&trained.scaling);
+    let val_logits = net::predict_logits(
+        &trained.net,
+        &net::encode(&val.x, &trained.scaling),
+        inputs,
+        device,
+    );
     let calibration = Calibration::fit(&val_logits, &y_val);
     let mut probs = val_logits;
     calibration.apply(&mut probs);
