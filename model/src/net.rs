@@ -104,9 +104,8 @@ pub fn input_width(scaling: &[Scaling]) -> usize {
 /// One thread: splitting a full tick over two threads halved this step but
 /// slowed the torch forward pass that follows by more (its worker threads
 /// still spin on both cores). The same encoding as torch operations (two
-/// `searchsorted` over a [features, quantiles] tensor) and a hand-written
-/// branch-free search both measured slower than this loop on a full tick
-/// (BENCHMARKS.md, "Inference").
+/// `searchsorted` over a [features, quantiles] tensor) measured 3.8× slower
+/// than this loop on a full tick (BENCHMARKS.md, "Inference").
 pub fn encode(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
     let f = scaling.len().max(1);
     let mut out = vec![0f32; x.len() / f * input_width(scaling)];
