@@ -330,6 +330,7 @@ impl Service {
             backfill: Arc::default(),
             backfill_enabled: config.collectors.timeseries.enabled,
             faults,
+            latest_gap_after: config.collectors.latest.gap_after,
         });
         if config.trainer.enabled {
             let task = trainer.start(

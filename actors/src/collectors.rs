@@ -82,6 +82,9 @@ pub struct CollectorEnv {
     pub backfill_enabled: bool,
     /// Faults injected by crash tests; [`Faults::none`] in `gept serve`.
     pub faults: Faults,
+    /// `collectors.latest.gap_after`: a longer wait between two ticks is a
+    /// recorded gap (zero: never).
+    pub latest_gap_after: std::time::Duration,
 }
 
 impl CollectorEnv {
@@ -169,7 +172,26 @@ impl Collector for LatestCollector {
             env.maybe_panic(self.name());
             let (parsed, observed_at, arrived) = self.pending.clone().expect("pending set above");
             let n = parsed.rows.len() as u64;
+            // The tick before this one: this run's, else the store's newest
+            // (a restart after a crash).
+            // (Gap bookkeeping never fails the poll: the rows come first.)
+            let before = match self.last_observed {
+                Some(t) => Some(t),
+                // Rows this run handed the writer are stored first.
+                None => match env.flush().await {
+                    Ok(()) => env.store.newest_time("prices_latest_1m").await.unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "reading the newest stored tick failed; no gap check for this tick");
+                        None
+                    }),
+                    Err(_) => None,
+                },
+            };
             env.write(Rows::Latest(parsed.rows.clone())).await?;
+            if let Some(before) = before.filter(|b| observed_at > *b) {
+                if let Err(e) = record_latest_gap(env, before, observed_at).await {
+                    tracing::warn!(error = %e, from = before, to = observed_at, "recording a /latest gap failed");
+                }
+            }
             self.pending = None;
             env.health.saw_data("latest", observed_at);
             if self.last_observed.is_none_or(|last| observed_at > last) {
@@ -181,10 +203,40 @@ impl Collector for LatestCollector {
                 };
                 let _ = env.events.send(FeedEvent::Tick(Arc::new(tick)));
             }
+            // The tick is stored (acknowledged) before the next is fetched,
+            // so a crash loses at most the snapshot in flight. A failed flush
+            // is not a failed poll: the writer keeps the rows (memory bound,
+            // then its journal) and the feed goes on.
+            if let Err(e) = env.flush().await {
+                tracing::debug!(error = %e, "the tick is held by the writer until the database answers");
+            }
             Ok(n)
         }
         .boxed()
     }
+}
+
+/// Records the span between two ticks as a `/latest` gap when it is longer
+/// than `collectors.latest.gap_after`: the row is keyed by the tick before
+/// the span, and closed at once (the upstream cannot give a past `/latest`;
+/// the `/5m` and `/1h` collectors back-fill their buckets over the span).
+async fn record_latest_gap(env: &CollectorEnv, before: i64, at: i64) -> Result<(), CollectorError> {
+    let limit = env.latest_gap_after.as_secs() as i64;
+    if limit == 0 || at - before <= limit {
+        return Ok(());
+    }
+    tracing::warn!(
+        from = before,
+        to = at,
+        missed_seconds = at - before,
+        "missed /latest snapshots: recorded in data_gaps (/5m and /1h are back-filled)"
+    );
+    let now = now();
+    env.store.record_gap("latest", before, now).await?;
+    metrics::counter!(m::GAPS_DETECTED, "feed" => "latest").increment(1);
+    env.store.fill_gap("latest", before, now).await?;
+    metrics::counter!(m::GAPS_FILLED, "feed" => "latest").increment(1);
+    Ok(())
 }
 
 /// `/5m` or `/1h`: the newest bucket each poll; missed buckets are recorded in

@@ -7,6 +7,7 @@ mod features;
 mod inference;
 mod ingest;
 mod serve;
+mod storage;
 mod store;
 mod train;
 
@@ -131,6 +132,33 @@ enum Command {
         #[arg(long, default_value_t = 8.0)]
         max_minutes: f64,
     },
+    /// The store's size over simulated weeks (the recording in a loop at one
+    /// tick a minute, with predictions, buckets and hourly retention on the
+    /// simulated clock), per day and table, against the 8 GB at 90 days and
+    /// 5 MB a day aims.
+    Storage {
+        /// Folder with the recordings.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// Simulated days.
+        #[arg(long, default_value_t = 45)]
+        days: i64,
+        /// Keep the items whose id is a multiple of this (1: all).
+        #[arg(long, default_value_t = 1)]
+        every: u32,
+        /// `sqlite` (a fresh file in the work dir) or `postgres` (a fresh
+        /// database on the server of --postgres).
+        #[arg(long, default_value = "sqlite")]
+        backend: String,
+        #[arg(
+            long,
+            env = "GEPT_BENCH_DATABASE_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/test"
+        )]
+        postgres: String,
+        #[arg(long, default_value = "bench-out")]
+        work_dir: PathBuf,
+    },
     /// Rows/s loading the whole `/latest` recording into SQLite and
     /// PostgreSQL through the store, against each database's own bulk load
     /// (`sqlite3 .import`, PostgreSQL `COPY`) of the same rows.
@@ -242,5 +270,33 @@ fn run(command: Command) -> anyhow::Result<()> {
             work_dir,
             snapshots,
         } => runtime()?.block_on(store::run(&latest, &postgres, &work_dir, snapshots)),
+        Command::Storage {
+            data_dir,
+            days,
+            every,
+            backend,
+            postgres,
+            work_dir,
+        } => runtime()?.block_on(async {
+            let url = match backend.as_str() {
+                "sqlite" => {
+                    std::fs::create_dir_all(&work_dir)?;
+                    let db = work_dir.join("storage.db");
+                    for suffix in ["", "-wal", "-shm"] {
+                        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+                    }
+                    format!("sqlite://{}?mode=rwc", db.display())
+                }
+                "postgres" => store::fresh_database(&postgres, "gept_bench_storage").await?,
+                other => anyhow::bail!("--backend {other}: sqlite or postgres"),
+            };
+            storage::run(storage::Options {
+                data_dir: &data_dir,
+                url: &url,
+                days,
+                every,
+            })
+            .await
+        }),
     }
 }

@@ -99,9 +99,10 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         anyhow::bail!("{} holds no ticks", db.display());
     };
     let observations = store.count("prices_latest_1m").await?;
+    let ticks = store.count("latest_ticks").await?;
     store.close().await;
     println!(
-        "history: {:.1} days, {observations} /latest rows",
+        "history: {:.1} days, {ticks} /latest ticks in {observations} stored rows",
         (last - first) as f64 / 86_400.0
     );
 

@@ -296,6 +296,11 @@ pub struct CollectorConfig {
     pub enabled: bool,
     #[serde(with = "dur")]
     pub interval: Duration,
+    /// `/latest` only: a tick this long after the tick before it (a restart,
+    /// a crash, an outage of the upstream) records the missed span in
+    /// `data_gaps`; 0 (the default elsewhere) never does.
+    #[serde(with = "dur", default)]
+    pub gap_after: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ pub mod postgres;
 pub mod retention;
 pub mod rows;
 pub mod sqlite;
+pub mod ticks;
 
 pub use retention::{Expired, Expiring};
 pub use rows::{
@@ -52,9 +53,10 @@ pub enum Store {
 }
 
 /// Tables a store test or an operator may count.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 15] = [
     "items",
     "prices_latest_1m",
+    "latest_ticks",
     "price_data_5min",
     "prices_1h",
     "osrs_news",
@@ -70,7 +72,14 @@ pub const TABLES: [&str; 14] = [
 ];
 
 /// Tables keyed by `timestamp` that [`Store::newest_time`] reads.
-const TIME_SERIES: [&str; 3] = ["prices_latest_1m", "price_data_5min", "prices_1h"];
+/// (`latest_ticks` is where the newest `/latest` tick is read: the rows
+/// table holds only changes.)
+const TIME_SERIES: [&str; 4] = [
+    "prices_latest_1m",
+    "latest_ticks",
+    "price_data_5min",
+    "prices_1h",
+];
 
 /// An operation slower than this is logged (by name and duration, never
 /// its SQL or rows).
@@ -151,9 +160,66 @@ impl Store {
 
     // ---- collected prices and reference data ----
 
-    /// Stores `/latest` observations; returns how many were new.
+    /// Stores `/latest` observations, each tick (the rows of one
+    /// `timestamp`) whole and once: only what changed since the tick before
+    /// is written (see [`ticks`]); a tick already stored is ignored. Returns
+    /// the observations of the ticks that were new (one per item and tick),
+    /// as if every row had been written. Calls are serialised per store.
     pub async fn insert_latest(&self, rows: &[LatestPrice]) -> Result<u64, StoreError> {
-        dispatch!(self.insert_latest(rows))
+        let mut by_time: std::collections::BTreeMap<i64, Vec<LatestPrice>> = Default::default();
+        for r in rows {
+            by_time.entry(r.timestamp).or_default().push(*r);
+        }
+        if by_time.is_empty() {
+            return Ok(0);
+        }
+        let cache = match self {
+            Store::Sqlite(s) => s.ticks.clone(),
+            Store::Postgres(s) => s.ticks.clone(),
+        };
+        let mut known = cache.lock().await;
+        // What this process stored is the predecessor only while it is the
+        // store's newest tick (another writer may have stored since).
+        let newest = dispatch!(self.newest_time("latest_ticks"))?;
+        let mut prev = known.take().filter(|st| Some(st.time) == newest);
+        let (mut listed, mut keep, mut late) = (Vec::new(), Vec::new(), Vec::new());
+        let mut observed = 0u64;
+        for (t, rows) in by_time {
+            if newest.is_some_and(|n| t <= n) {
+                late.push((t, rows));
+                continue;
+            }
+            let (keyframe, stored, state) = ticks::plan(prev.as_ref(), t, &rows);
+            listed.push((t, keyframe));
+            keep.extend(stored);
+            observed += state.rows.len() as u64;
+            prev = Some(state);
+        }
+        if !listed.is_empty() {
+            dispatch!(self.insert_latest_ticks(&listed, &keep))?;
+        }
+        *known = prev;
+        drop(known);
+        for (t, rows) in late {
+            observed += self.insert_late_tick(t, &rows).await?;
+        }
+        Ok(observed)
+    }
+
+    /// A tick older than the newest stored one: ignored when stored already;
+    /// else stored as a keyframe, after the stored tick that follows it is
+    /// made a keyframe (so it is never read against this one).
+    async fn insert_late_tick(&self, t: i64, rows: &[LatestPrice]) -> Result<u64, StoreError> {
+        if !dispatch!(self.tick_times(t, t + 1, 1))?.is_empty() {
+            return Ok(0);
+        }
+        if let Some(&(next, false)) = dispatch!(self.tick_times(t + 1, i64::MAX / 2, 1))?.first() {
+            let whole = self.load_latest(next, next + 1).await?;
+            dispatch!(self.insert_latest_ticks(&[(next, true)], &whole))?;
+        }
+        let (_, stored, state) = ticks::plan(None, t, rows);
+        dispatch!(self.insert_latest_ticks(&[(t, true)], &stored))?;
+        Ok(state.rows.len() as u64)
     }
 
     /// Stores `/5m` or `/1h` bucket rows; returns how many were new.
@@ -180,9 +246,20 @@ impl Store {
         dispatch!(self.insert_player_counts(rows))
     }
 
-    /// All `/latest` rows with `from <= timestamp < to`, ordered by time then item.
+    /// Every item's `/latest` row of every tick with `from <= timestamp <
+    /// to`, ordered by time then item: the ticks as they were written,
+    /// rebuilt from the newest keyframe at or before `from` (see [`ticks`]).
     pub async fn load_latest(&self, from: i64, to: i64) -> Result<Vec<LatestPrice>, StoreError> {
-        dispatch!(self.load_latest(from, to))
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let start = dispatch!(self.keyframe_at_or_before(from))?.unwrap_or(from);
+        let listed = dispatch!(self.tick_times(start, to, i64::MAX))?;
+        if listed.iter().all(|(t, _)| *t < from) {
+            return Ok(Vec::new());
+        }
+        let rows = dispatch!(self.latest_rows(start, to))?;
+        Ok(ticks::reconstruct(&listed, &rows, from))
     }
 
     /// All bucket rows of `step` with `from <= timestamp < to`, ordered by time then item.
@@ -205,8 +282,9 @@ impl Store {
         dispatch!(self.bucket_times(step))
     }
 
-    /// One item's `/latest` observations with `from <= timestamp < to`, oldest
-    /// first, at most `limit`.
+    /// One item's `/latest` row at each of the first `limit` ticks with
+    /// `from <= timestamp < to` where the item was observed, oldest first
+    /// (rebuilt as [`Store::load_latest`] does).
     pub async fn item_latest(
         &self,
         item: ItemId,
@@ -214,7 +292,18 @@ impl Store {
         to: i64,
         limit: i64,
     ) -> Result<Vec<LatestPrice>, StoreError> {
-        dispatch!(self.item_latest(item, from, to, limit))
+        if from >= to || limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let listed = dispatch!(self.tick_times(from, to, limit))?;
+        let Some(&(last, _)) = listed.last() else {
+            return Ok(Vec::new());
+        };
+        let start = dispatch!(self.keyframe_at_or_before(from))?.unwrap_or(from);
+        let rows = dispatch!(self.item_latest_rows(item, start, last + 1))?;
+        let split = rows.partition_point(|r| r.timestamp < from);
+        let before = split.checked_sub(1).map(|i| rows[i]);
+        Ok(ticks::reconstruct_item(&listed, before, &rows[split..]))
     }
 
     /// One item's `/5m` or `/1h` buckets with `from <= timestamp < to`,
@@ -246,6 +335,11 @@ impl Store {
                 "{table} is not a time-series table"
             )));
         }
+        let table = if table == "prices_latest_1m" {
+            "latest_ticks"
+        } else {
+            table
+        };
         dispatch!(self.newest_time(table))
     }
 
@@ -318,13 +412,32 @@ impl Store {
     /// rows of a partly expired partition stay until all of it has expired)
     /// and deletes from the small unpartitioned tables; SQLite deletes in
     /// statements of at most `batch_rows` rows, so writers wait at most one.
+    /// `/latest` ticks are cut only where no kept tick would lose the ticks
+    /// it is read from (at an hour's start, always at `before`).
     pub async fn expire(
         &self,
         what: Expiring,
         before: i64,
         batch_rows: u64,
     ) -> Result<Expired, StoreError> {
+        let before = match what {
+            Expiring::Latest => self.tick_cut(before).await?,
+            _ => before,
+        };
         dispatch!(self.expire(what, before, batch_rows))
+    }
+
+    /// Where `/latest` ticks may be cut at or before `before`: `before` when
+    /// the first tick at or after it is a keyframe (always so at an hour's
+    /// start) or there is none; else the keyframe it is read from, so no
+    /// kept tick loses its predecessors.
+    async fn tick_cut(&self, before: i64) -> Result<i64, StoreError> {
+        match dispatch!(self.tick_times(before, i64::MAX / 2, 1))?.first() {
+            None | Some((_, true)) => Ok(before),
+            Some((_, false)) => {
+                Ok(dispatch!(self.keyframe_at_or_before(before))?.unwrap_or(i64::MIN / 2))
+            }
+        }
     }
 
     /// Keeps, of the predictions before `before`, only those of the first

@@ -24,6 +24,8 @@ const CHUNK_ROWS: usize = 50_000;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pub pool: PgPool,
+    /// The newest tick this process stored (see [`crate::ticks`]).
+    pub(crate) ticks: crate::ticks::TickCache,
     partitions: Arc<Mutex<HashSet<String>>>,
     /// The connection URL, for `pg_dump` and `pg_restore` (never logged).
     url: Arc<str>,
@@ -92,6 +94,7 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<PgStore, 
         .map_err(|e| StoreError::Connect(e.to_string()))?;
     Ok(PgStore {
         pool,
+        ticks: Default::default(),
         partitions: Arc::default(),
         url: Arc::from(url),
     })
@@ -143,10 +146,25 @@ impl PgStore {
         .await?)
     }
 
-    pub(super) async fn insert_latest(&self, rows: &[LatestPrice]) -> Result<u64, StoreError> {
+    /// Stores `ticks` (time, keyframe) and `rows` in one transaction (see
+    /// [`crate::ticks`]); a listed tick becomes a keyframe, never the reverse.
+    pub(super) async fn insert_latest_ticks(
+        &self,
+        ticks: &[(i64, bool)],
+        rows: &[LatestPrice],
+    ) -> Result<u64, StoreError> {
         self.ensure_partitions("prices_latest_1m", rows.iter().map(|r| r.timestamp))
             .await?;
         let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO latest_ticks (timestamp, keyframe) \
+             SELECT to_timestamp(u.ts), u.k FROM UNNEST($1::int8[], $2::bool[]) AS u(ts, k) \
+             ON CONFLICT (timestamp) DO UPDATE SET keyframe = latest_ticks.keyframe OR EXCLUDED.keyframe",
+        )
+        .bind(ticks.iter().map(|t| t.0).collect::<Vec<_>>())
+        .bind(ticks.iter().map(|t| t.1).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
         let mut stored = 0;
         for chunk in chunks(rows, 1, CHUNK_ROWS) {
             stored += sqlx::query(
@@ -167,6 +185,36 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// Stored ticks in `[from, to)` (time, keyframe), oldest first, at most
+    /// `limit`.
+    pub(super) async fn tick_times(
+        &self,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, bool)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT EXTRACT(EPOCH FROM timestamp)::int8, keyframe FROM latest_ticks \
+             WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) ORDER BY timestamp LIMIT $3",
+        )
+        .bind(bound(from))
+        .bind(bound(to))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The newest keyframe at or before `t`.
+    pub(super) async fn keyframe_at_or_before(&self, t: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT EXTRACT(EPOCH FROM MAX(timestamp))::int8 FROM latest_ticks \
+             WHERE keyframe AND timestamp <= to_timestamp($1)",
+        )
+        .bind(bound(t))
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub(super) async fn insert_buckets(
@@ -291,7 +339,8 @@ impl PgStore {
         Ok(stored)
     }
 
-    pub(super) async fn load_latest(
+    /// The stored rows in `[from, to)` as they lie (changes and keyframes).
+    pub(super) async fn latest_rows(
         &self,
         from: i64,
         to: i64,
@@ -706,22 +755,21 @@ impl PgStore {
         .collect())
     }
 
-    pub(super) async fn item_latest(
+    /// One item's stored rows in `[from, to)` as they lie.
+    pub(super) async fn item_latest_rows(
         &self,
         item: ItemId,
         from: i64,
         to: i64,
-        limit: i64,
     ) -> Result<Vec<LatestPrice>, StoreError> {
         Ok(sqlx::query_as::<_, rows::ItemLatestTuple>(
             "SELECT EXTRACT(EPOCH FROM timestamp)::int8, high::int8, EXTRACT(EPOCH FROM high_time)::int8, low::int8, \
              EXTRACT(EPOCH FROM low_time)::int8 FROM prices_latest_1m \
-             WHERE item_id = $1 AND timestamp >= to_timestamp($2) AND timestamp < to_timestamp($3) ORDER BY timestamp LIMIT $4",
+             WHERE item_id = $1 AND timestamp >= to_timestamp($2) AND timestamp < to_timestamp($3) ORDER BY timestamp",
         )
         .bind(item as i32)
         .bind(bound(from))
         .bind(bound(to))
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?
         .into_iter()
@@ -876,6 +924,22 @@ impl PgStore {
                 self.partitions.lock().await.remove(&name);
                 expired.rows += rows as u64;
                 expired.partitions += 1;
+            }
+            if what == Expiring::Latest {
+                // The tick list follows: ticks before the oldest partition
+                // left (and before `before`) have no rows any more.
+                let mut cut = before;
+                for name in self.partitions_of(table).await? {
+                    if let Some((start, _)) =
+                        name.strip_prefix(&prefix).and_then(|s| bounds_of(span, s))
+                    {
+                        cut = cut.min(start);
+                    }
+                }
+                sqlx::query("DELETE FROM latest_ticks WHERE timestamp < to_timestamp($1)")
+                    .bind(bound(cut))
+                    .execute(&self.pool)
+                    .await?;
             }
         } else {
             let condition = match what {

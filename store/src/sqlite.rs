@@ -17,6 +17,8 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
     pub pool: SqlitePool,
+    /// The newest tick this process stored (see [`crate::ticks`]).
+    pub(crate) ticks: crate::ticks::TickCache,
 }
 
 /// Page cache per connection: 64 MiB (negative means KiB).
@@ -57,14 +59,32 @@ pub(super) async fn connect(url: &str, max_connections: u32) -> Result<SqliteSto
         .acquire_timeout(Duration::from_secs(30))
         .connect_with(options)
         .await
-        .map(|pool| SqliteStore { pool })
+        .map(|pool| SqliteStore {
+            pool,
+            ticks: Default::default(),
+        })
         .map_err(|e| StoreError::Connect(e.to_string()))
 }
 
 impl SqliteStore {
-    pub(super) async fn insert_latest(&self, rows: &[LatestPrice]) -> Result<u64, StoreError> {
+    /// Stores `ticks` (time, keyframe) and `rows` in one transaction (see
+    /// [`crate::ticks`]); a listed tick becomes a keyframe, never the reverse.
+    pub(super) async fn insert_latest_ticks(
+        &self,
+        ticks: &[(i64, bool)],
+        rows: &[LatestPrice],
+    ) -> Result<u64, StoreError> {
         let pool = &self.pool;
         let mut tx = pool.begin().await?;
+        for chunk in ticks.chunks(MAX_PARAMS / 2) {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("INSERT INTO latest_ticks (timestamp, keyframe) ");
+            qb.push_values(chunk, |mut b, (t, k)| {
+                b.push_bind(*t).push_bind(*k as i64);
+            });
+            qb.push(" ON CONFLICT (timestamp) DO UPDATE SET keyframe = MAX(keyframe, excluded.keyframe)");
+            qb.build().execute(&mut *tx).await?;
+        }
         let mut stored = 0;
         for chunk in chunks(rows, 6, MAX_PARAMS) {
             let mut qb = QueryBuilder::<Sqlite>::new(
@@ -82,6 +102,36 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// Stored ticks in `[from, to)` (time, keyframe), oldest first, at most
+    /// `limit`.
+    pub(super) async fn tick_times(
+        &self,
+        from: i64,
+        to: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, bool)>, StoreError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT timestamp, keyframe FROM latest_ticks \
+             WHERE timestamp >= ? AND timestamp < ? ORDER BY timestamp LIMIT ?",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(t, k)| (t, k != 0)).collect())
+    }
+
+    /// The newest keyframe at or before `t`.
+    pub(super) async fn keyframe_at_or_before(&self, t: i64) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT MAX(timestamp) FROM latest_ticks WHERE keyframe = 1 AND timestamp <= ?",
+        )
+        .bind(t)
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub(super) async fn insert_buckets(
@@ -191,7 +241,8 @@ impl SqliteStore {
         Ok(stored)
     }
 
-    pub(super) async fn load_latest(
+    /// The stored rows in `[from, to)` as they lie (changes and keyframes).
+    pub(super) async fn latest_rows(
         &self,
         from: i64,
         to: i64,
@@ -591,21 +642,20 @@ impl SqliteStore {
         .collect())
     }
 
-    pub(super) async fn item_latest(
+    /// One item's stored rows in `[from, to)` as they lie.
+    pub(super) async fn item_latest_rows(
         &self,
         item: ItemId,
         from: i64,
         to: i64,
-        limit: i64,
     ) -> Result<Vec<LatestPrice>, StoreError> {
         Ok(sqlx::query_as::<_, rows::ItemLatestTuple>(
             "SELECT timestamp, high, high_time, low, low_time FROM prices_latest_1m \
-             WHERE item_id = ? AND timestamp >= ? AND timestamp < ? ORDER BY timestamp LIMIT ?",
+             WHERE item_id = ? AND timestamp >= ? AND timestamp < ? ORDER BY timestamp",
         )
         .bind(item as i64)
         .bind(from)
         .bind(to)
-        .bind(limit)
         .fetch_all(&self.pool)
         .await?
         .into_iter()
@@ -738,6 +788,12 @@ impl SqliteStore {
                 .rows_affected();
             expired.rows += n;
             if n < batch_rows.max(1) {
+                if what == Expiring::Latest {
+                    sqlx::query("DELETE FROM latest_ticks WHERE timestamp < ?")
+                        .bind(before)
+                        .execute(&self.pool)
+                        .await?;
+                }
                 return Ok(expired);
             }
             tokio::task::yield_now().await;

@@ -1,0 +1,272 @@
+//! `gept-bench storage`: how big the store gets over weeks and whether it
+//! stops growing. The development recording is replayed in a loop onto a
+//! simulated clock at one tick a minute: each `/latest` snapshot becomes a
+//! tick, the store receives what the service writes for it (the tick,
+//! every observed item's prediction with its 108 probabilities, the
+//! inference status row), a `/5m` bucket every 5 minutes and a `/1h` bucket
+//! every hour (the recorded buckets, in a loop), and the retention pass runs
+//! every simulated hour with the defaults of `config/default.toml`. At the
+//! end of each simulated day it prints the database's size and each table's,
+//! and at the end the bytes a day each table adds over the last week, the
+//! size at 90 days (measured to `--days`, the rest from the measured bytes a
+//! day), and the growth a day after that, against the aims (≤ 8 GB at 90
+//! days, ≤ 5 MB a day after).
+//!
+//! Time on the loop: the recording's snapshots are about 5 minutes apart
+//! and are played a minute apart, so its times are compressed five-fold on
+//! the simulated clock (a trade's time maps to the same simulated time in
+//! every tick that shows it: an unchanged item stays unchanged). Each tick
+//! therefore carries the changes of five real minutes: a pessimistic load
+//! for the ticks stored once (a real 1-minute poll changes fewer items).
+//!
+//! `--every N` keeps the items whose id is a multiple of N (a share of the
+//! universe, for a shorter run); every figure is then also shown scaled to
+//! the whole universe (× the inverse of the observations kept).
+
+use gept_actors::retention::{run_pass, Policy};
+use gept_core::config::Config;
+use gept_core::recordings::{FIVE_MINUTE_FILE, HOURLY_FILE, LATEST_FILE};
+use gept_core::{BucketStep, LatestPrice, N_TARGETS};
+use gept_dataflows::inputs::{load_buckets, load_ticks};
+use gept_store::{InferenceStatus, PredictionRow, Store, TABLES};
+use std::path::Path;
+use std::time::Instant;
+
+const DAY: i64 = 86_400;
+/// The simulated clock starts here: 2025-06-01 00:00 UTC.
+const START: i64 = 1_748_736_000;
+const AIM_90_DAYS: f64 = 8.0e9;
+const AIM_GROWTH: f64 = 5.0e6;
+
+pub struct Options<'a> {
+    pub data_dir: &'a Path,
+    pub url: &'a str,
+    pub days: i64,
+    pub every: u32,
+}
+
+pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
+    let keep = |id: u32| id % o.every.max(1) == 0;
+    let ticks = load_ticks(&o.data_dir.join(LATEST_FILE), None)?;
+    let universe: usize = ticks.iter().map(|t| t.rows.len()).sum();
+    let ticks: Vec<(i64, Vec<LatestPrice>)> = ticks
+        .into_iter()
+        .map(|t| {
+            let rows = t.rows.into_iter().filter(|r| keep(r.item_id)).collect();
+            (t.time, rows)
+        })
+        .collect();
+    let kept: usize = ticks.iter().map(|t| t.1.len()).sum();
+    let scale = universe as f64 / kept.max(1) as f64;
+    let bucket_loop = |step| -> anyhow::Result<Vec<Vec<gept_core::BucketPrice>>> {
+        let file = match step {
+            BucketStep::OneHour => HOURLY_FILE,
+            BucketStep::FiveMinutes => FIVE_MINUTE_FILE,
+        };
+        Ok(load_buckets(Some(&o.data_dir.join(file)), step)?
+            .into_iter()
+            .map(|b| b.rows.into_iter().filter(|r| keep(r.item_id)).collect())
+            .collect())
+    };
+    let hours = bucket_loop(BucketStep::OneHour)?;
+    let fives = bucket_loop(BucketStep::FiveMinutes)?;
+    anyhow::ensure!(
+        !ticks.is_empty() && !hours.is_empty() && !fives.is_empty(),
+        "the recordings in {} are empty",
+        o.data_dir.display()
+    );
+
+    let store = Store::connect(o.url, 4).await?;
+    store.migrate().await?;
+    anyhow::ensure!(
+        store.newest_time("prices_latest_1m").await?.is_none(),
+        "{} is not empty: the benchmark needs a fresh database",
+        gept_core::config::redact_url(o.url)
+    );
+    let config = Config::load_with_env(None, Vec::<(String, String)>::new())?;
+    let policy = Policy::from_config(&config.retention);
+    println!(
+        "storage: {} days at one tick a minute, {} of {} observations kept (every {}th item), retention as default.toml",
+        o.days,
+        kept,
+        universe,
+        o.every
+    );
+    println!(
+        "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "day", "database", "ticks", "5m", "1h", "preds", "other", "s/day"
+    );
+
+    let started = Instant::now();
+    let mut day_started = Instant::now();
+    let mut sizes: Vec<(i64, i64, std::collections::BTreeMap<&'static str, i64>)> = Vec::new();
+    // The recording in a loop: each pass maps recorded time x to
+    // base + (x - first) / 5 on the simulated clock.
+    let first = ticks[0].0;
+    let span = ticks.last().unwrap().0 - first;
+    let mut base = START;
+    let (mut next_five, mut next_hour) = (START + 300, START + 3600);
+    let (mut five_i, mut hour_i) = (0usize, 0usize);
+    let end = START + o.days * DAY;
+    let mut day_end = START + DAY;
+    let probabilities: Vec<f32> = (0..N_TARGETS)
+        .map(|k| 1.0 - k as f32 / N_TARGETS as f32)
+        .collect();
+    'replay: loop {
+        let map = |x: i64| base + (x - first).div_euclid(5);
+        for (time, rows) in &ticks {
+            let now = map(*time);
+            if now >= end {
+                break 'replay;
+            }
+            // The hour's buckets and the retention pass come due first.
+            while next_five <= now {
+                let rows: Vec<_> = fives[five_i % fives.len()]
+                    .iter()
+                    .map(|r| gept_core::BucketPrice {
+                        timestamp: next_five - 300,
+                        ..*r
+                    })
+                    .collect();
+                store.insert_buckets(BucketStep::FiveMinutes, &rows).await?;
+                five_i += 1;
+                next_five += 300;
+            }
+            while next_hour <= now {
+                let rows: Vec<_> = hours[hour_i % hours.len()]
+                    .iter()
+                    .map(|r| gept_core::BucketPrice {
+                        timestamp: next_hour - 3600,
+                        ..*r
+                    })
+                    .collect();
+                store.insert_buckets(BucketStep::OneHour, &rows).await?;
+                hour_i += 1;
+                run_pass(&store, &policy, next_hour).await?;
+                next_hour += 3600;
+            }
+            if now >= day_end {
+                sizes.push(measure(&store, day_end, &mut day_started, scale).await?);
+                day_end += DAY;
+            }
+            let tick: Vec<LatestPrice> = rows
+                .iter()
+                .map(|r| LatestPrice {
+                    timestamp: now,
+                    high_time: r.high_time.map(map),
+                    low_time: r.low_time.map(map),
+                    ..*r
+                })
+                .collect();
+            store.insert_latest(&tick).await?;
+            let predictions: Vec<PredictionRow> = tick
+                .iter()
+                .map(|r| PredictionRow {
+                    item_id: r.item_id,
+                    tick_time: now,
+                    observed_at: now,
+                    model_version: "20250601-000000-0123456789ab".into(),
+                    probabilities: probabilities.clone(),
+                })
+                .collect();
+            store.insert_predictions(&predictions).await?;
+            store
+                .put_inference_status(
+                    &InferenceStatus {
+                        tick_time: now,
+                        items: predictions.len() as i64,
+                        latency_ms: 6.0,
+                        model_version: Some("20250601-000000-0123456789ab".into()),
+                        outcome: "ok".into(),
+                        message: None,
+                    },
+                    now,
+                )
+                .await?;
+        }
+        base = map(first + span) + 60;
+    }
+    sizes.push(measure(&store, end, &mut day_started, scale).await?);
+    store.close().await;
+
+    // Bytes a day over the last week measured, per table and in all.
+    let last = sizes.last().unwrap();
+    let week_ago = &sizes[sizes.len().saturating_sub(8)];
+    let days = ((last.0 - week_ago.0) / DAY).max(1) as f64;
+    println!("\nbytes a day over the last {days} simulated days (whole universe, ×{scale:.2}):");
+    let mut growth_all = 0.0;
+    for table in TABLES {
+        let (a, b) = (
+            *week_ago.2.get(table).unwrap_or(&0),
+            *last.2.get(table).unwrap_or(&0),
+        );
+        let per_day = (b - a) as f64 / days * scale;
+        growth_all += per_day;
+        if a != 0 || b != 0 {
+            println!(
+                "  {table:<18} {:>12.1} MB now   {:>+10.2} MB/day",
+                b as f64 * scale / 1e6,
+                per_day / 1e6
+            );
+        }
+    }
+    // At 90 days: the tables that plateaued stay; what still grows grows
+    // for the days left at its measured rate.
+    let measured_days = (last.0 - START) as f64 / DAY as f64;
+    let now_bytes = last.1 as f64 * scale;
+    let at_90 = now_bytes + growth_all.max(0.0) * (90.0 - measured_days).max(0.0);
+    println!(
+        "\ndatabase at {measured_days:.0} days: {:.2} GB; at 90 days: {:.2} GB (aim ≤ {:.0} GB: {:.2} of it)",
+        now_bytes / 1e9,
+        at_90 / 1e9,
+        AIM_90_DAYS / 1e9,
+        at_90 / AIM_90_DAYS
+    );
+    println!(
+        "growth a day now: {:.1} MB (aim ≤ {:.0} MB after 90 days, when the /5m rows plateau too)",
+        growth_all / 1e6,
+        AIM_GROWTH / 1e6
+    );
+    println!("wall time: {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The database's size and each table's at simulated time `at`; prints the
+/// day's line (scaled to the whole universe).
+async fn measure(
+    store: &Store,
+    at: i64,
+    day_started: &mut Instant,
+    scale: f64,
+) -> anyhow::Result<(i64, i64, std::collections::BTreeMap<&'static str, i64>)> {
+    let mut tables = std::collections::BTreeMap::new();
+    for t in TABLES {
+        tables.insert(t, store.table_bytes(t).await?);
+    }
+    let database = store.database_bytes().await?;
+    let mb = |b: i64| format!("{:.1}", b as f64 * scale / 1e6);
+    let named = [
+        "prices_latest_1m",
+        "price_data_5min",
+        "prices_1h",
+        "predictions",
+    ];
+    let other: i64 = tables
+        .iter()
+        .filter(|(k, _)| !named.contains(k))
+        .map(|(_, v)| *v)
+        .sum();
+    println!(
+        "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8.1}",
+        (at - START) / DAY,
+        mb(database),
+        mb(tables["prices_latest_1m"]),
+        mb(tables["price_data_5min"]),
+        mb(tables["prices_1h"]),
+        mb(tables["predictions"]),
+        mb(other),
+        day_started.elapsed().as_secs_f64()
+    );
+    *day_started = Instant::now();
+    Ok((at, database, tables))
+}
