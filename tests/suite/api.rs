@@ -301,6 +301,26 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     // request; a poller holding the tick gets 304 (while the replay runs the
     // tick may move on between two requests: polled, bounded).
     let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    // The feed holds still while the forms are compared (every upstream
+    // answer fails; the service keeps its last tick): on a loaded machine
+    // two requests of the 13 MB form can take longer than a tick.
+    let set_faults = |faults: gept_replay::Faults| {
+        let addr = mock.addr;
+        async move {
+            reqwest::Client::new()
+                .post(format!("http://{addr}/_mock/faults"))
+                .json(&faults)
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    set_faults(gept_replay::Faults {
+        rate: 1.0,
+        kinds: vec![gept_replay::FaultKind::ServerError],
+        slow_ms: 0,
+    })
+    .await;
     type Pair = (bytes::Bytes, Vec<u8>);
     let pair: Arc<Mutex<Option<Pair>>> = Arc::default();
     let (r2, p2, b2) = (raw.clone(), pair.clone(), base.clone());
@@ -389,6 +409,7 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
         }
     })
     .await;
+    set_faults(gept_replay::Faults::default()).await;
     let r = get(&http, format!("{base}/api/v1/predictions?format=csv")).await;
     assert_eq!(r.status(), 400);
     let item: serde_json::Value = get_json(&http, format!("{base}/api/v1/items/4151")).await;
