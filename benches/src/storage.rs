@@ -46,7 +46,7 @@ pub struct Options<'a> {
 }
 
 pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
-    let keep = |id: u32| id % o.every.max(1) == 0;
+    let keep = |id: u32| id.is_multiple_of(o.every.max(1));
     let ticks = load_ticks(&o.data_dir.join(LATEST_FILE), None)?;
     let universe: usize = ticks.iter().map(|t| t.rows.len()).sum();
     let ticks: Vec<(i64, Vec<LatestPrice>)> = ticks

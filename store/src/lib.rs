@@ -282,9 +282,9 @@ impl Store {
         dispatch!(self.bucket_times(step))
     }
 
-    /// One item's `/latest` row at each of the first `limit` ticks with
-    /// `from <= timestamp < to` where the item was observed, oldest first
-    /// (rebuilt as [`Store::load_latest`] does).
+    /// One item's `/latest` row at each of the first `limit` stored ticks
+    /// with `from <= timestamp < to`, oldest first (rebuilt as
+    /// [`Store::load_latest`] does); a tick without the item gives no row.
     pub async fn item_latest(
         &self,
         item: ItemId,
