@@ -442,12 +442,25 @@ impl Store {
 
     /// Keeps, of the predictions before `before`, only those of the first
     /// tick of each UTC hour; hours already thinned are skipped cheaply (one
-    /// index lookup). Deletes in statements of at most `batch_rows` rows.
-    /// Returns the rows removed.
+    /// index lookup). Deletes in statements of at most `batch_rows` rows,
+    /// then gives each thinned day's space back (PostgreSQL: `VACUUM FULL`
+    /// of its partition, a past day no writer touches). Returns the rows
+    /// removed.
     pub async fn thin_predictions(&self, before: i64, batch_rows: u64) -> Result<u64, StoreError> {
         let mut removed = 0;
+        let mut days = std::collections::BTreeSet::new();
         for (hour, first) in dispatch!(self.prediction_hours(before))? {
-            removed += dispatch!(self.thin_prediction_hour(hour, first, batch_rows))?;
+            let n = dispatch!(self.thin_prediction_hour(hour, first, batch_rows))?;
+            if n > 0 {
+                days.insert(hour - hour.rem_euclid(86_400));
+            }
+            removed += n;
+        }
+        // Space back: PostgreSQL never reuses a past day's partition (new
+        // rows go to today's), so its deleted rows' space stays until the
+        // partition is rewritten; SQLite's comes back in `reclaim_space`.
+        for day in days {
+            dispatch!(self.compact_prediction_day(day))?;
         }
         Ok(removed)
     }

@@ -1084,6 +1084,20 @@ impl PgStore {
         .await?)
     }
 
+    /// Rewrites the predictions partition of the UTC day starting at `day`
+    /// (after thinning), so the deleted rows' space goes back to the file
+    /// system. Nothing to do when the partition does not exist.
+    pub(super) async fn compact_prediction_day(&self, day: i64) -> Result<(), StoreError> {
+        let (suffix, _, _) = partition_of(span_of("predictions"), day);
+        let name = format!("predictions_p{suffix}");
+        if self.partitions_of("predictions").await?.contains(&name) {
+            sqlx::query(&format!("VACUUM FULL {name}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn thin_prediction_hour(
         &self,
         hour: i64,

@@ -942,6 +942,11 @@ impl SqliteStore {
         .await?)
     }
 
+    /// Nothing per day: freed pages go back in `reclaim_space`.
+    pub(super) async fn compact_prediction_day(&self, _day: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     pub(super) async fn thin_prediction_hour(
         &self,
         hour: i64,

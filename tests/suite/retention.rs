@@ -328,6 +328,23 @@ async fn retention_on_postgres_drops_partitions_and_creates_the_next() {
     };
     let parts = pg.partitions_of("prices_latest_1m").await.unwrap();
     assert!(!parts.contains(&day_name(first_day)), "{parts:?}");
+    // The thinned day's predictions partition was rewritten: its pages hold
+    // the rows kept, not the space of the rows deleted.
+    let thinned = chrono::DateTime::from_timestamp(first_day + DAY, 0)
+        .unwrap()
+        .format("predictions_p%Y%m%d")
+        .to_string();
+    let (rows, bytes): (i64, i64) = sqlx::query_as(&format!(
+        "SELECT (SELECT COUNT(*) FROM {thinned}), pg_relation_size('{thinned}')"
+    ))
+    .fetch_one(&pg.pool)
+    .await
+    .unwrap();
+    assert!(rows > 0, "the thinned day kept no row");
+    assert!(
+        bytes <= rows * 600 + 16_384,
+        "{thinned}: {bytes} bytes for {rows} rows: the deleted rows' space was not given back"
+    );
     for ahead in 0..3 {
         assert!(
             parts.contains(&day_name(now + ahead * DAY)),
