@@ -20,8 +20,10 @@
 //! for the ticks stored once (a real 1-minute poll changes fewer items).
 //!
 //! `--every N` keeps the items whose id is a multiple of N (a share of the
-//! universe, for a shorter run); every figure is then also shown scaled to
-//! the whole universe (× the inverse of the observations kept).
+//! universe, for a shorter run); the tables with a row per item (ticks,
+//! buckets, predictions) are then shown scaled to the whole universe (× the
+//! inverse of the observations kept), the others (a row per tick or less) as
+//! measured, and the database as measured plus the scaled tables' extra.
 
 use gept_actors::retention::{run_pass, Policy};
 use gept_core::config::Config;
@@ -37,6 +39,33 @@ const DAY: i64 = 86_400;
 const START: i64 = 1_748_736_000;
 const AIM_90_DAYS: f64 = 8.0e9;
 const AIM_GROWTH: f64 = 5.0e6;
+/// Tables with a row per item (scaled with `--every`).
+const PER_ITEM: [&str; 4] = [
+    "prices_latest_1m",
+    "price_data_5min",
+    "prices_1h",
+    "predictions",
+];
+type Sizes = std::collections::BTreeMap<&'static str, i64>;
+
+/// `table`'s bytes scaled to the whole universe.
+fn scaled(table: &str, bytes: i64, scale: f64) -> f64 {
+    if PER_ITEM.contains(&table) {
+        bytes as f64 * scale
+    } else {
+        bytes as f64
+    }
+}
+
+/// The database's bytes scaled: as measured, plus the per-item tables'
+/// share the kept items stand for.
+fn scaled_database(database: i64, tables: &Sizes, scale: f64) -> f64 {
+    database as f64
+        + PER_ITEM
+            .iter()
+            .map(|t| *tables.get(t).unwrap_or(&0) as f64 * (scale - 1.0))
+            .sum::<f64>()
+}
 
 pub struct Options<'a> {
     pub data_dir: &'a Path,
@@ -99,7 +128,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let mut day_started = Instant::now();
-    let mut sizes: Vec<(i64, i64, std::collections::BTreeMap<&'static str, i64>)> = Vec::new();
+    let mut sizes: Vec<(i64, i64, Sizes)> = Vec::new();
     // The recording in a loop: each pass maps recorded time x to
     // base + (x - first) / 5 on the simulated clock.
     let first = ticks[0].0;
@@ -194,18 +223,18 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let week_ago = &sizes[sizes.len().saturating_sub(8)];
     let days = ((last.0 - week_ago.0) / DAY).max(1) as f64;
     println!("\nbytes a day over the last {days} simulated days (whole universe, ×{scale:.2}):");
-    let mut growth_all = 0.0;
+    let mut growth_all: f64 = 0.0;
     for table in TABLES {
         let (a, b) = (
             *week_ago.2.get(table).unwrap_or(&0),
             *last.2.get(table).unwrap_or(&0),
         );
-        let per_day = (b - a) as f64 / days * scale;
+        let per_day = (scaled(table, b, scale) - scaled(table, a, scale)) / days;
         growth_all += per_day;
         if a != 0 || b != 0 {
             println!(
                 "  {table:<18} {:>12.1} MB now   {:>+10.2} MB/day",
-                b as f64 * scale / 1e6,
+                scaled(table, b, scale) / 1e6,
                 per_day / 1e6
             );
         }
@@ -213,7 +242,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     // At 90 days: the tables that plateaued stay; what still grows grows
     // for the days left at its measured rate.
     let measured_days = (last.0 - START) as f64 / DAY as f64;
-    let now_bytes = last.1 as f64 * scale;
+    let now_bytes = scaled_database(last.1, &last.2, scale);
     let at_90 = now_bytes + growth_all.max(0.0) * (90.0 - measured_days).max(0.0);
     println!(
         "\ndatabase at {measured_days:.0} days: {:.2} GB; at 90 days: {:.2} GB (aim ≤ {:.0} GB: {:.2} of it)",
@@ -238,33 +267,27 @@ async fn measure(
     at: i64,
     day_started: &mut Instant,
     scale: f64,
-) -> anyhow::Result<(i64, i64, std::collections::BTreeMap<&'static str, i64>)> {
+) -> anyhow::Result<(i64, i64, Sizes)> {
     let mut tables = std::collections::BTreeMap::new();
     for t in TABLES {
         tables.insert(t, store.table_bytes(t).await?);
     }
     let database = store.database_bytes().await?;
-    let mb = |b: i64| format!("{:.1}", b as f64 * scale / 1e6);
-    let named = [
-        "prices_latest_1m",
-        "price_data_5min",
-        "prices_1h",
-        "predictions",
-    ];
+    let mb = |t: &str| format!("{:.1}", scaled(t, tables[t], scale) / 1e6);
     let other: i64 = tables
         .iter()
-        .filter(|(k, _)| !named.contains(k))
+        .filter(|(k, _)| !PER_ITEM.contains(k))
         .map(|(_, v)| *v)
         .sum();
     println!(
         "{:>4} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>8.1}",
         (at - START) / DAY,
-        mb(database),
-        mb(tables["prices_latest_1m"]),
-        mb(tables["price_data_5min"]),
-        mb(tables["prices_1h"]),
-        mb(tables["predictions"]),
-        mb(other),
+        format!("{:.1}", scaled_database(database, &tables, scale) / 1e6),
+        mb("prices_latest_1m"),
+        mb("price_data_5min"),
+        mb("prices_1h"),
+        mb("predictions"),
+        format!("{:.1}", other as f64 / 1e6),
         day_started.elapsed().as_secs_f64()
     );
     *day_started = Instant::now();
