@@ -986,10 +986,11 @@ impl PgStore {
 
     pub(super) async fn table_bytes(&self, table: &str) -> Result<i64, StoreError> {
         // A partitioned table's size is its partitions' (with indexes and
-        // TOAST); pg_partition_tree of a plain table is the table itself.
+        // TOAST); pg_partition_tree of a plain table has no rows, so a plain
+        // table is measured itself.
         Ok(sqlx::query_scalar(
-            "SELECT COALESCE(SUM(pg_total_relation_size(relid)), 0)::int8 \
-             FROM pg_partition_tree($1::regclass)",
+            "SELECT COALESCE((SELECT SUM(pg_total_relation_size(relid)) \
+             FROM pg_partition_tree($1::regclass)), pg_total_relation_size($1::regclass))::int8",
         )
         .bind(table)
         .fetch_one(&self.pool)

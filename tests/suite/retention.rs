@@ -265,6 +265,12 @@ async fn retention_on(store: &Store) {
     // table next to nothing, and no table more than the whole database.
     let ticks = report.table_bytes["prices_latest_1m"];
     assert!(ticks > 0, "{:?}", report.table_bytes);
+    // A plain (unpartitioned) table with rows has a size too.
+    assert!(
+        report.table_bytes["inference_status"] > 0,
+        "{:?}",
+        report.table_bytes
+    );
     assert!(
         report
             .table_bytes
