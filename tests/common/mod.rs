@@ -164,6 +164,12 @@ pub struct Serve {
 /// storing into `database_url`, with fast schedules for tests.
 pub fn serve_env(mock_addr: std::net::SocketAddr, database_url: &str) -> Vec<(String, String)> {
     [
+        // Each database its own writer journal (the default, `journal` in
+        // `./data`, would be shared by every service a test starts).
+        (
+            "GEPT__DATABASE__JOURNAL_DIR",
+            journal_dir(database_url).display().to_string(),
+        ),
         ("GEPT__DATABASE__URL", database_url.to_string()),
         ("GEPT__API__LISTEN", "127.0.0.1:0".into()),
         (
@@ -201,6 +207,15 @@ pub fn serve_env(mock_addr: std::net::SocketAddr, database_url: &str) -> Vec<(St
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// The writer journal of the services `serve_env` starts on `database_url`:
+/// a folder of the system's temporary directory named after the URL.
+pub fn journal_dir(database_url: &str) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    database_url.hash(&mut h);
+    std::env::temp_dir().join(format!("gept-test-journal-{:016x}", h.finish()))
 }
 
 impl Serve {

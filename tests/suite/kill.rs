@@ -35,9 +35,7 @@ async fn a_killed_service_loses_only_the_snapshot_in_flight_and_records_the_gap(
     let recorded = tick_times(&exp.latest);
     let db = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}?mode=rwc", db.path().join("gept.db").display());
-    let mut env = serve_env(addr, &url);
-    // The writer journal under this test's folder.
-    env.push(("GEPT__DATA__DIR".into(), db.path().display().to_string()));
+    let env = serve_env(addr, &url);
 
     // The snapshot to kill at: random, printed so a failure can be replayed
     // (GEPT_TEST_KILL_AT).
@@ -64,7 +62,7 @@ async fn a_killed_service_loses_only_the_snapshot_in_flight_and_records_the_gap(
     // written while the database is away; it is empty here).
     let store = Store::connect(&url, 2).await.unwrap();
     let acked = tick_times(&store.load_latest(0, i64::MAX / 2).await.unwrap());
-    let journal = db.path().join("journal");
+    let journal = common::journal_dir(&url);
     assert!(
         std::fs::read_dir(&journal).map_or(true, |d| d
             .filter_map(Result::ok)
