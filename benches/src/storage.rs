@@ -150,25 +150,13 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
             }
             // The hour's buckets and the retention pass come due first.
             while next_five <= now {
-                let rows: Vec<_> = fives[five_i % fives.len()]
-                    .iter()
-                    .map(|r| gept_core::BucketPrice {
-                        timestamp: next_five - 300,
-                        ..*r
-                    })
-                    .collect();
+                let rows = starting_at(&fives[five_i % fives.len()], next_five - 300);
                 store.insert_buckets(BucketStep::FiveMinutes, &rows).await?;
                 five_i += 1;
                 next_five += 300;
             }
             while next_hour <= now {
-                let rows: Vec<_> = hours[hour_i % hours.len()]
-                    .iter()
-                    .map(|r| gept_core::BucketPrice {
-                        timestamp: next_hour - 3600,
-                        ..*r
-                    })
-                    .collect();
+                let rows = starting_at(&hours[hour_i % hours.len()], next_hour - 3600);
                 store.insert_buckets(BucketStep::OneHour, &rows).await?;
                 hour_i += 1;
                 run_pass(&store, &policy, next_hour).await?;
@@ -260,6 +248,16 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     );
     println!("wall time: {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A recorded bucket's rows as the bucket starting at `start`.
+fn starting_at(rows: &[gept_core::BucketPrice], start: i64) -> Vec<gept_core::BucketPrice> {
+    rows.iter()
+        .map(|r| gept_core::BucketPrice {
+            timestamp: start,
+            ..*r
+        })
+        .collect()
 }
 
 /// The database's size and each table's at simulated time `at`; prints the
