@@ -209,6 +209,10 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     store.close().await;
 
     // Bytes a day over the last week measured, per table and in all.
+    anyhow::ensure!(
+        sizes.len() >= 2,
+        "growth needs two days measured: run --days 2 or more"
+    );
     let last = sizes.last().unwrap();
     let week_ago = &sizes[sizes.len().saturating_sub(8)];
     let days = ((last.0 - week_ago.0) / DAY).max(1) as f64;
