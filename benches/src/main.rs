@@ -146,6 +146,11 @@ enum Command {
         /// Keep the items whose id is a multiple of this (1: all).
         #[arg(long, default_value_t = 1)]
         every: u32,
+        /// The model whose predictions of the recording are stored (a
+        /// model directory, `gept train`): real probabilities compress as
+        /// stored ones will.
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
         /// `sqlite` (a fresh file in the work dir) or `postgres` (a fresh
         /// database on the server of --postgres).
         #[arg(long, default_value = "sqlite")]
@@ -274,6 +279,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             data_dir,
             days,
             every,
+            model,
             backend,
             postgres,
             work_dir,
@@ -295,6 +301,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 url: &url,
                 days,
                 every,
+                model: &model,
+                work_dir: &work_dir,
             })
             .await
         }),

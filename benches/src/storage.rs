@@ -1,9 +1,10 @@
 //! `gept-bench storage`: how big the store gets over weeks and whether it
 //! stops growing. The development recording is replayed in a loop onto a
 //! simulated clock at one tick a minute: each `/latest` snapshot becomes a
-//! tick, the store receives what the service writes for it (the tick,
-//! every observed item's prediction with its 108 probabilities, the
-//! inference status row), a `/5m` bucket every 5 minutes and a `/1h` bucket
+//! tick, the store receives what the service writes for it (the tick, the
+//! prediction of every item `--model` predicts there, computed beforehand
+//! through the feature engine as the service computes it, the inference
+//! status row), a `/5m` bucket every 5 minutes and a `/1h` bucket
 //! every hour (the recorded buckets, in a loop), and the retention pass runs
 //! every simulated hour with the defaults of `config/default.toml`. At the
 //! end of each simulated day it prints the database's size and each table's,
@@ -27,10 +28,11 @@
 
 use gept_actors::retention::{run_pass, Policy};
 use gept_core::config::Config;
-use gept_core::recordings::{FIVE_MINUTE_FILE, HOURLY_FILE, LATEST_FILE};
-use gept_core::{BucketStep, LatestPrice, N_TARGETS};
-use gept_dataflows::inputs::{load_buckets, load_ticks};
+use gept_core::recordings::{FIVE_MINUTE_FILE, HOURLY_FILE, LATEST_FILE, MAPPING_FILE};
+use gept_core::{BucketStep, ItemId, LatestPrice, N_TARGETS};
+use gept_dataflows::inputs::{load_buckets, load_items, load_ticks};
 use gept_store::{InferenceStatus, PredictionRow, Store, TABLES};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -72,12 +74,108 @@ pub struct Options<'a> {
     pub url: &'a str,
     pub days: i64,
     pub every: u32,
+    pub model: &'a Path,
+    pub work_dir: &'a Path,
+}
+
+/// One recorded tick's predictions of the kept items.
+type TickProbabilities = Vec<(ItemId, Vec<f32>)>;
+
+/// The model's predictions at every recorded tick (the kept items), through
+/// the feature engine as the service computes them; and the stored bytes per
+/// item of whole ticks (every item), measured on a sample of ticks in a
+/// scratch SQLite store.
+async fn real_predictions(
+    o: &Options<'_>,
+    ticks: &[gept_dataflows::features::TickInput],
+    keep: impl Fn(ItemId) -> bool,
+) -> anyhow::Result<(Vec<TickProbabilities>, String)> {
+    let model = gept_model::Model::load(o.model, tch::Device::Cpu)?;
+    let mut buckets = load_buckets(Some(&o.data_dir.join(HOURLY_FILE)), BucketStep::OneHour)?;
+    buckets.extend(load_buckets(
+        Some(&o.data_dir.join(FIVE_MINUTE_FILE)),
+        BucketStep::FiveMinutes,
+    )?);
+    buckets.sort_by_key(|b| b.start);
+    let items = load_items(Some(&o.data_dir.join(MAPPING_FILE)))?;
+    let mut out = vec![Vec::new(); ticks.len()];
+    let index: std::collections::HashMap<i64, usize> =
+        ticks.iter().enumerate().map(|(i, t)| (t.time, i)).collect();
+    // Whole ticks sampled for the per-item figure: every 50th from the
+    // second day (features warm).
+    let mut whole: Vec<PredictionRow> = Vec::new();
+    let warm = ticks[0].time + DAY;
+    let mut worker = timely::worker::Worker::new(
+        timely::WorkerConfig::default(),
+        timely::communication::Allocator::Thread(Default::default()),
+        Some(Instant::now()),
+    );
+    gept_dataflows::features::drive(&mut worker, ticks, &buckets, &items, |t, rows| {
+        if rows.is_empty() {
+            return;
+        }
+        let mut x = Vec::with_capacity(rows.len() * rows[0].values.len());
+        for r in &rows {
+            r.push_encoded(&mut x);
+        }
+        let probs = model.predict(&x);
+        let i = index[&t];
+        let sampled = t >= warm && i.is_multiple_of(50);
+        for (r, p) in rows.iter().zip(probs.chunks_exact(N_TARGETS)) {
+            if keep(r.item_id) {
+                out[i].push((r.item_id, p.to_vec()));
+            }
+            if sampled {
+                whole.push(PredictionRow {
+                    item_id: r.item_id,
+                    tick_time: t,
+                    observed_at: t,
+                    model_version: model.meta.version.clone(),
+                    probabilities: p.to_vec(),
+                });
+            }
+        }
+    });
+    std::fs::create_dir_all(o.work_dir)?;
+    let scratch = o.work_dir.join("storage-predictions.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
+    }
+    let store = Store::connect(&format!("sqlite://{}?mode=rwc", scratch.display()), 1).await?;
+    store.migrate().await?;
+    let empty = store.table_bytes("predictions").await?;
+    store.insert_predictions(&whole).await?;
+    let bytes = store.table_bytes("predictions").await? - empty;
+    let n_ticks = whole
+        .iter()
+        .map(|r| r.tick_time)
+        .collect::<BTreeSet<_>>()
+        .len();
+    store.close().await;
+    let _ = std::fs::remove_file(&scratch);
+    anyhow::ensure!(!whole.is_empty(), "no whole tick was predicted");
+    Ok((
+        out,
+        format!(
+            "predictions of whole ticks (model {}, {} ticks × ~{} items, SQLite): {:.1} bytes per item and tick",
+            model.meta.version,
+            n_ticks,
+            whole.len() / n_ticks.max(1),
+            bytes as f64 / whole.len() as f64
+        ),
+    ))
 }
 
 pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let keep = |id: u32| id.is_multiple_of(o.every.max(1));
     let ticks = load_ticks(&o.data_dir.join(LATEST_FILE), None)?;
     let universe: usize = ticks.iter().map(|t| t.rows.len()).sum();
+    let predicted = Instant::now();
+    let (predictions_by_tick, whole_ticks) = real_predictions(&o, &ticks, keep).await?;
+    println!(
+        "{whole_ticks}; the recording predicted in {:.0} s",
+        predicted.elapsed().as_secs_f64()
+    );
     let ticks: Vec<(i64, Vec<LatestPrice>)> = ticks
         .into_iter()
         .map(|t| {
@@ -138,12 +236,9 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let (mut five_i, mut hour_i) = (0usize, 0usize);
     let end = START + o.days * DAY;
     let mut day_end = START + DAY;
-    let probabilities: Vec<f32> = (0..N_TARGETS)
-        .map(|k| 1.0 - k as f32 / N_TARGETS as f32)
-        .collect();
     'replay: loop {
         let map = |x: i64| base + (x - first).div_euclid(5);
-        for (time, rows) in &ticks {
+        for ((time, rows), predicted) in ticks.iter().zip(&predictions_by_tick) {
             let now = map(*time);
             if now >= end {
                 break 'replay;
@@ -176,14 +271,14 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
                 })
                 .collect();
             store.insert_latest(&tick).await?;
-            let predictions: Vec<PredictionRow> = tick
+            let predictions: Vec<PredictionRow> = predicted
                 .iter()
-                .map(|r| PredictionRow {
-                    item_id: r.item_id,
+                .map(|(item_id, p)| PredictionRow {
+                    item_id: *item_id,
                     tick_time: now,
                     observed_at: now,
                     model_version: "20250601-000000-0123456789ab".into(),
-                    probabilities: probabilities.clone(),
+                    probabilities: p.clone(),
                 })
                 .collect();
             store.insert_predictions(&predictions).await?;

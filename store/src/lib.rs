@@ -13,6 +13,7 @@
 //! This crate depends on `gept-core` only: no dataflow, actor or model code.
 
 pub mod postgres;
+mod predictions;
 pub mod retention;
 pub mod rows;
 pub mod sqlite;
@@ -122,9 +123,36 @@ impl Store {
         }
     }
 
-    /// Applies the embedded migrations of this backend.
+    /// Applies the embedded migrations of this backend, then converts any
+    /// predictions still stored a row per item and tick (`predictions_v1`,
+    /// left by the migration that made `predictions` a row per tick), tick
+    /// by tick: an interrupted conversion resumes where it stopped.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        dispatch!(self.migrate())
+        dispatch!(self.migrate())?;
+        let ticks = dispatch!(self.legacy_prediction_ticks())?;
+        if !ticks.is_empty() {
+            tracing::info!(
+                ticks = ticks.len(),
+                "converting stored predictions to one row per tick"
+            );
+        }
+        for t in ticks {
+            let mut rows = dispatch!(self.legacy_predictions_at(t))?;
+            // A tick is one model's; rows of another (never written by the
+            // service) are left out, and said so.
+            let version = rows[0].model_version.clone();
+            let before = rows.len();
+            rows.retain(|r| r.model_version == version);
+            if rows.len() < before {
+                tracing::warn!(
+                    tick = t,
+                    dropped = before - rows.len(),
+                    "a tick's stored predictions came from two model versions; kept {version}'s"
+                );
+            }
+            self.insert_predictions(&rows).await?;
+        }
+        dispatch!(self.drop_legacy_predictions())
     }
 
     /// Whether the database answers a trivial query within `timeout`.
@@ -381,14 +409,22 @@ impl Store {
 
     // ---- predictions and inference ----
 
-    /// Stores predictions (idempotent per item and tick); returns how many were new.
+    /// Stores predictions, one row per tick (`predictions.rs`): a tick's
+    /// rows are stored whole and once, and rows of a tick already stored are
+    /// ignored. A tick's rows must share a model version. Returns how many
+    /// rows were new.
     pub async fn insert_predictions(&self, rows: &[PredictionRow]) -> Result<u64, StoreError> {
-        dispatch!(self.insert_predictions(rows))
+        let ticks = predictions::encode(rows)?;
+        dispatch!(self.insert_prediction_ticks(&ticks))
     }
 
-    /// The predictions stored for one tick, by item.
+    /// The predictions stored for one tick, by item; their probabilities as
+    /// stored (quantised, [`rows::P_QUANTUM`]).
     pub async fn predictions_at(&self, tick_time: i64) -> Result<Vec<PredictionRow>, StoreError> {
-        dispatch!(self.predictions_at(tick_time))
+        match dispatch!(self.prediction_tick(tick_time))? {
+            Some(t) => predictions::decode(&t),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Records what inference did at a tick (replacing an earlier row of it).

@@ -1,6 +1,7 @@
 //! PostgreSQL side of the store: array-parameter bulk inserts (`UNNEST`) with
 //! `ON CONFLICT DO NOTHING`, and time partitions created before their first row.
 
+use crate::predictions::TickPredictions;
 use crate::retention::{Expired, Expiring};
 use crate::rows::{self, InferenceStatus, ModelArtifact, ModelEntry, PredictionRow};
 use crate::{chunks, StoreError};
@@ -549,9 +550,6 @@ impl PgStore {
 const REGISTRY_COLUMNS: &str = "version, state, path, sha256, mean_auc, metrics::text, EXTRACT(EPOCH FROM created_at)::int8, \
     EXTRACT(EPOCH FROM activated_at)::int8, EXTRACT(EPOCH FROM deprecated_at)::int8, EXTRACT(EPOCH FROM archived_at)::int8";
 
-/// Prediction rows per `UNNEST` statement.
-const PREDICTION_CHUNK: usize = 2_000;
-
 impl PgStore {
     pub(super) async fn register_model(&self, e: &ModelEntry) -> Result<(), sqlx::Error> {
         sqlx::query(
@@ -671,46 +669,69 @@ impl PgStore {
         .rows_affected())
     }
 
-    pub(super) async fn insert_predictions(
+    pub(super) async fn insert_prediction_ticks(
         &self,
-        rows: &[PredictionRow],
+        ticks: &[TickPredictions],
     ) -> Result<u64, StoreError> {
-        self.ensure_partitions("predictions", rows.iter().map(|r| r.tick_time))
+        self.ensure_partitions("predictions", ticks.iter().map(|t| t.tick_time))
             .await?;
         let mut stored = 0;
         let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(PREDICTION_CHUNK) {
-            stored += sqlx::query(
-                "INSERT INTO predictions (item_id, tick_time, observed_at, model_version, probabilities) \
-                 SELECT u.item_id, to_timestamp(u.tick), to_timestamp(u.obs), u.version, u.p \
-                 FROM UNNEST($1::int4[], $2::int8[], $3::int8[], $4::text[], $5::bytea[]) \
-                 AS u(item_id, tick, obs, version, p) ON CONFLICT DO NOTHING",
+        for t in ticks {
+            let n = sqlx::query(
+                "INSERT INTO predictions (tick_time, model_version, items, body) \
+                 VALUES (to_timestamp($1), $2, $3, $4) ON CONFLICT DO NOTHING",
             )
-            .bind(chunk.iter().map(|r| r.item_id as i32).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.tick_time).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.observed_at).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.model_version.clone()).collect::<Vec<_>>())
-            .bind(
-                chunk
-                    .iter()
-                    .map(|r| rows::encode_probabilities(&r.probabilities))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(t.tick_time)
+            .bind(&t.model_version)
+            .bind(t.items as i32)
+            .bind(&t.body)
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            stored += n * t.items as u64;
         }
         tx.commit().await?;
         Ok(stored)
     }
 
-    pub(super) async fn predictions_at(
+    pub(super) async fn prediction_tick(
+        &self,
+        tick_time: i64,
+    ) -> Result<Option<TickPredictions>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, String, i64, Vec<u8>)>(
+            "SELECT EXTRACT(EPOCH FROM tick_time)::int8, model_version, items::int8, body \
+             FROM predictions WHERE tick_time = to_timestamp($1)",
+        )
+        .bind(tick_time)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(rows::prediction_tick))
+    }
+
+    /// Ticks of the predictions stored one row per item (before
+    /// `predictions_v1` was converted), oldest first; none when converted.
+    pub(super) async fn legacy_prediction_ticks(&self) -> Result<Vec<i64>, StoreError> {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass('predictions_v1') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT EXTRACT(EPOCH FROM tick_time)::int8 AS t FROM predictions_v1 ORDER BY t",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn legacy_predictions_at(
         &self,
         tick_time: i64,
     ) -> Result<Vec<PredictionRow>, StoreError> {
         sqlx::query_as::<_, rows::PredictionTuple>(
             "SELECT item_id::int8, EXTRACT(EPOCH FROM tick_time)::int8, EXTRACT(EPOCH FROM observed_at)::int8, \
-             model_version, probabilities FROM predictions WHERE tick_time = to_timestamp($1) ORDER BY item_id",
+             model_version, probabilities FROM predictions_v1 WHERE tick_time = to_timestamp($1) ORDER BY item_id",
         )
         .bind(tick_time)
         .fetch_all(&self.pool)
@@ -718,6 +739,13 @@ impl PgStore {
         .into_iter()
         .map(rows::prediction)
         .collect()
+    }
+
+    pub(super) async fn drop_legacy_predictions(&self) -> Result<(), StoreError> {
+        sqlx::query("DROP TABLE IF EXISTS predictions_v1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn put_inference_status(
@@ -1076,9 +1104,8 @@ impl PgStore {
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         Ok(sqlx::query_as::<_, (i64, i64)>(
             "SELECT EXTRACT(EPOCH FROM date_trunc('hour', tick_time))::int8 AS hour, \
-             EXTRACT(EPOCH FROM MIN(tick_time))::int8 FROM \
-             (SELECT DISTINCT tick_time FROM predictions WHERE tick_time < to_timestamp($1)) t \
-             GROUP BY hour HAVING COUNT(*) > 1 ORDER BY hour",
+             EXTRACT(EPOCH FROM MIN(tick_time))::int8 FROM predictions \
+             WHERE tick_time < to_timestamp($1) GROUP BY hour HAVING COUNT(*) > 1 ORDER BY hour",
         )
         .bind(bound(before))
         .fetch_all(&self.pool)

@@ -54,8 +54,7 @@ impl Expiring {
     pub(crate) fn key(self) -> &'static str {
         match self {
             Expiring::Latest | Expiring::FiveMinute | Expiring::OneHour => "item_id, timestamp",
-            Expiring::Predictions => "item_id, tick_time",
-            Expiring::InferenceStatus => "tick_time",
+            Expiring::Predictions | Expiring::InferenceStatus => "tick_time",
             Expiring::FilledGaps => "feed, bucket",
         }
     }

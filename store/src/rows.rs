@@ -3,6 +3,7 @@
 //! columns in the same order (PostgreSQL converts times to Unix seconds in
 //! SQL), so a row is built from a tuple in one place.
 
+use crate::predictions::TickPredictions;
 use crate::StoreError;
 use gept_core::{BucketPrice, ItemId, LatestPrice, N_TARGETS};
 
@@ -157,7 +158,9 @@ pub(crate) fn entry(r: EntryTuple) -> Result<ModelEntry, StoreError> {
     })
 }
 
-/// `predictions` as selected: item_id, tick_time, observed_at, model_version, probabilities.
+/// `predictions_v1` (a row per item and tick, before `predictions` held a
+/// row per tick) as selected: item_id, tick_time, observed_at, model_version,
+/// probabilities.
 pub(crate) type PredictionTuple = (i64, i64, i64, String, Vec<u8>);
 
 pub(crate) fn prediction(r: PredictionTuple) -> Result<PredictionRow, StoreError> {
@@ -168,6 +171,16 @@ pub(crate) fn prediction(r: PredictionTuple) -> Result<PredictionRow, StoreError
         model_version: r.3,
         probabilities: decode_probabilities(&r.4)?,
     })
+}
+
+/// `predictions` as selected: tick_time, model_version, items, body.
+pub(crate) fn prediction_tick(r: (i64, String, i64, Vec<u8>)) -> TickPredictions {
+    TickPredictions {
+        tick_time: r.0,
+        model_version: r.1,
+        items: r.2,
+        body: r.3,
+    }
 }
 
 /// `inference_status` as selected: tick_time, items, latency_ms, model_version, outcome, message.

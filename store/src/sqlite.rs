@@ -1,6 +1,7 @@
 //! SQLite side of the store: WAL, one multi-row statement per chunk, one
 //! transaction per batch.
 
+use crate::predictions::TickPredictions;
 use crate::retention::{Expired, Expiring};
 use crate::rows::{self, InferenceStatus, ModelArtifact, ModelEntry, PredictionRow};
 use crate::{chunks, StoreError};
@@ -450,9 +451,6 @@ impl SqliteStore {
 /// `model_registry` columns in [`rows::EntryTuple`] order.
 const REGISTRY_COLUMNS: &str = "version, state, path, sha256, mean_auc, metrics, created_at, activated_at, deprecated_at, archived_at";
 
-/// Prediction rows per statement (5 binds each).
-const PREDICTION_CHUNK: usize = 400;
-
 impl SqliteStore {
     pub(super) async fn register_model(&self, e: &ModelEntry) -> Result<(), sqlx::Error> {
         sqlx::query(&format!(
@@ -571,35 +569,66 @@ impl SqliteStore {
         .rows_affected())
     }
 
-    pub(super) async fn insert_predictions(
+    pub(super) async fn insert_prediction_ticks(
         &self,
-        rows: &[PredictionRow],
+        ticks: &[TickPredictions],
     ) -> Result<u64, StoreError> {
         let mut stored = 0;
         let mut tx = self.pool.begin().await?;
-        for chunk in rows.chunks(PREDICTION_CHUNK) {
-            let mut q = QueryBuilder::<Sqlite>::new(
-                "INSERT OR IGNORE INTO predictions (item_id, tick_time, observed_at, model_version, probabilities) ",
-            );
-            q.push_values(chunk, |mut b, r| {
-                b.push_bind(r.item_id as i64)
-                    .push_bind(r.tick_time)
-                    .push_bind(r.observed_at)
-                    .push_bind(&r.model_version)
-                    .push_bind(rows::encode_probabilities(&r.probabilities));
-            });
-            stored += q.build().execute(&mut *tx).await?.rows_affected();
+        for t in ticks {
+            let n = sqlx::query(
+                "INSERT OR IGNORE INTO predictions (tick_time, model_version, items, body) VALUES (?, ?, ?, ?)",
+            )
+            .bind(t.tick_time)
+            .bind(&t.model_version)
+            .bind(t.items)
+            .bind(&t.body)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            stored += n * t.items as u64;
         }
         tx.commit().await?;
         Ok(stored)
     }
 
-    pub(super) async fn predictions_at(
+    pub(super) async fn prediction_tick(
+        &self,
+        tick_time: i64,
+    ) -> Result<Option<TickPredictions>, StoreError> {
+        Ok(sqlx::query_as::<_, (i64, String, i64, Vec<u8>)>(
+            "SELECT tick_time, model_version, items, body FROM predictions WHERE tick_time = ?",
+        )
+        .bind(tick_time)
+        .fetch_optional(&self.pool)
+        .await?
+        .map(rows::prediction_tick))
+    }
+
+    /// Ticks of the predictions stored one row per item (before
+    /// `predictions_v1` was converted), oldest first; none when converted.
+    pub(super) async fn legacy_prediction_ticks(&self) -> Result<Vec<i64>, StoreError> {
+        let exists: Option<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'predictions_v1'",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        if exists.is_none() {
+            return Ok(Vec::new());
+        }
+        Ok(
+            sqlx::query_scalar("SELECT DISTINCT tick_time FROM predictions_v1 ORDER BY tick_time")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn legacy_predictions_at(
         &self,
         tick_time: i64,
     ) -> Result<Vec<PredictionRow>, StoreError> {
         sqlx::query_as::<_, rows::PredictionTuple>(
-            "SELECT item_id, tick_time, observed_at, model_version, probabilities FROM predictions \
+            "SELECT item_id, tick_time, observed_at, model_version, probabilities FROM predictions_v1 \
              WHERE tick_time = ? ORDER BY item_id",
         )
         .bind(tick_time)
@@ -608,6 +637,13 @@ impl SqliteStore {
         .into_iter()
         .map(rows::prediction)
         .collect()
+    }
+
+    pub(super) async fn drop_legacy_predictions(&self) -> Result<(), StoreError> {
+        sqlx::query("DROP TABLE IF EXISTS predictions_v1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub(super) async fn put_inference_status(
@@ -933,9 +969,8 @@ impl SqliteStore {
         before: i64,
     ) -> Result<Vec<(i64, i64)>, StoreError> {
         Ok(sqlx::query_as::<_, (i64, i64)>(
-            "SELECT tick_time / 3600 * 3600 AS hour, MIN(tick_time) FROM \
-             (SELECT DISTINCT tick_time FROM predictions WHERE tick_time < ?) \
-             GROUP BY hour HAVING COUNT(*) > 1 ORDER BY hour",
+            "SELECT tick_time / 3600 * 3600 AS hour, MIN(tick_time) FROM predictions \
+             WHERE tick_time < ? GROUP BY hour HAVING COUNT(*) > 1 ORDER BY hour",
         )
         .bind(before)
         .fetch_all(&self.pool)
@@ -956,7 +991,7 @@ impl SqliteStore {
         let mut removed = 0;
         loop {
             let n = sqlx::query(
-                "DELETE FROM predictions WHERE (item_id, tick_time) IN (SELECT item_id, tick_time FROM predictions \
+                "DELETE FROM predictions WHERE tick_time IN (SELECT tick_time FROM predictions \
                  WHERE tick_time >= ? AND tick_time < ? AND tick_time <> ? LIMIT ?)",
             )
             .bind(hour)

@@ -28,6 +28,7 @@ mod prometheus;
 mod registry;
 mod retention;
 mod store;
+mod stored_predictions;
 mod stream;
 mod tch_smoke;
 mod ticks;
