@@ -208,4 +208,58 @@ async fn accuracy() {
 
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");
+
+    // A restart on the same store: the new monitor rebuilds its rows from
+    // the stored ticks and predictions and answers the same figures.
+    let service = Service::start(&config).await.unwrap();
+    let monitor = service.accuracy.clone().expect("the monitor is on");
+    assert!(monitor.publish_now(Duration::from_secs(120)));
+    let again: serde_json::Value = reqwest::get(format!("http://{}/api/v1/accuracy", service.addr))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["through"], last, "{again}");
+    let restored = &again["models"].as_array().unwrap()[0];
+    assert_eq!(restored["version"], meta.version.as_str());
+    assert_eq!(
+        (&restored["rows"], &restored["items"]),
+        (&m["rows"], &m["items"])
+    );
+    // Equal up to float summation order (rows are kept by item in a hash map).
+    fn same(a: &serde_json::Value, b: &serde_json::Value, at: &str) {
+        use serde_json::Value;
+        match (a, b) {
+            (Value::Number(x), Value::Number(y)) => {
+                let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                assert!(
+                    (x - y).abs() < 1e-9,
+                    "{at}: {x} after the restart, {y} before"
+                );
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                assert_eq!(x.len(), y.len(), "{at}");
+                for (i, (x, y)) in x.iter().zip(y).enumerate() {
+                    same(x, y, &format!("{at}[{i}]"));
+                }
+            }
+            (Value::Object(x), Value::Object(y)) => {
+                assert_eq!(
+                    x.keys().collect::<Vec<_>>(),
+                    y.keys().collect::<Vec<_>>(),
+                    "{at}"
+                );
+                for (k, v) in x {
+                    same(v, &y[k], &format!("{at}.{k}"));
+                }
+            }
+            _ => assert_eq!(a, b, "{at}"),
+        }
+    }
+    same(&restored["targets"], &m["targets"], "targets");
+    same(&restored["groups"], &m["groups"], "groups");
+    same(&restored["offsets"], &m["offsets"], "offsets");
+    let report = service.shutdown().await;
+    assert!(report.clean(), "{report:?}");
 }

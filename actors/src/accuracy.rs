@@ -16,6 +16,11 @@
 //! the model's validation figures (drift). They are published for
 //! `GET /api/v1/accuracy`, `/api/v1/status` and `/metrics`.
 //!
+//! After a restart the monitor first rebuilds its rows from the store (the
+//! stored ticks of the last 72 h by default and the stored predictions of
+//! the sampled ticks, applied as they were live), so the figures continue
+//! instead of starting over; live ticks it read from the store are skipped.
+//!
 //! Memory is bounded by the sample: rows live for the longest horizon plus
 //! the window (72 h by default), one tick per sample period, about 450
 //! bytes a row. If the thread falls behind by more than its queue, rows
@@ -23,7 +28,7 @@
 //! the gap is counted.
 
 use crate::collectors::Tick;
-use crate::inference::TickPredictions;
+use crate::inference::{Prediction, TickPredictions};
 use arc_swap::ArcSwap;
 use gept_core::config::AccuracyConfig;
 use gept_core::metrics as m;
@@ -193,14 +198,22 @@ impl Monitor {
         std::thread::Builder::new()
             .name("gept-accuracy".into())
             .spawn(move || {
+                let mut changed = state.restore();
+                if changed {
+                    state.publish();
+                    changed = false;
+                }
                 let mut next = Instant::now() + state.config.interval;
-                let mut changed = false;
                 loop {
                     let wait = next.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(wait) {
                         Ok(Msg::Tick(tick, predictions)) => {
                             if behind.swap(false, Ordering::SeqCst) {
                                 state.gap();
+                            }
+                            // A tick the restore read from the store already.
+                            if state.through.is_some_and(|t| tick.observed_at <= t) {
+                                continue;
                             }
                             state.apply(&tick, predictions.as_deref());
                             changed = true;
@@ -269,6 +282,101 @@ impl State {
             dropped,
             "the accuracy monitor fell behind the ticks; its rows missed an observation and were dropped"
         );
+    }
+
+    /// Rebuilds the followed rows after a restart from what the store
+    /// holds: the stored ticks of the last longest horizon plus window
+    /// (before the newest stored tick), an hour at a time, each applied as
+    /// it was live, with the stored predictions of the first tick of each
+    /// sample period that has them. The figures then continue where the
+    /// last process left them (rows whose base tick falls before the span
+    /// read are out of the window anyway). Returns whether any tick was
+    /// applied; a store error stops the restore with a warning (the monitor
+    /// then starts from the live ticks, as with no history).
+    fn restore(&mut self) -> bool {
+        let started = Instant::now();
+        let store = self.store.clone();
+        let newest = match self
+            .runtime
+            .block_on(async { store.newest_time("prices_latest_1m").await })
+        {
+            Ok(Some(t)) => t,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, "the accuracy monitor could not read the stored ticks; it starts empty");
+                return false;
+            }
+        };
+        let sample = self.config.sample.as_secs().max(1) as i64;
+        let mut at = newest - LONGEST - self.config.window.as_secs() as i64;
+        let (mut ticks, mut sampled) = (0usize, 0usize);
+        while at <= newest {
+            let to = (at + 3600).min(newest + 1);
+            let rows = match self
+                .runtime
+                .block_on(async { store.load_latest(at, to).await })
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the accuracy monitor's restore stopped");
+                    break;
+                }
+            };
+            for chunk in rows.chunk_by(|a, b| a.timestamp == b.timestamp) {
+                let t = chunk[0].timestamp;
+                let mut predictions = None;
+                if self.sampled_period != Some(t.div_euclid(sample)) {
+                    match self
+                        .runtime
+                        .block_on(async { store.predictions_at(t).await })
+                    {
+                        Ok(stored) if !stored.is_empty() => {
+                            let version: Arc<str> = Arc::from(stored[0].model_version.as_str());
+                            predictions = Some(TickPredictions {
+                                tick_time: t,
+                                model_version: version.clone(),
+                                predictions: stored
+                                    .into_iter()
+                                    .map(|r| {
+                                        Arc::new(Prediction {
+                                            item_id: r.item_id,
+                                            tick_time: r.tick_time,
+                                            observed_at: r.observed_at,
+                                            model_version: version.clone(),
+                                            probabilities: r.probabilities,
+                                        })
+                                    })
+                                    .collect(),
+                                arrived: Instant::now(),
+                            });
+                            sampled += 1;
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(tick = t, error = %e, "reading a tick's stored predictions failed")
+                        }
+                    }
+                }
+                let tick = Tick {
+                    observed_at: t,
+                    arrived: Instant::now(),
+                    rows: chunk.to_vec(),
+                };
+                self.apply(&tick, predictions.as_ref());
+                ticks += 1;
+            }
+            at = to;
+        }
+        if ticks > 0 {
+            tracing::info!(
+                ticks,
+                sampled,
+                rows = self.rows.values().map(VecDeque::len).sum::<usize>(),
+                took_ms = started.elapsed().as_millis() as u64,
+                "the accuracy monitor restored its rows from the store"
+            );
+        }
+        ticks > 0
     }
 
     fn apply(&mut self, tick: &Tick, predictions: Option<&TickPredictions>) {

@@ -129,6 +129,16 @@ pub const OFFSETS_BP: [u32; 6] = [125, 150, 175, 200, 225, 250];
 /// Number of targets: horizons × offsets.
 pub const N_TARGETS: usize = HORIZONS_H.len() * OFFSETS_BP.len();
 
+/// The resolution probabilities are published and stored at: integers
+/// p × `P_SCALE` (10⁻⁴) in the stream, the compact snapshot and the store.
+pub const P_SCALE: f32 = 10_000.0;
+
+/// A probability as the integer published and stored: p × [`P_SCALE`],
+/// rounded, p clamped to [0, 1] first.
+pub fn p_units(p: f32) -> u16 {
+    (p.clamp(0.0, 1.0) * P_SCALE).round() as u16
+}
+
 /// Name of a target, e.g. `fill_1h_1.25pct`, `fill_48h_2pct`... formatted as
 /// the old system did: the offset in percent with trailing zeros trimmed to
 /// two decimals at most (`2.0` → `2.0`, kept with one decimal).

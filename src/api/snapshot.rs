@@ -14,9 +14,9 @@
 //!   "count", "fields": ["item_id", "tick_time", "observed_at",
 //!   "probabilities"], "items": [[id, tick, observed, [p, …]], …]}`.
 
-use crate::api::stream::P_SCALE;
 use bytes::Bytes;
 use gept_actors::inference::{Prediction, Snapshot};
+use gept_core::P_SCALE;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
@@ -192,7 +192,7 @@ pub fn encode(
                     if j > 0 {
                         out.push(b',');
                     }
-                    let v = (p.probabilities[t].clamp(0.0, 1.0) * P_SCALE).round() as u32;
+                    let v = gept_core::p_units(p.probabilities[t]) as u32;
                     write!(out, "{v}").expect("memory");
                 }
                 out.extend_from_slice(b"]]");

@@ -196,9 +196,6 @@ impl Subscription {
     }
 }
 
-/// Probabilities in the stream are integers: probability × `P_SCALE`.
-pub const P_SCALE: f32 = 10_000.0;
-
 /// Appends a non-negative integer (formatting floats dominated the cost of a
 /// full-universe message).
 fn push_uint(out: &mut String, mut n: u32) {
@@ -226,10 +223,7 @@ fn write_prediction(out: &mut String, p: &Prediction, targets: &[usize]) {
         if i > 0 {
             out.push(',');
         }
-        push_uint(
-            out,
-            (p.probabilities[t].clamp(0.0, 1.0) * P_SCALE).round() as u32,
-        );
+        push_uint(out, gept_core::p_units(p.probabilities[t]) as u32);
     }
     out.push_str("]}");
 }
@@ -308,7 +302,7 @@ fn subscribed_message(sub: &Subscription) -> Message {
             "type": "subscribed",
             "items": sub.items.as_ref().map(|s| { let mut v: Vec<_> = s.iter().collect(); v.sort(); v }),
             "targets": targets,
-            "p_scale": P_SCALE,
+            "p_scale": gept_core::P_SCALE,
         })
         .to_string(),
     )
@@ -344,7 +338,7 @@ pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::W
         let hello = serde_json::json!({
             "type": "hello",
             "targets": target_names(),
-            "p_scale": P_SCALE,
+            "p_scale": gept_core::P_SCALE,
             "tick_time": snap.tick_time,
             "model_version": snap.model_version.as_deref(),
         });

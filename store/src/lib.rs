@@ -419,7 +419,7 @@ impl Store {
     }
 
     /// The predictions stored for one tick, by item; their probabilities as
-    /// stored (quantised, [`rows::P_QUANTUM`]).
+    /// stored (the published integers, [`gept_core::p_units`]).
     pub async fn predictions_at(&self, tick_time: i64) -> Result<Vec<PredictionRow>, StoreError> {
         match dispatch!(self.prediction_tick(tick_time))? {
             Some(t) => predictions::decode(&t),

@@ -11,19 +11,20 @@
 //! - `u8` format ([`FORMAT`]), varint item count `n`;
 //! - `n` varint item ids, ascending, each the difference to the one before;
 //! - `n` zigzag varints, each item's `observed_at` minus the tick's time;
-//! - the probabilities quantised as before ([`crate::rows::P_QUANTUM`], a
-//!   resolution of 1.5 × 10⁻⁵), each written as its difference to a
+//! - the probabilities as published ([`gept_core::p_units`]: integers
+//!   p × 10,000, what the stream and the compact snapshot send, so the
+//!   store keeps exactly what clients saw), each written as its difference to a
 //!   neighbour it closely follows (the same offset at the next shorter
 //!   horizon; at the shortest horizon, the next smaller offset), zigzag,
 //!   wrapping in 16 bits; laid out target by target, the low bytes of every
 //!   item and target first, then the high bytes (mostly zero, they compress
 //!   to little).
 //!
-//! Decoding gives exactly the quantised probabilities back.
+//! Decoding gives exactly the published integers back (as p = units / 10,000).
 
-use crate::rows::{PredictionRow, P_QUANTUM};
+use crate::rows::PredictionRow;
 use crate::StoreError;
-use gept_core::{ItemId, N_TARGETS, OFFSETS_BP};
+use gept_core::{p_units, ItemId, N_TARGETS, OFFSETS_BP, P_SCALE};
 
 /// The body's format byte.
 const FORMAT: u8 = 1;
@@ -88,10 +89,6 @@ fn corrupt(why: &str) -> StoreError {
     StoreError::Invalid(format!("a stored tick of predictions is corrupt: {why}"))
 }
 
-fn quantise(p: f32) -> u16 {
-    (p.clamp(0.0, 1.0) * P_QUANTUM).round() as u16
-}
-
 /// Groups rows by tick and encodes each tick: rows of one tick must share a
 /// model version and have distinct items with [`N_TARGETS`] probabilities.
 pub(crate) fn encode(rows: &[PredictionRow]) -> Result<Vec<TickPredictions>, StoreError> {
@@ -143,7 +140,7 @@ fn encode_tick(tick: i64, rows: &[&PredictionRow]) -> Result<TickPredictions, St
     }
     let q: Vec<[u16; N_TARGETS]> = rows
         .iter()
-        .map(|r| std::array::from_fn(|k| quantise(r.probabilities[k])))
+        .map(|r| std::array::from_fn(|k| p_units(r.probabilities[k])))
         .collect();
     let residual = |row: &[u16; N_TARGETS], k: usize| {
         zigzag16(row[k].wrapping_sub(neighbour(k).map_or(0, |n| row[n])))
@@ -207,7 +204,7 @@ pub(crate) fn decode(t: &TickPredictions) -> Result<Vec<PredictionRow>, StoreErr
             tick_time: t.tick_time,
             observed_at,
             model_version: t.model_version.clone(),
-            probabilities: row.iter().map(|&v| v as f32 / P_QUANTUM).collect(),
+            probabilities: row.iter().map(|&v| v as f32 / P_SCALE).collect(),
         })
         .collect())
 }
@@ -259,8 +256,8 @@ mod tests {
                 (a.observed_at, &a.model_version)
             );
             for (x, y) in a.probabilities.iter().zip(&b.probabilities) {
-                assert_eq!(quantise(*x), quantise(*y), "{x} vs {y}");
-                assert!((x - y).abs() <= 0.5 / P_QUANTUM + 1e-7);
+                assert_eq!(p_units(*x), p_units(*y), "{x} vs {y}");
+                assert!((x - y).abs() <= 0.5 / P_SCALE + 1e-7);
             }
         }
         // Item 561 (the second row written, the third by id).

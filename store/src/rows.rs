@@ -91,27 +91,38 @@ pub struct ModelEntry {
     pub archived_at: Option<i64>,
 }
 
-/// Stored probabilities are quantised to `u16`: p × 65,535, rounded. The
-/// resolution is 1/65,535 (1.5 × 10⁻⁵, the largest error half of it), finer
-/// than the stream's 10⁻⁴ and than any calibration: 216 bytes for the 108
-/// targets instead of 432 as f32.
-pub const P_QUANTUM: f32 = 65_535.0;
-
-/// Probabilities as stored: 108 little-endian `u16`, p × [`P_QUANTUM`].
+/// Probabilities as kept in memory by the accuracy monitor and written in
+/// stored bodies: 108 little-endian `u16`, each [`gept_core::p_units`] (the
+/// published resolution, 10⁻⁴).
 pub fn encode_probabilities(p: &[f32]) -> Vec<u8> {
     p.iter()
-        .flat_map(|v| ((v.clamp(0.0, 1.0) * P_QUANTUM).round() as u16).to_le_bytes())
+        .flat_map(|&v| gept_core::p_units(v).to_le_bytes())
         .collect()
 }
 
-/// The probabilities of a stored prediction: 108 `u16` (216 bytes), or the
-/// 108 f32 (432 bytes) rows stored before quantisation. Any other size is an
-/// error.
+/// The probabilities of [`encode_probabilities`]'s bytes; any size but 108
+/// `u16` is an error.
 pub fn decode_probabilities(b: &[u8]) -> Result<Vec<f32>, StoreError> {
+    if b.len() != N_TARGETS * 2 {
+        return Err(StoreError::Invalid(format!(
+            "{} bytes of probabilities, not {}",
+            b.len(),
+            N_TARGETS * 2
+        )));
+    }
+    Ok(b.chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 / gept_core::P_SCALE)
+        .collect())
+}
+
+/// The probabilities of a row of `predictions_v1` (a row per item and
+/// tick, before `predictions` held a row per tick): 108 `u16` of p × 65,535
+/// (216 bytes), or, from before that, 108 f32 (432 bytes).
+fn decode_v1_probabilities(b: &[u8]) -> Result<Vec<f32>, StoreError> {
     if b.len() == N_TARGETS * 2 {
         return Ok(b
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 / P_QUANTUM)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 / 65_535.0)
             .collect());
     }
     if b.len() == N_TARGETS * 4 {
@@ -169,7 +180,7 @@ pub(crate) fn prediction(r: PredictionTuple) -> Result<PredictionRow, StoreError
         tick_time: r.1,
         observed_at: r.2,
         model_version: r.3,
-        probabilities: decode_probabilities(&r.4)?,
+        probabilities: decode_v1_probabilities(&r.4)?,
     })
 }
 
@@ -231,7 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probabilities_round_trip_within_half_a_quantum() {
+    fn probabilities_round_trip_within_half_a_unit() {
         let p: Vec<f32> = (0..N_TARGETS)
             .map(|k| (k as f32 * 0.00917).fract())
             .collect();
@@ -239,14 +250,27 @@ mod tests {
         assert_eq!(bytes.len(), 216);
         let back = decode_probabilities(&bytes).unwrap();
         for (a, b) in p.iter().zip(&back) {
-            assert!((a - b).abs() <= 0.5 / 65_535.0 + 1e-7, "{a} vs {b}");
+            assert!((a - b).abs() <= 0.5e-4 + 1e-7, "{a} vs {b}");
         }
         // Ends are exact; out-of-range values are clamped.
-        let ends = encode_probabilities(&[0.0, 1.0, -0.5, 2.0]);
-        assert_eq!(ends, [0, 0, 255, 255, 0, 0, 255, 255]);
-        // Rows stored as f32 before quantisation still read.
-        let legacy: Vec<u8> = p.iter().flat_map(|v| v.to_le_bytes()).collect();
-        assert_eq!(decode_probabilities(&legacy).unwrap(), p);
+        let ends: Vec<f32> = [0.0, 1.0, -0.5, 2.0]
+            .into_iter()
+            .cycle()
+            .take(N_TARGETS)
+            .collect();
+        let back = decode_probabilities(&encode_probabilities(&ends)).unwrap();
+        assert_eq!(&back[..4], [0.0, 1.0, 0.0, 1.0]);
         assert!(decode_probabilities(&[0; 100]).is_err());
+        // Rows of predictions_v1: u16 of p × 65,535, and f32 before that.
+        let v1: Vec<u8> = p
+            .iter()
+            .flat_map(|v| ((v * 65_535.0).round() as u16).to_le_bytes())
+            .collect();
+        for (a, b) in p.iter().zip(decode_v1_probabilities(&v1).unwrap()) {
+            assert!((a - b).abs() <= 0.5 / 65_535.0 + 1e-7);
+        }
+        let legacy: Vec<u8> = p.iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(decode_v1_probabilities(&legacy).unwrap(), p);
+        assert!(decode_v1_probabilities(&[0; 100]).is_err());
     }
 }

@@ -167,7 +167,7 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     let http = reqwest::Client::new();
     let mut ticks: Vec<(i64, String)> = Vec::new();
     // Each streamed tick's probabilities, by item (integers × p_scale).
-    let mut streamed: HashMap<i64, HashMap<ItemId, Vec<f64>>> = HashMap::new();
+    let mut streamed: HashMap<i64, HashMap<ItemId, Vec<u64>>> = HashMap::new();
     let mut swapped = false;
     let mut snapshot_checks = 0;
     while ticks.len() < 30 {
@@ -190,14 +190,13 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
         assert!(preds
             .iter()
             .all(|p| p["p"].as_array().unwrap().len() == N_TARGETS));
-        let scale = hello["p_scale"].as_f64().unwrap();
         streamed.insert(
             t,
             preds
                 .iter()
                 .map(|p| {
                     let values = p["p"].as_array().unwrap();
-                    let values = values.iter().map(|v| v.as_f64().unwrap() / scale);
+                    let values = values.iter().map(|v| v.as_u64().unwrap());
                     (p["item_id"].as_u64().unwrap() as ItemId, values.collect())
                 })
                 .collect(),
@@ -298,20 +297,19 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
         assert_eq!(s.outcome, "ok");
         assert_eq!(s.items as usize, observed[t].len());
     }
-    // Stored as published: every item, each probability within the stored
-    // quantum (1/65,535) plus the stream's (10⁻⁴) of the streamed one.
+    // Stored as published: every item, each probability the streamed
+    // integer (p × 10,000).
     let stored = store.predictions_at(times[3]).await.unwrap();
     assert_eq!(stored.len(), observed[&times[3]].len());
     for row in &stored {
         let sent = &streamed[&times[3]][&row.item_id];
         assert_eq!(row.model_version, ticks[3].1);
-        for (a, b) in row.probabilities.iter().zip(sent) {
-            assert!(
-                (*a as f64 - b).abs() <= 0.5 / 65_535.0 + 0.5e-4 + 1e-6,
-                "item {}: stored {a}, streamed {b}",
-                row.item_id
-            );
-        }
+        let units: Vec<u64> = row
+            .probabilities
+            .iter()
+            .map(|&p| gept_core::p_units(p) as u64)
+            .collect();
+        assert_eq!(&units, sent, "item {}", row.item_id);
     }
 
     // Snapshot routes.

@@ -34,7 +34,7 @@ fn recorded(n: usize) -> Vec<PredictionRow> {
         .collect()
 }
 
-/// Rows as stored: each probability quantised to 1/65,535.
+/// Rows as stored: each probability as published (10⁻⁴).
 fn quantised(rows: &[PredictionRow]) -> Vec<PredictionRow> {
     rows.iter()
         .map(|r| PredictionRow {
@@ -156,7 +156,24 @@ async fn converts_old_rows(url: &str, before: usize, old: &[&str]) {
                 .flat_map(|v| v.to_le_bytes())
                 .collect()
         } else {
-            encode_probabilities(&r.probabilities)
+            r.probabilities
+                .iter()
+                .flat_map(|p| ((p * 65_535.0).round() as u16).to_le_bytes())
+                .collect()
+        }
+    };
+    // The old u16 form's own rounding (1/65,535) comes before the store's.
+    let v1 = |r: &PredictionRow| -> PredictionRow {
+        if r.tick_time == times[2] {
+            return r.clone();
+        }
+        PredictionRow {
+            probabilities: r
+                .probabilities
+                .iter()
+                .map(|p| (p * 65_535.0).round() / 65_535.0)
+                .collect(),
+            ..r.clone()
         }
     };
     let written: Vec<&PredictionRow> = rows
@@ -206,7 +223,7 @@ async fn converts_old_rows(url: &str, before: usize, old: &[&str]) {
 
     let store = Store::connect(url, 2).await.unwrap();
     store.migrate().await.unwrap();
-    let expected: Vec<PredictionRow> = quantised(&written.into_iter().cloned().collect::<Vec<_>>());
+    let expected: Vec<PredictionRow> = quantised(&written.into_iter().map(v1).collect::<Vec<_>>());
     let second = of_tick(&expected, times[1]).len();
     assert!(
         second > 1_000 && second < of_tick(&expected, times[0]).len(),
