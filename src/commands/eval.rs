@@ -74,9 +74,42 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         probs,
     };
     let report = pipeline::evaluate(&scored, max_horizon_h);
+    // The same rows scored on the probabilities as published and stored
+    // (integers p × 10,000): the resolution must not move the figures.
+    let published = pipeline::evaluate(
+        &pipeline::Scored {
+            probs: scored
+                .probs
+                .iter()
+                .map(|&p| gept_core::p_units(p) as f32 / gept_core::P_SCALE)
+                .collect(),
+            ..scored
+        },
+        max_horizon_h,
+    );
     let last = ticks.last().map_or(score_from, |t| t.time);
     std::fs::create_dir_all(&args.report)?;
     let mut json = serde_json::to_value(&report)?;
+    let largest = |f: fn(&gept_model::eval::TargetMetrics) -> Option<f64>| {
+        report
+            .targets
+            .iter()
+            .zip(&published.targets)
+            .filter_map(|(a, b)| Some((f(a)? - f(b)?).abs()))
+            .fold(0.0f64, f64::max)
+    };
+    let moved = serde_json::json!({
+        "mean_auc": published.mean_auc,
+        "mean_within_item_auc": published.mean_within_item_auc,
+        "mean_brier": published.mean_brier,
+        "largest_target_change": {
+            "auc": largest(|t| t.auc),
+            "within_item_auc": largest(|t| t.within_item_auc),
+            "brier": largest(|t| t.brier),
+            "ece": largest(|t| t.ece),
+        },
+    });
+    json["as_published"] = moved.clone();
     json["model_version"] = version.clone().into();
     json["max_horizon_h"] = max_horizon_h.into();
     json["scored_from"] = score_from.into();
@@ -123,6 +156,17 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         report.rows,
         report.items,
         args.report.display()
+    );
+    println!(
+        "as published and stored (p × 10,000): mean AUC {}, mean within-item AUC {}, mean Brier {}; \
+         largest change of a target's AUC {:.1e}, within-item AUC {:.1e}, Brier {:.1e}, ECE {:.1e}",
+        f(published.mean_auc),
+        f(published.mean_within_item_auc),
+        f(published.mean_brier),
+        moved["largest_target_change"]["auc"].as_f64().unwrap_or(0.0),
+        moved["largest_target_change"]["within_item_auc"].as_f64().unwrap_or(0.0),
+        moved["largest_target_change"]["brier"].as_f64().unwrap_or(0.0),
+        moved["largest_target_change"]["ece"].as_f64().unwrap_or(0.0),
     );
     Ok(())
 }
