@@ -106,6 +106,32 @@ fn bound(t: i64) -> i64 {
     t.clamp(0, 253_402_300_799)
 }
 
+/// Bytes of `COPY` text sent at a time.
+const COPY_BUFFER: usize = 1 << 20;
+
+/// One `/latest` row as a line of `COPY … FROM STDIN` text (tab-separated,
+/// `\N` for null), in `stage_latest`'s column order.
+fn copy_line(buf: &mut Vec<u8>, r: &LatestPrice) {
+    use std::io::Write;
+    fn field(buf: &mut Vec<u8>, v: Option<i64>) {
+        match v {
+            Some(v) => {
+                let _ = write!(buf, "{v}");
+            }
+            None => buf.extend_from_slice(b"\\N"),
+        }
+    }
+    let _ = write!(buf, "{}\t{}\t", r.item_id, r.timestamp);
+    field(buf, r.high.map(|v| i64::from(v as i32)));
+    buf.push(b'\t');
+    field(buf, r.high_time);
+    buf.push(b'\t');
+    field(buf, r.low.map(|v| i64::from(v as i32)));
+    buf.push(b'\t');
+    field(buf, r.low_time);
+    buf.push(b'\n');
+}
+
 fn i32_opt(v: Option<i64>) -> Option<i32> {
     v.map(|v| v as i32)
 }
@@ -166,24 +192,53 @@ impl PgStore {
         .bind(ticks.iter().map(|t| t.1).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
-        let mut stored = 0;
-        for chunk in chunks(rows, 1, CHUNK_ROWS) {
-            stored += sqlx::query(
-                "INSERT INTO prices_latest_1m (item_id, timestamp, high, high_time, low, low_time) \
-                 SELECT u.item_id, to_timestamp(u.ts), u.high, to_timestamp(u.high_time), u.low, to_timestamp(u.low_time) \
-                 FROM UNNEST($1::int4[], $2::int8[], $3::int4[], $4::int8[], $5::int4[], $6::int8[]) \
-                 AS u(item_id, ts, high, high_time, low, low_time) ON CONFLICT DO NOTHING",
-            )
-            .bind(chunk.iter().map(|r| r.item_id as i32).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.timestamp).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| i32_opt(r.high)).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.high_time).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| i32_opt(r.low)).collect::<Vec<_>>())
-            .bind(chunk.iter().map(|r| r.low_time).collect::<Vec<_>>())
+        // The rows go through `COPY` into this connection's staging table,
+        // then one `INSERT … ON CONFLICT DO NOTHING` (idempotent, which
+        // `COPY` into the table itself cannot be).
+        sqlx::query("SET LOCAL client_min_messages = warning")
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            .await?;
+        sqlx::query(
+            "CREATE TEMP TABLE IF NOT EXISTS stage_latest (item_id int4, ts int8, high int4, \
+             high_time int8, low int4, low_time int8) ON COMMIT DELETE ROWS",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut copy = tx.copy_in_raw("COPY stage_latest FROM STDIN").await?;
+        let mut buf: Vec<u8> = Vec::with_capacity(COPY_BUFFER + 128);
+        for r in rows {
+            copy_line(&mut buf, r);
+            if buf.len() >= COPY_BUFFER {
+                copy.send(std::mem::take(&mut buf)).await?;
+                buf.reserve(COPY_BUFFER + 128);
+            }
         }
+        if !buf.is_empty() {
+            copy.send(buf).await?;
+        }
+        copy.finish().await?;
+        // Rows already stored are rare (a repeated tick is filtered before
+        // here): a plain INSERT first, which skips `ON CONFLICT`'s extra
+        // index probe per row; on a duplicate, back to the savepoint and
+        // again with `ON CONFLICT DO NOTHING`.
+        const INSERT: &str =
+            "INSERT INTO prices_latest_1m (item_id, timestamp, high, high_time, low, low_time) \
+             SELECT item_id, to_timestamp(ts), high, to_timestamp(high_time), low, to_timestamp(low_time) \
+             FROM stage_latest";
+        sqlx::query("SAVEPOINT plain").execute(&mut *tx).await?;
+        let stored = match sqlx::query(INSERT).execute(&mut *tx).await {
+            Ok(done) => done.rows_affected(),
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                sqlx::query("ROLLBACK TO SAVEPOINT plain")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(&format!("{INSERT} ON CONFLICT DO NOTHING"))
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+            }
+            Err(e) => return Err(e.into()),
+        };
         tx.commit().await?;
         Ok(stored)
     }
@@ -1148,6 +1203,37 @@ impl PgStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_lines_are_tab_separated_with_nulls() {
+        let mut buf = Vec::new();
+        copy_line(
+            &mut buf,
+            &LatestPrice {
+                item_id: 4151,
+                timestamp: 1_747_704_177,
+                high: Some(1_900_000),
+                high_time: Some(1_747_704_100),
+                low: None,
+                low_time: None,
+            },
+        );
+        copy_line(
+            &mut buf,
+            &LatestPrice {
+                item_id: 2,
+                timestamp: 60,
+                high: None,
+                high_time: None,
+                low: Some(150),
+                low_time: Some(-5),
+            },
+        );
+        assert_eq!(
+            String::from_utf8(buf).unwrap(),
+            "4151\t1747704177\t1900000\t1747704100\t\\N\t\\N\n2\t60\t\\N\t\\N\t150\t-5\n"
+        );
+    }
 
     #[test]
     fn partitions_cover_their_span() {
