@@ -6,8 +6,10 @@
 //! signature ([`sqlite::SqliteStore`], [`postgres::PgStore`]); rows shared by
 //! both backends and their mapping from a selected tuple live in [`rows`].
 //! Every write is batched and idempotent: a repeated row is not stored twice
-//! (`INSERT OR IGNORE` / `ON CONFLICT DO NOTHING`), and the count of rows
-//! actually stored is returned. Times are Unix seconds in this API;
+//! (`INSERT OR IGNORE` / `ON CONFLICT DO NOTHING`; PostgreSQL's `/latest`
+//! rows go through `COPY` into a staging table and a plain `INSERT`, which
+//! falls back to `ON CONFLICT DO NOTHING` only after meeting a duplicate),
+//! and the count of rows actually stored is returned. Times are Unix seconds in this API;
 //! PostgreSQL stores them as `timestamptz`.
 //!
 //! This crate depends on `gept-core` only: no dataflow, actor or model code.
