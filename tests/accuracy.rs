@@ -79,8 +79,20 @@ async fn accuracy() {
             items.insert(q.item_id, q.probabilities.clone());
         }
     }
+    // The inference thread hands a tick to the monitor just after the
+    // stream: publish until the monitor has applied the last one.
     let monitor = service.accuracy.clone().expect("the monitor is on");
-    assert!(monitor.publish_now(Duration::from_secs(120)));
+    common::wait_for("the monitor to apply the last tick", 120, || {
+        let monitor = monitor.clone();
+        async move {
+            let m = monitor.clone();
+            tokio::task::spawn_blocking(move || m.publish_now(Duration::from_secs(60)))
+                .await
+                .unwrap()
+                && monitor.report.load().through == Some(last)
+        }
+    })
+    .await;
 
     // Offline: the first tick with predictions in each 10-minute period,
     // each predicted item observed at it, labelled from the whole series.
