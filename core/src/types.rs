@@ -139,6 +139,11 @@ pub fn p_units(p: f32) -> u16 {
     (p.clamp(0.0, 1.0) * P_SCALE).round() as u16
 }
 
+/// The probability of a published or stored integer: units / [`P_SCALE`].
+pub fn from_p_units(units: u16) -> f32 {
+    units as f32 / P_SCALE
+}
+
 /// Name of a target, e.g. `fill_1h_1.25pct`, `fill_48h_2pct`... formatted as
 /// the old system did: the offset in percent with trailing zeros trimmed to
 /// two decimals at most (`2.0` → `2.0`, kept with one decimal).

@@ -81,7 +81,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             probs: scored
                 .probs
                 .iter()
-                .map(|&p| gept_core::p_units(p) as f32 / gept_core::P_SCALE)
+                .map(|&p| gept_core::from_p_units(gept_core::p_units(p)))
                 .collect(),
             ..scored
         },
@@ -109,7 +109,7 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             "ece": largest(|t| t.ece),
         },
     });
-    json["as_published"] = moved.clone();
+    json["as_published"] = moved;
     json["model_version"] = version.clone().into();
     json["max_horizon_h"] = max_horizon_h.into();
     json["scored_from"] = score_from.into();
@@ -163,10 +163,10 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
         f(published.mean_auc),
         f(published.mean_within_item_auc),
         f(published.mean_brier),
-        moved["largest_target_change"]["auc"].as_f64().unwrap_or(0.0),
-        moved["largest_target_change"]["within_item_auc"].as_f64().unwrap_or(0.0),
-        moved["largest_target_change"]["brier"].as_f64().unwrap_or(0.0),
-        moved["largest_target_change"]["ece"].as_f64().unwrap_or(0.0),
+        json["as_published"]["largest_target_change"]["auc"].as_f64().unwrap_or(0.0),
+        json["as_published"]["largest_target_change"]["within_item_auc"].as_f64().unwrap_or(0.0),
+        json["as_published"]["largest_target_change"]["brier"].as_f64().unwrap_or(0.0),
+        json["as_published"]["largest_target_change"]["ece"].as_f64().unwrap_or(0.0),
     );
     Ok(())
 }

@@ -9,8 +9,8 @@
 //! (`INSERT OR IGNORE` / `ON CONFLICT DO NOTHING`; PostgreSQL's `/latest`
 //! rows go through `COPY` into a staging table and a plain `INSERT`, which
 //! falls back to `ON CONFLICT DO NOTHING` only after meeting a duplicate),
-//! and the count of rows actually stored is returned. Times are Unix seconds in this API;
-//! PostgreSQL stores them as `timestamptz`.
+//! and the count of rows actually stored is returned. Times are Unix
+//! seconds in this API; PostgreSQL stores them as `timestamptz`.
 //!
 //! This crate depends on `gept-core` only: no dataflow, actor or model code.
 

@@ -122,11 +122,11 @@ fn copy_line(buf: &mut Vec<u8>, r: &LatestPrice) {
         }
     }
     let _ = write!(buf, "{}\t{}\t", r.item_id, r.timestamp);
-    field(buf, r.high.map(|v| i64::from(v as i32)));
+    field(buf, i32_opt(r.high).map(i64::from));
     buf.push(b'\t');
     field(buf, r.high_time);
     buf.push(b'\t');
-    field(buf, r.low.map(|v| i64::from(v as i32)));
+    field(buf, i32_opt(r.low).map(i64::from));
     buf.push(b'\t');
     field(buf, r.low_time);
     buf.push(b'\n');
@@ -193,8 +193,8 @@ impl PgStore {
         .execute(&mut *tx)
         .await?;
         // The rows go through `COPY` into this connection's staging table,
-        // then one `INSERT … ON CONFLICT DO NOTHING` (idempotent, which
-        // `COPY` into the table itself cannot be).
+        // then into the table by `INSERT … SELECT` (below), which can skip
+        // rows already stored; `COPY` into the table itself cannot.
         sqlx::query("SET LOCAL client_min_messages = warning")
             .execute(&mut *tx)
             .await?;

@@ -22,7 +22,9 @@
 
 use crate::rows::PredictionRow;
 use crate::StoreError;
-use gept_core::{p_units, ItemId, N_TARGETS, OFFSETS_BP, P_SCALE};
+#[cfg(test)]
+use gept_core::P_SCALE;
+use gept_core::{from_p_units, p_units, ItemId, N_TARGETS, OFFSETS_BP};
 
 /// The body's format byte.
 const FORMAT: u8 = 1;
@@ -211,7 +213,7 @@ pub(crate) fn decode(t: &TickPredictions) -> Result<Vec<PredictionRow>, StoreErr
             tick_time: t.tick_time,
             observed_at,
             model_version: t.model_version.clone(),
-            probabilities: row.iter().map(|&v| v as f32 / P_SCALE).collect(),
+            probabilities: row.iter().map(|&v| from_p_units(v)).collect(),
         })
         .collect())
 }

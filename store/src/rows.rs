@@ -111,7 +111,7 @@ pub fn decode_probabilities(b: &[u8]) -> Result<Vec<f32>, StoreError> {
         )));
     }
     Ok(b.chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]) as f32 / gept_core::P_SCALE)
+        .map(|c| gept_core::from_p_units(u16::from_le_bytes([c[0], c[1]])))
         .collect())
 }
 

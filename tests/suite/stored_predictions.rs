@@ -47,19 +47,37 @@ fn quantised(rows: &[PredictionRow]) -> Vec<PredictionRow> {
         .collect()
 }
 
+/// The ticks of `rows`, in order (rows come tick by tick).
+fn tick_times(rows: &[PredictionRow]) -> Vec<i64> {
+    let mut t: Vec<i64> = rows.iter().map(|r| r.tick_time).collect();
+    t.dedup();
+    t
+}
+
+/// Every tick of `times` reads back as `expected` holds it.
+async fn assert_stored(store: &Store, expected: &[PredictionRow], times: &[i64]) {
+    for &t in times {
+        assert_eq!(
+            store.predictions_at(t).await.unwrap(),
+            of_tick(expected, t),
+            "tick {t}"
+        );
+    }
+}
+
 fn of_tick(rows: &[PredictionRow], t: i64) -> Vec<PredictionRow> {
     let mut out: Vec<PredictionRow> = rows.iter().filter(|r| r.tick_time == t).cloned().collect();
     out.sort_by_key(|r| r.item_id);
     out
 }
 
-async fn round_trip(store: &Store) {
+/// Opens a fresh store at `url` and stores and reads recorded ticks.
+async fn round_trip(url: &str) {
+    let owned = Store::connect(url, 2).await.unwrap();
+    owned.migrate().await.unwrap();
+    let store = &owned;
     let rows = recorded(3);
-    let times: Vec<i64> = {
-        let mut t: Vec<i64> = rows.iter().map(|r| r.tick_time).collect();
-        t.dedup();
-        t
-    };
+    let times = tick_times(&rows);
     assert_eq!(times.len(), 3);
     let per_tick = of_tick(&rows, times[0]).len();
     assert!(per_tick > 4_000, "{per_tick} items in a recorded tick");
@@ -73,13 +91,7 @@ async fn round_trip(store: &Store) {
     assert_eq!(stored as usize, rows.len() - per_tick);
     // A repeat of part of a stored tick is ignored, not merged.
     assert_eq!(store.insert_predictions(&first[..10]).await.unwrap(), 0);
-    let expected = quantised(&rows);
-    for &t in &times {
-        assert_eq!(
-            store.predictions_at(t).await.unwrap(),
-            of_tick(&expected, t)
-        );
-    }
+    assert_stored(store, &quantised(&rows), &times).await;
     assert!(store.predictions_at(times[0] + 1).await.unwrap().is_empty());
     // One tick from two model versions is refused, and nothing stored.
     let mut mixed: Vec<PredictionRow> = first[..2]
@@ -96,6 +108,7 @@ async fn round_trip(store: &Store) {
         .await
         .unwrap()
         .is_empty());
+    owned.close().await;
 }
 
 /// The names of the tables in `store` starting with `prefix`.
@@ -135,11 +148,7 @@ async fn converts_old_rows(url: &str, before: usize, old: &[&str]) {
         .unwrap();
     migrator.migrations = migrator.migrations[..before].to_vec().into();
     let rows = recorded(3);
-    let times: Vec<i64> = {
-        let mut t: Vec<i64> = rows.iter().map(|r| r.tick_time).collect();
-        t.dedup();
-        t
-    };
+    let times = tick_times(&rows);
     // The old schema and its rows: the last tick as f32 (from before
     // quantisation), the second with every other item.
     let old_store = Store::connect(url, 2).await.unwrap();
@@ -182,10 +191,15 @@ async fn converts_old_rows(url: &str, before: usize, old: &[&str]) {
         .filter(|(i, r)| i % 2 == 0 || r.tick_time != times[1])
         .map(|(_, r)| r)
         .collect();
-    match &old_store {
-        Store::Sqlite(s) => {
-            migrator.run(&s.pool).await.unwrap();
-            let mut tx = s.pool.begin().await.unwrap();
+    // The same statements on either backend's pool (PostgreSQL casts the
+    // int8 binds on assignment).
+    macro_rules! write_old {
+        ($pool:expr) => {{
+            migrator.run($pool).await.unwrap();
+            for sql in old {
+                sqlx::query(sql).execute($pool).await.unwrap();
+            }
+            let mut tx = $pool.begin().await.unwrap();
             for r in &written {
                 sqlx::query(insert)
                     .bind(r.item_id as i64)
@@ -198,26 +212,11 @@ async fn converts_old_rows(url: &str, before: usize, old: &[&str]) {
                     .unwrap();
             }
             tx.commit().await.unwrap();
-        }
-        Store::Postgres(s) => {
-            migrator.run(&s.pool).await.unwrap();
-            for sql in old {
-                sqlx::query(sql).execute(&s.pool).await.unwrap();
-            }
-            let mut tx = s.pool.begin().await.unwrap();
-            for r in &written {
-                sqlx::query(insert)
-                    .bind(r.item_id as i32)
-                    .bind(r.tick_time as f64)
-                    .bind(r.observed_at as f64)
-                    .bind(&r.model_version)
-                    .bind(body(r))
-                    .execute(&mut *tx)
-                    .await
-                    .unwrap();
-            }
-            tx.commit().await.unwrap();
-        }
+        }};
+    }
+    match &old_store {
+        Store::Sqlite(s) => write_old!(&s.pool),
+        Store::Postgres(s) => write_old!(&s.pool),
     }
     old_store.close().await;
 
@@ -229,36 +228,25 @@ async fn converts_old_rows(url: &str, before: usize, old: &[&str]) {
         second > 1_000 && second < of_tick(&expected, times[0]).len(),
         "{second} items in the second tick"
     );
-    for &t in &times {
-        assert_eq!(
-            store.predictions_at(t).await.unwrap(),
-            of_tick(&expected, t),
-            "tick {t}"
-        );
-    }
+    assert_stored(&store, &expected, &times).await;
     assert_eq!(
         tables_like(&store, "predictions_v1").await,
         Vec::<String>::new()
     );
     // Opening again: nothing to convert, nothing changed.
     store.migrate().await.unwrap();
-    for &t in &times {
-        assert_eq!(
-            store.predictions_at(t).await.unwrap(),
-            of_tick(&expected, t)
-        );
-    }
+    assert_stored(&store, &expected, &times).await;
     store.close().await;
 }
 
 #[tokio::test]
 async fn sqlite_stores_a_tick_of_predictions_as_one_row() {
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
-    let store = Store::connect(&url, 2).await.unwrap();
-    store.migrate().await.unwrap();
-    round_trip(&store).await;
-    store.close().await;
+    round_trip(&format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("p.db").display()
+    ))
+    .await;
 }
 
 #[tokio::test]
@@ -266,10 +254,7 @@ async fn postgres_stores_a_tick_of_predictions_as_one_row() {
     let Some(url) = common::postgres_database().await else {
         return;
     };
-    let store = Store::connect(&url, 2).await.unwrap();
-    store.migrate().await.unwrap();
-    round_trip(&store).await;
-    store.close().await;
+    round_trip(&url).await;
 }
 
 #[tokio::test]
