@@ -349,6 +349,18 @@ impl Service {
             );
             background.push(task);
         }
+        if let Some(monitor) = accuracy.clone().filter(|_| config.accuracy.recalibrate) {
+            background.push(gept_actors::recalibrate::spawn(
+                gept_actors::recalibrate::RecalibratorEnv {
+                    monitor,
+                    store: store.clone(),
+                    inference: inference.clone(),
+                    role: role.clone(),
+                    model_cache: config.model_cache(),
+                },
+                cancel.clone(),
+            ));
+        }
         if config.retention.enabled {
             background.push(gept_actors::retention::spawn(
                 store.clone(),

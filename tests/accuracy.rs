@@ -7,7 +7,10 @@
 //! `gept eval`'s code on the probabilities the service published (as
 //! stored, `u16`); `/api/v1/accuracy` answers the same figures per target,
 //! and `/metrics` and `/api/v1/status` carry them. With the drift margin set
-//! below zero the groups with validation figures report drift.
+//! below zero the groups with validation figures report drift. The groups
+//! the 8-hour model's validation had no label for are fitted on the same
+//! matured rows (equal to the offline fit), and the ready ones become a
+//! recalibrated ACTIVE version that the inference then serves.
 
 mod common;
 
@@ -54,6 +57,7 @@ async fn accuracy() {
             ("GEPT__ACCURACY__MIN_LABELS", "1"),
             ("GEPT__ACCURACY__DRIFT_BRIER_MARGIN", "-1.0"),
             ("GEPT__ACCURACY__DRIFT_ECE_MARGIN", "1.0"),
+            ("GEPT__ACCURACY__RECALIBRATE_MIN_LABELS", "2000"),
         ],
     );
     let service = Service::start(&config).await.unwrap();
@@ -218,6 +222,150 @@ async fn accuracy() {
     assert_eq!(status["accuracy"]["version"], meta.version.as_str());
     assert_eq!(status["accuracy"]["drift"], true);
 
+    // Live recalibration: the groups the model's validation had no label
+    // for are fitted on the matured rows (the same fit offline on the same
+    // probabilities and labels), and those with enough labels and a
+    // held-out Brier no worse become a new ACTIVE version, same weights.
+    let uncalibrated: Vec<&gept_model::calibration::Platt> = meta
+        .calibration
+        .groups
+        .iter()
+        .filter(|g| g.n == 0)
+        .collect();
+    assert!(
+        !uncalibrated.is_empty(),
+        "the 8 h model calibrates every group"
+    );
+    let proposal = &live["recalibration"];
+    assert_eq!(proposal["version"], meta.version.as_str(), "{proposal}");
+    let fits = proposal["groups"].as_array().unwrap();
+    assert_eq!(
+        fits.iter()
+            .map(|g| g["horizons_h"].clone())
+            .collect::<Vec<_>>(),
+        uncalibrated
+            .iter()
+            .map(|g| serde_json::json!(g.horizons))
+            .collect::<Vec<_>>()
+    );
+    let offline_probs = pick(&probs);
+    let offline_labels: Vec<u8> = keep
+        .iter()
+        .flat_map(|&r| labels[r * N_TARGETS..(r + 1) * N_TARGETS].iter().copied())
+        .collect();
+    let mut ready = Vec::new();
+    for fit in fits {
+        let hours: Vec<u32> = serde_json::from_value(fit["horizons_h"].clone()).unwrap();
+        let (mut p, mut y) = (Vec::new(), Vec::new());
+        for (t, (&q, &l)) in offline_probs.iter().zip(&offline_labels).enumerate() {
+            let h = gept_core::HORIZONS_H[(t % N_TARGETS) / gept_core::OFFSETS_BP.len()];
+            if l <= 1 && hours.contains(&h) {
+                p.push(q);
+                y.push(l == 1);
+            }
+        }
+        assert_eq!(fit["labels"], p.len(), "{fit}");
+        if p.is_empty() {
+            assert_eq!(fit["ready"], false, "{fit}");
+            continue;
+        }
+        let (a, b) = gept_model::calibration::fit_on_probabilities(&p, &y);
+        let (la, lb) = (fit["a"].as_f64().unwrap(), fit["b"].as_f64().unwrap());
+        assert!(
+            (a - la).abs() < 1e-6 && (b - lb).abs() < 1e-6,
+            "{fit}: offline a={a} b={b}"
+        );
+        if fit["ready"] == true {
+            assert!(
+                fit["holdout_brier_after"].as_f64() <= fit["holdout_brier_before"].as_f64(),
+                "{fit}"
+            );
+            ready.push((hours, a, b, p.len()));
+        }
+    }
+    assert!(!ready.is_empty(), "no group was ready: {proposal}");
+    let prefix = format!("{}-live-", meta.version);
+    let store = service.store.clone();
+    common::wait_for("the recalibrated model to be ACTIVE", 120, || {
+        let (store, prefix) = (store.clone(), prefix.clone());
+        async move {
+            store
+                .active_model()
+                .await
+                .unwrap()
+                .is_some_and(|a| a.version.starts_with(&prefix))
+        }
+    })
+    .await;
+    let active = service.store.active_model().await.unwrap().unwrap();
+    let artifact = service
+        .store
+        .model_artifact(&active.version)
+        .await
+        .unwrap()
+        .expect("registered with its files");
+    let recal: gept_model::ModelMeta = serde_json::from_slice(&artifact.meta).unwrap();
+    assert_eq!(
+        recal.recalibrated_from.as_deref(),
+        Some(meta.version.as_str())
+    );
+    assert_eq!(recal.weights_sha256, meta.weights_sha256);
+    for g in &recal.calibration.groups {
+        match ready.iter().find(|r| r.0 == g.horizons) {
+            Some((_, a, b, n)) => {
+                assert!(g.live && g.n == *n, "{g:?}");
+                assert!((g.a - a).abs() < 1e-6 && (g.b - b).abs() < 1e-6, "{g:?}");
+            }
+            None => {
+                let was = meta
+                    .calibration
+                    .groups
+                    .iter()
+                    .find(|o| o.horizons == g.horizons);
+                assert_eq!(Some(g), was);
+            }
+        }
+    }
+    let now_live: Vec<u32> = ready.iter().flat_map(|r| r.0.iter().copied()).collect();
+    common::wait_for("the inference to serve the recalibrated model", 60, || {
+        let (base, version) = (base.clone(), active.version.clone());
+        async move {
+            let s: serde_json::Value = reqwest::get(format!("{base}/api/v1/status"))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            s["model"]["version"] == version.as_str()
+        }
+    })
+    .await;
+    let status: serde_json::Value = reqwest::get(format!("{base}/api/v1/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed =
+        |key: &str| -> Vec<u32> { serde_json::from_value(status["model"][key].clone()).unwrap() };
+    assert_eq!(listed("live_calibrated_horizons"), now_live);
+    assert!(
+        listed("uncalibrated_horizons")
+            .iter()
+            .all(|h| !now_live.contains(h)),
+        "{status}"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        common::metric_value(&metrics, "gept_recalibrations_total{outcome=\"activated\"}"),
+        Some(1.0)
+    );
+
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");
 
@@ -272,6 +420,17 @@ async fn accuracy() {
     same(&restored["targets"], &m["targets"], "targets");
     same(&restored["groups"], &m["groups"], "groups");
     same(&restored["offsets"], &m["offsets"], "offsets");
+    // The recalibrated model is still the one served, and the proposal for
+    // its parent (no longer ACTIVE) is not registered again.
+    assert_eq!(
+        service.store.active_model().await.unwrap().unwrap().version,
+        active.version
+    );
+    assert_eq!(
+        service.store.models().await.unwrap().len(),
+        2,
+        "the parent and its one recalibration"
+    );
     let report = service.shutdown().await;
     assert!(report.clean(), "{report:?}");
 }

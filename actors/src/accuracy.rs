@@ -50,6 +50,9 @@ static TARGETS: std::sync::LazyLock<Vec<String>> =
 /// Ticks queued for the monitor before it counts a gap.
 const QUEUE: usize = 256;
 
+/// Filled and unfilled labels a group's live fit needs of each.
+const MIN_CLASS: usize = 100;
+
 /// The longest horizon, in seconds.
 const LONGEST: i64 = HORIZONS_H[HORIZONS_H.len() - 1] as i64 * 3600;
 
@@ -114,6 +117,49 @@ pub struct Report {
     pub gaps: u64,
     /// Newest model first.
     pub models: Vec<ModelReport>,
+    /// For the newest model's groups that validation had no label for:
+    /// their Platt scaling fitted on matured live rows (the recalibrator
+    /// registers it once `ready`).
+    pub recalibration: Option<Recalibration>,
+}
+
+/// Live recalibration of the uncalibrated groups of one model.
+#[derive(Debug, Clone, Serialize)]
+pub struct Recalibration {
+    pub version: String,
+    /// The version whose weights it shares; rows of every model of that
+    /// line that left a group uncalibrated are pooled for the group.
+    pub base_version: String,
+    pub groups: Vec<GroupFit>,
+}
+
+/// One uncalibrated group's fit: p' = σ(a·logit(p) + b) on its matured
+/// labels, checked on the newest third of its rows (by tick) with a fit on
+/// the older two thirds.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupFit {
+    pub group: String,
+    pub horizons_h: Vec<u32>,
+    pub labels: usize,
+    pub positives: usize,
+    pub a: f64,
+    pub b: f64,
+    pub holdout_labels: usize,
+    pub holdout_brier_before: Option<f64>,
+    pub holdout_brier_after: Option<f64>,
+    pub holdout_ece_before: Option<f64>,
+    pub holdout_ece_after: Option<f64>,
+    /// Enough labels of both classes, and the held-out Brier no worse.
+    pub ready: bool,
+    /// Why it is not ready.
+    pub waiting_for: Option<String>,
+}
+
+/// What the monitor needs of a model's description.
+struct Line {
+    base: String,
+    /// Indices into `HORIZON_GROUPS` fitted on no label.
+    uncalibrated: Vec<usize>,
 }
 
 /// One followed row: an item's prediction at a sampled tick.
@@ -153,6 +199,8 @@ impl Feed {
 pub struct Monitor {
     pub feed: Feed,
     pub report: Arc<ArcSwap<Report>>,
+    /// Notified after each publish (the recalibrator waits on it).
+    pub published: Arc<tokio::sync::Notify>,
 }
 
 impl Monitor {
@@ -173,6 +221,7 @@ impl Monitor {
             open_rows: 0,
             gaps: 0,
             models: Vec::new(),
+            recalibration: None,
         }));
         let monitor = Monitor {
             feed: Feed {
@@ -180,6 +229,7 @@ impl Monitor {
                 behind: Arc::default(),
             },
             report: report.clone(),
+            published: Arc::default(),
         };
         let mut state = State {
             config: config.clone(),
@@ -190,9 +240,11 @@ impl Monitor {
             through: None,
             gaps: 0,
             validation: HashMap::new(),
+            lines: HashMap::new(),
             store,
             runtime,
             report,
+            published: monitor.published.clone(),
         };
         let behind = monitor.feed.behind.clone();
         std::thread::Builder::new()
@@ -267,9 +319,12 @@ struct State {
     gaps: u64,
     /// Per model version: its validation metrics per target (None: unknown).
     validation: HashMap<String, Option<Vec<TargetMetrics>>>,
+    /// Per model version: its line and uncalibrated groups (None: unknown).
+    lines: HashMap<String, Option<Arc<Line>>>,
     store: Store,
     runtime: tokio::runtime::Handle,
     report: Arc<ArcSwap<Report>>,
+    published: Arc<tokio::sync::Notify>,
 }
 
 impl State {
@@ -450,6 +505,159 @@ impl State {
         found
     }
 
+    /// A model version's line and uncalibrated groups, read once per
+    /// version from its description in the registry.
+    fn line(&mut self, version: &str) -> Option<Arc<Line>> {
+        if let Some(l) = self.lines.get(version) {
+            return l.clone();
+        }
+        let store = self.store.clone();
+        let v = version.to_string();
+        let meta = self.runtime.block_on(async move {
+            if let Some(a) = store.model_artifact(&v).await? {
+                return Ok(serde_json::from_slice::<gept_model::ModelMeta>(&a.meta).ok());
+            }
+            let entry = store.models().await?.into_iter().find(|e| e.version == v);
+            Ok::<_, gept_store::StoreError>(
+                entry.and_then(|e| gept_model::file::read_meta(std::path::Path::new(&e.path)).ok()),
+            )
+        });
+        let found = match meta {
+            Ok(meta) => meta.map(|m| {
+                Arc::new(Line {
+                    base: m.base_version().to_string(),
+                    uncalibrated: HORIZON_GROUPS
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, hs)| {
+                            m.calibration
+                                .groups
+                                .iter()
+                                .any(|g| g.horizons == **hs && g.n == 0)
+                        })
+                        .map(|(i, _)| i)
+                        .collect(),
+                })
+            }),
+            // Asked again at the next publish.
+            Err(_) => return None,
+        };
+        self.lines.insert(version.to_string(), found.clone());
+        found
+    }
+
+    /// The live fits of `version`'s uncalibrated groups, on the matured
+    /// labels of the rows of every model of its line that left the group
+    /// uncalibrated (their probabilities there are σ of the same logits).
+    fn recalibration(&mut self, version: &str) -> Option<Recalibration> {
+        let line = self.line(version)?;
+        if line.uncalibrated.is_empty() {
+            return None;
+        }
+        let versions: Vec<Arc<str>> = {
+            let mut v: Vec<Arc<str>> = self
+                .rows
+                .values()
+                .flat_map(|rows| rows.iter().map(|r| r.version.clone()))
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        // Per version: the groups its rows count for.
+        let mut counts: HashMap<Arc<str>, Vec<usize>> = HashMap::new();
+        for v in versions {
+            if let Some(l) = self.line(&v).filter(|l| l.base == line.base) {
+                counts.insert(v, l.uncalibrated.clone());
+            }
+        }
+        let groups = line
+            .uncalibrated
+            .iter()
+            .map(|&g| {
+                // (tick, p, y) of every matured label of the group.
+                let mut pairs: Vec<(i64, f32, bool)> = Vec::new();
+                for rows in self.rows.values() {
+                    for row in rows {
+                        if !counts.get(&row.version).is_some_and(|gs| gs.contains(&g)) {
+                            continue;
+                        }
+                        let last = self.last_seen.get(&row.item).copied().unwrap_or(row.open.t);
+                        let labels = row.open.labels(last);
+                        let probs = gept_store::decode_probabilities(&row.probabilities)
+                            .expect("encoded here, 108 u16");
+                        for t in 0..N_TARGETS {
+                            let h = HORIZONS_H[t / OFFSETS_BP.len()];
+                            if labels[t] <= 1 && HORIZON_GROUPS[g].contains(&h) {
+                                pairs.push((row.open.t, probs[t], labels[t] == 1));
+                            }
+                        }
+                    }
+                }
+                self.group_fit(g, pairs)
+            })
+            .collect();
+        Some(Recalibration {
+            version: version.to_string(),
+            base_version: line.base.clone(),
+            groups,
+        })
+    }
+
+    fn group_fit(&self, g: usize, mut pairs: Vec<(i64, f32, bool)>) -> GroupFit {
+        use gept_model::calibration::{fit_on_probabilities, logit};
+        use gept_model::metrics::{brier, ece};
+        pairs.sort_by_key(|&(t, _, _)| t);
+        let p: Vec<f32> = pairs.iter().map(|x| x.1).collect();
+        let y: Vec<bool> = pairs.iter().map(|x| x.2).collect();
+        let positives = y.iter().filter(|&&v| v).count();
+        let (a, b) = fit_on_probabilities(&p, &y);
+        // Held out: the rows of the newest third of the span of ticks.
+        let (first, last) = (
+            pairs.first().map_or(0, |x| x.0),
+            pairs.last().map_or(0, |x| x.0),
+        );
+        let cut = first + (last - first) * 2 / 3;
+        let split = pairs.partition_point(|x| x.0 < cut.max(first + 1));
+        let (fa, fb) = fit_on_probabilities(&p[..split], &y[..split]);
+        let (hp, hy) = (&p[split..], &y[split..]);
+        let after: Vec<f32> = hp
+            .iter()
+            .map(|&p| (1.0 / (1.0 + (-(fa * f64::from(logit(p)) + fb)).exp())) as f32)
+            .collect();
+        let (before_brier, after_brier) = (brier(hp, hy), brier(&after, hy));
+        let negatives = y.len() - positives;
+        let min = self.config.recalibrate_min_labels;
+        let waiting_for = if y.len() < min {
+            Some(format!("{} matured labels of {min}", y.len()))
+        } else if positives.min(negatives) < MIN_CLASS {
+            Some(format!(
+                "{positives} filled and {negatives} unfilled labels; {MIN_CLASS} of each"
+            ))
+        } else if split == 0 || hy.is_empty() || split == pairs.len() {
+            Some("matured rows of more than one tick".into())
+        } else if !matches!((before_brier, after_brier), (Some(b), Some(a)) if a <= b) {
+            Some("a fit that does not worsen the held-out Brier".into())
+        } else {
+            None
+        };
+        GroupFit {
+            group: group_name(HORIZON_GROUPS[g]),
+            horizons_h: HORIZON_GROUPS[g].to_vec(),
+            labels: y.len(),
+            positives,
+            a,
+            b,
+            holdout_labels: hy.len(),
+            holdout_brier_before: before_brier,
+            holdout_brier_after: after_brier,
+            holdout_ece_before: ece(hp, hy),
+            holdout_ece_after: ece(&after, hy),
+            ready: waiting_for.is_none(),
+            waiting_for,
+        }
+    }
+
     fn publish(&mut self) {
         let started = Instant::now();
         let Some(now) = self.through else {
@@ -495,6 +703,13 @@ impl State {
             })
             .collect();
         models.sort_by_key(|m| std::cmp::Reverse(m.last_tick));
+        let recalibration = match models.first() {
+            Some(newest) => {
+                let version = newest.version.clone();
+                self.recalibration(&version)
+            }
+            None => None,
+        };
         // Metrics follow the newest model.
         if let Some(newest) = models.first() {
             for g in &newest.groups {
@@ -531,7 +746,9 @@ impl State {
             open_rows,
             gaps: self.gaps,
             models,
+            recalibration,
         }));
+        self.published.notify_one();
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -160,6 +160,8 @@ pub struct ModelStatus {
     /// Horizons whose calibration group had no validation label: served,
     /// marked, and left out of recommendations.
     pub uncalibrated_horizons: Vec<u32>,
+    /// Horizons whose group was calibrated on matured live rows instead.
+    pub live_calibrated_horizons: Vec<u32>,
 }
 
 enum Msg {
@@ -421,6 +423,7 @@ impl Worker {
                 status.loaded_at = Some(chrono::Utc::now().timestamp());
                 status.last_error = None;
                 status.uncalibrated_horizons = model.uncalibrated_horizons();
+                status.live_calibrated_horizons = model.live_calibrated_horizons();
                 self.model = Some((model, entry));
                 Ok(status.version.clone())
             }

@@ -10,6 +10,7 @@ pub mod features;
 pub mod health;
 pub mod inference;
 pub mod journal;
+pub mod recalibrate;
 pub mod retention;
 pub mod standby;
 pub mod supervise;

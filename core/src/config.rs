@@ -128,6 +128,11 @@ pub struct AccuracyConfig {
     pub drift_ece_margin: f64,
     /// Labels a horizon group needs before drift is judged.
     pub min_labels: usize,
+    /// Recalibrate the groups validation had no label for on matured live
+    /// rows (a new model version, same weights) once they are enough.
+    pub recalibrate: bool,
+    /// Matured labels a group needs before it is recalibrated live.
+    pub recalibrate_min_labels: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -140,6 +140,9 @@ pub const ACCURACY_PUBLISH_SECONDS: &str = "gept_accuracy_publish_seconds";
 
 /// Trainings run by the trainer. Labels: `outcome` (`activated`, `rejected`, `failed`).
 pub const TRAININGS: &str = "gept_trainings_total";
+/// Live recalibrations of uncalibrated horizon groups. Labels: `outcome`
+/// (`activated`, `rejected`, `failed`).
+pub const RECALIBRATIONS: &str = "gept_recalibrations_total";
 /// Seconds the last training took.
 pub const TRAINING_SECONDS: &str = "gept_training_seconds";
 /// Unix time of the last training that activated a model.
@@ -432,6 +435,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         TRAININGS,
         Kind::Counter,
         "Trainings run by the service's trainer, by outcome.",
+    ),
+    (
+        RECALIBRATIONS,
+        Kind::Counter,
+        "Live recalibrations of horizon groups validation had no label for, by outcome.",
     ),
     (TRAINING_SECONDS, Kind::Gauge, "Seconds the last training took."),
     (

@@ -15,14 +15,18 @@ pub const HORIZON_GROUPS: [&[u32]; 5] = [
 ];
 
 /// p = σ(a·z + b) for the targets of `horizons`; `a` > 0 keeps the order of
-/// the logits. `n` is the number of validation labels it was fitted on; with
-/// none (or one class) it is the identity (a = 1, b = 0).
+/// the logits. `n` is the number of labels it was fitted on; with none (or
+/// one class) it is the identity (a = 1, b = 0) and the group is
+/// uncalibrated. `live`: fitted on the service's matured live rows (a group
+/// validation had no label for), not on the validation split.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Platt {
     pub horizons: Vec<u32>,
     pub a: f64,
     pub b: f64,
     pub n: usize,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub live: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -71,6 +75,22 @@ fn fit_platt(z: &[f32], y: &[bool]) -> (f64, f64) {
     (a.max(1e-3), b)
 }
 
+/// The logit of a probability as published (`p_units`: 0 and 1 are
+/// clamped half a unit inside).
+pub fn logit(p: f32) -> f32 {
+    let eps = 0.5 / gept_core::P_SCALE;
+    let p = p.clamp(eps, 1.0 - eps);
+    (p / (1.0 - p)).ln()
+}
+
+/// Fits p' = σ(a·logit(p) + b) to served probabilities `p` of an
+/// uncalibrated group (σ of the logits, so this is the Platt scaling of the
+/// logits themselves) and their labels; the identity with one class.
+pub fn fit_on_probabilities(p: &[f32], y: &[bool]) -> (f64, f64) {
+    let z: Vec<f32> = p.iter().map(|&p| logit(p)).collect();
+    fit_platt(&z, y)
+}
+
 impl Calibration {
     /// The identity calibration.
     pub fn identity() -> Self {
@@ -82,9 +102,19 @@ impl Calibration {
                     a: 1.0,
                     b: 0.0,
                     n: 0,
+                    live: false,
                 })
                 .collect(),
         }
+    }
+
+    /// Horizons of the groups fitted on no label (the identity).
+    pub fn uncalibrated_horizons(&self) -> Vec<u32> {
+        self.groups
+            .iter()
+            .filter(|g| g.n == 0)
+            .flat_map(|g| g.horizons.iter().copied())
+            .collect()
     }
 
     /// Fits each group on `logits` (row-major, `N_TARGETS` per row) and
@@ -114,6 +144,7 @@ impl Calibration {
                     a,
                     b,
                     n: z.len(),
+                    live: false,
                 }
             })
             .collect();

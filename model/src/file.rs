@@ -2,7 +2,7 @@
 //! target list, input scaling, architecture, calibration, metrics, version,
 //! the weights' sha256) beside `weights.safetensors`.
 
-use crate::calibration::{monotone, Calibration};
+use crate::calibration::{monotone, Calibration, Platt};
 use crate::net::{self, Net, Scaling};
 use gept_core::{target_names, N_TARGETS};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,51 @@ pub struct ModelMeta {
     pub training: serde_json::Value,
     pub weights: String,
     pub weights_sha256: String,
+    /// For a model recalibrated on live rows: the version whose weights it
+    /// shares (the first of the line, itself never recalibrated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalibrated_from: Option<String>,
+}
+
+impl ModelMeta {
+    /// The version that trained these weights: itself, or the one it was
+    /// recalibrated from.
+    pub fn base_version(&self) -> &str {
+        self.recalibrated_from.as_deref().unwrap_or(&self.version)
+    }
+
+    /// This model with the groups of `fits` replaced (each fitted on live
+    /// rows of this model's line, `live` set): the same weights under a new
+    /// version, `<base>-live-<8 hex of the calibration's sha256>`, created
+    /// `now`. Its metrics stay the validation figures it was trained with;
+    /// `detail` (the fits' evidence) lands in `training.live_calibration`.
+    pub fn recalibrated(&self, fits: &[Platt], now: i64, detail: serde_json::Value) -> ModelMeta {
+        let mut meta = self.clone();
+        for fit in fits {
+            if let Some(g) = meta
+                .calibration
+                .groups
+                .iter_mut()
+                .find(|g| g.horizons == fit.horizons)
+            {
+                *g = Platt {
+                    live: true,
+                    ..fit.clone()
+                };
+            }
+        }
+        let digest = sha256_hex(
+            serde_json::to_string(&meta.calibration)
+                .expect("a calibration serialises")
+                .as_bytes(),
+        );
+        let base = self.base_version().to_string();
+        meta.version = format!("{base}-live-{}", &digest[..8]);
+        meta.recalibrated_from = Some(base);
+        meta.created_at = now;
+        meta.training["live_calibration"] = detail;
+        meta
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,14 +160,20 @@ pub fn read_meta(dir: &Path) -> Result<ModelMeta, ModelError> {
 }
 
 impl Model {
-    /// Horizons whose calibration group had no validation label: served,
-    /// marked, and never recommended on.
+    /// Horizons whose calibration group had no validation label and has
+    /// not been recalibrated on live rows yet: served, marked, and never
+    /// recommended on.
     pub fn uncalibrated_horizons(&self) -> Vec<u32> {
+        self.meta.calibration.uncalibrated_horizons()
+    }
+
+    /// Horizons calibrated on the service's matured live rows.
+    pub fn live_calibrated_horizons(&self) -> Vec<u32> {
         self.meta
             .calibration
             .groups
             .iter()
-            .filter(|g| g.n == 0)
+            .filter(|g| g.live && g.n > 0)
             .flat_map(|g| g.horizons.iter().copied())
             .collect()
     }

@@ -211,6 +211,7 @@ pub fn train_rows(
         }),
         weights: String::new(),
         weights_sha256: String::new(),
+        recalibrated_from: None,
     };
     Ok((trained.vs, meta))
 }

@@ -100,6 +100,42 @@ pub async fn materialise(
     Ok(dir)
 }
 
+/// Registers the ACTIVE model `parent` recalibrated on live rows (its
+/// groups replaced by `fits`, [`ModelMeta::recalibrated`]) and activates it:
+/// the parent's files are written under `cache`, the new `model.json` beside
+/// a copy of the same weights in `cache/<new version>`, registered with its
+/// files (so other processes load it too) and put through the gates (its
+/// validation figures are the parent's: a Platt scaling with a > 0 keeps
+/// every target's order). Returns the new entry and whether it is ACTIVE.
+pub async fn register_recalibrated(
+    store: &Store,
+    parent: &ModelEntry,
+    cache: &Path,
+    fits: &[crate::calibration::Platt],
+    detail: serde_json::Value,
+    now: i64,
+) -> anyhow::Result<(ModelEntry, Verdict)> {
+    let from = materialise(store, parent, cache)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let meta = file::read_meta(&from)?.recalibrated(fits, now, detail);
+    let dir = cache.join(&meta.version);
+    let write = || -> std::io::Result<()> {
+        let tmp = cache.join(format!(".{}.{}", meta.version, std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp)?;
+        std::fs::copy(from.join(&meta.weights), tmp.join(&meta.weights))?;
+        let text = serde_json::to_string_pretty(&meta).map_err(std::io::Error::other)?;
+        std::fs::write(tmp.join(META_FILE), text)?;
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir)
+    };
+    write()?;
+    let entry = register_dir(store, &dir).await?;
+    let verdict = activate_gated(store, &entry.version, false, now, false).await?;
+    Ok((entry, verdict))
+}
+
 /// The PENDING entry of a model directory at `path`, from its description.
 pub fn pending_entry(meta: &ModelMeta, path: String) -> ModelEntry {
     ModelEntry {

@@ -760,6 +760,7 @@ pub fn routes(
                 "last_latency_ms": model.last_latency_ms,
                 "ticks": model.ticks,
                 "uncalibrated_horizons": model.uncalibrated_horizons,
+                "live_calibrated_horizons": model.live_calibrated_horizons,
                 "message": if model.version.is_none() { Some("no model is active; prices are collected and served") } else { None },
             },
             "collectors": state.health.collectors(),
