@@ -3,15 +3,16 @@
 //! The graph (see [`build`]) keeps, for every item and window (1 h, 4 h,
 //! 24 h), the observations inside the window as a collection. Windows are
 //! inserts at `t` and retractions at `t + w`; the retractions are held outside
-//! the dataflow in a schedule keyed by due time and fed in at the first tick
-//! that reaches it (so differential's batcher never parks future updates).
+//! the dataflow, each item's observations of the last 24 h once in a deque
+//! with a cursor per window, and fed in at the first tick that reaches them
+//! (so differential's batcher never parks future updates).
 //! Invertible aggregates (counts, sums, sums of squares, gains and losses) are
 //! carried in the difference type [`Agg`] and accumulated by `count_total`;
 //! min and max come from a `reduce` over the window's members. Every sum is an
 //! exact integer (prices are integers; log returns, spreads and Parkinson
 //! terms are fixed point), so insert-then-retract returns exactly to where it
 //! was. Window extremes (not invertible) come from monotonic deques and the
-//! as-of lags from the same schedule, in the input driver that owns the item;
+//! as-of lags from the same deques, in the input driver that owns the item;
 //! the owner keeps each item's [`FeatureState`] and computes its row with
 //! [`feature_vector`]; rows travel to worker 0 through a second dataflow.
 //!
@@ -477,10 +478,16 @@ struct Series {
     extremes: [Extremes; 3],
 }
 
-/// A future update held outside the dataflow until its tick.
-enum Due {
-    Leave { item: ItemId, w: u8, member: Member },
-    Lag { item: ItemId, w: u8, mid2: i64 },
+/// An item's observations of the last 24 h (the longest window), oldest
+/// first, and per window how many at the front have left it already. A
+/// member leaves window `w` (retracted from the dataflow) at the first tick
+/// at or after `member.t + w`'s length, and becomes that window's as-of lag;
+/// it is dropped once it left the longest. One copy of each observation,
+/// where a schedule of future updates held one per window and per kind.
+#[derive(Default)]
+struct Window {
+    members: std::collections::VecDeque<Member>,
+    left: [usize; 3],
 }
 
 fn quantize(x: f64, scale: f64) -> i64 {
@@ -614,7 +621,8 @@ pub struct Engine {
     peers: usize,
     series: HashMap<ItemId, Series>,
     states: HashMap<ItemId, FeatureState>,
-    schedule: BTreeMap<i64, Vec<Due>>,
+    /// Per owned item: its members in the windows, for their exits.
+    windows: HashMap<ItemId, Window>,
     /// `/1h` and `/5m` buckets received and not yet in force, by start.
     pending: BTreeMap<(BucketStep, i64), BucketInput>,
     /// Start of the newest `/5m` bucket in force.
@@ -632,7 +640,7 @@ impl Engine {
             peers: worker.peers(),
             series: HashMap::new(),
             states: HashMap::new(),
-            schedule: BTreeMap::new(),
+            windows: HashMap::new(),
             pending: BTreeMap::new(),
             buckets: std::collections::VecDeque::new(),
             five: None,
@@ -708,17 +716,22 @@ impl Engine {
             }
         }
         // Window exits and as-of lags that fall due by t.
-        let later = self.schedule.split_off(&(t + 1));
-        for (_, dues) in std::mem::replace(&mut self.schedule, later) {
-            for due in dues {
-                match due {
-                    Due::Leave { item, w, member } => self.g.members.remove(((item, w), member)),
-                    Due::Lag { item, w, mid2 } => {
-                        self.states.entry(item).or_default().lags[w as usize] = Some(mid2)
-                    }
+        let members = &mut self.g.members;
+        let states = &mut self.states;
+        self.windows.retain(|&item, win| {
+            for (w, (len, _)) in WINDOWS.iter().enumerate() {
+                while let Some(m) = win.members.get(win.left[w]).filter(|m| m.t + len <= t) {
+                    members.remove(((item, w as u8), *m));
+                    states.entry(item).or_default().lags[w] = Some(m.mid2);
+                    win.left[w] += 1;
                 }
             }
-        }
+            // The longest window is the last to let a member go.
+            let gone = win.left[WINDOWS.len() - 1];
+            win.members.drain(..gone);
+            win.left.iter_mut().for_each(|l| *l -= gone);
+            !win.members.is_empty()
+        });
         // New observations.
         let mut observed = Vec::new();
         for row in tick.rows.iter().filter(|r| owns(r.item_id)) {
@@ -737,20 +750,13 @@ impl Engine {
             state.trade_times = (s.high_time, s.low_time);
             for (w, (len, _)) in WINDOWS.iter().enumerate() {
                 state.extremes[w] = Some(s.extremes[w].observe(&member, *len));
-                let w = w as u8;
-                self.g.members.insert(((row.item_id, w), member));
-                let due = self.schedule.entry(t + len).or_default();
-                due.push(Due::Leave {
-                    item: row.item_id,
-                    w,
-                    member,
-                });
-                due.push(Due::Lag {
-                    item: row.item_id,
-                    w,
-                    mid2: member.mid2,
-                });
+                self.g.members.insert(((row.item_id, w as u8), member));
             }
+            self.windows
+                .entry(row.item_id)
+                .or_default()
+                .members
+                .push_back(member);
             observed.push(row.item_id);
         }
         self.g.members.advance_to(t as Time + 1);
@@ -791,9 +797,9 @@ impl Engine {
 
 /// Drives one worker's engine through a recording; on worker 0, calls `emit`
 /// with each completed tick's rows, sorted by item.
-pub fn drive(
+pub fn drive<T: std::borrow::Borrow<TickInput>>(
     worker: &mut timely::worker::Worker,
-    ticks: &[TickInput],
+    ticks: impl IntoIterator<Item = T>,
     buckets: &[BucketInput],
     items: &HashMap<ItemId, ItemMeta>,
     mut emit: impl FnMut(i64, Vec<FeatureRow>),
@@ -803,6 +809,7 @@ pub fn drive(
         engine.add_bucket(bucket.clone());
     }
     for tick in ticks {
+        let tick = tick.borrow();
         if let Some(rows) = engine.tick(worker, tick, items) {
             emit(tick.time, rows);
         }

@@ -10,17 +10,33 @@ use gept_core::{BucketStep, ItemId, ItemMeta};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Reads the first `max` `/latest` snapshots of a recording as ticks.
+/// Reads the first `max` `/latest` snapshots of a recording as ticks (in
+/// time order, one per time).
 pub fn load_ticks(path: &Path, max: Option<usize>) -> anyhow::Result<Vec<TickInput>> {
-    let mut snaps = Vec::new();
-    for snap in latest_snapshots(path)?.take(max.unwrap_or(usize::MAX)) {
-        let snap = snap?;
-        snaps.push((
-            snap.timestamp,
-            wire::parse_latest(snap.body.as_bytes(), snap.timestamp)?.rows,
-        ));
-    }
+    let snaps = stream_ticks(path, max)?
+        .map(|t| t.map(|t| (t.time, t.rows)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(features::ticks_from(snaps))
+}
+
+/// The first `max` `/latest` snapshots of a recording parsed one at a time,
+/// in file order, holding only the current one: for replaying a recording
+/// larger than memory. [`load_ticks`] is this, collected and put in time
+/// order.
+pub fn stream_ticks(
+    path: &Path,
+    max: Option<usize>,
+) -> anyhow::Result<impl Iterator<Item = anyhow::Result<TickInput>>> {
+    Ok(latest_snapshots(path)?
+        .take(max.unwrap_or(usize::MAX))
+        .map(|snap| {
+            let snap = snap?;
+            let rows = wire::parse_latest(snap.body.as_bytes(), snap.timestamp)?.rows;
+            Ok(TickInput {
+                time: snap.timestamp,
+                rows,
+            })
+        }))
 }
 
 /// Reads a `/1h` recording as bucket inputs, by start.

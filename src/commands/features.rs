@@ -49,7 +49,7 @@ pub fn run(args: &FeaturesArgs) -> anyhow::Result<()> {
         };
         let mut written = 0;
         let mut failed = None;
-        features::drive(worker, &ticks, &hours, &items, |_, rows| {
+        features::drive(worker, ticks.iter(), &hours, &items, |_, rows| {
             if let Some(f) = file.as_mut() {
                 written += rows.len();
                 if let Err(e) = write_rows(f, &rows) {

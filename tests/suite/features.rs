@@ -33,7 +33,7 @@ fn run_dataflow(
     let i = Arc::new(items.clone());
     timely::execute(timely::Config::process(workers), move |worker| {
         let o = o.clone();
-        drive(worker, &t, &h, &i, move |_, rows| {
+        drive(worker, t.iter(), &h, &i, move |_, rows| {
             o.lock().unwrap().extend(rows)
         });
     })
@@ -197,15 +197,20 @@ fn two_processes_over_loopback_give_exactly_the_single_process_output() {
     };
     let single = tmp.path().join("single.csv");
     assert!(run(&single, &["-w", "1"]).wait().unwrap().success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Two ports the system handed out, both held while they are picked (the
+    // port after a free one may be anyone's).
+    let listeners: Vec<_> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    drop(listeners);
     let hosts = tmp.path().join("hosts");
     std::fs::write(
         &hosts,
-        format!("127.0.0.1:{port}\n127.0.0.1:{}\n", port + 1),
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", ports[0], ports[1]),
     )
     .unwrap();
     let cluster = tmp.path().join("cluster.csv");
