@@ -3,8 +3,9 @@
 //! The graph (see [`build`]) keeps, for every item and window (1 h, 4 h,
 //! 24 h), the observations inside the window as a collection. Windows are
 //! inserts at `t` and retractions at `t + w`; the retractions are held outside
-//! the dataflow, each item's observations of the last 24 h once in a deque
-//! with a cursor per window, and fed in at the first tick that reaches them
+//! the dataflow, the observations of the last 24 h once in a deque in
+//! arrival order with a cursor per window, and fed in at the first tick that
+//! reaches them
 //! (so differential's batcher never parks future updates).
 //! Invertible aggregates (counts, sums, sums of squares, gains and losses) are
 //! carried in the difference type [`Agg`] and accumulated by `count_total`;
@@ -478,15 +479,17 @@ struct Series {
     extremes: [Extremes; 3],
 }
 
-/// An item's observations of the last 24 h (the longest window), oldest
-/// first, and per window how many at the front have left it already. A
-/// member leaves window `w` (retracted from the dataflow) at the first tick
-/// at or after `member.t + w`'s length, and becomes that window's as-of lag;
-/// it is dropped once it left the longest. One copy of each observation,
-/// where a schedule of future updates held one per window and per kind.
+/// The owned items' observations of the last 24 h (the longest window) in
+/// arrival order, and per window how many at the front have left it
+/// already. A member leaves window `w` (retracted from the dataflow) at the
+/// first tick at or after `member.t + w`'s length, and becomes that
+/// window's as-of lag for its item; it is dropped once it left the longest.
+/// One copy of each observation, read front to back by three cursors (where
+/// a schedule of future updates held one per window and per kind, 3.7 times
+/// the memory).
 #[derive(Default)]
-struct Window {
-    members: std::collections::VecDeque<Member>,
+struct Windows {
+    members: std::collections::VecDeque<(ItemId, Member)>,
     left: [usize; 3],
 }
 
@@ -621,8 +624,8 @@ pub struct Engine {
     peers: usize,
     series: HashMap<ItemId, Series>,
     states: HashMap<ItemId, FeatureState>,
-    /// Per owned item: its members in the windows, for their exits.
-    windows: HashMap<ItemId, Window>,
+    /// The members in the windows, for their exits.
+    windows: Windows,
     /// `/1h` and `/5m` buckets received and not yet in force, by start.
     pending: BTreeMap<(BucketStep, i64), BucketInput>,
     /// Start of the newest `/5m` bucket in force.
@@ -640,7 +643,7 @@ impl Engine {
             peers: worker.peers(),
             series: HashMap::new(),
             states: HashMap::new(),
-            windows: HashMap::new(),
+            windows: Windows::default(),
             pending: BTreeMap::new(),
             buckets: std::collections::VecDeque::new(),
             five: None,
@@ -716,22 +719,20 @@ impl Engine {
             }
         }
         // Window exits and as-of lags that fall due by t.
-        let members = &mut self.g.members;
-        let states = &mut self.states;
-        self.windows.retain(|&item, win| {
-            for (w, (len, _)) in WINDOWS.iter().enumerate() {
-                while let Some(m) = win.members.get(win.left[w]).filter(|m| m.t + len <= t) {
-                    members.remove(((item, w as u8), *m));
-                    states.entry(item).or_default().lags[w] = Some(m.mid2);
-                    win.left[w] += 1;
-                }
+        let win = &mut self.windows;
+        for (w, (len, _)) in WINDOWS.iter().enumerate() {
+            while let Some(&(item, m)) =
+                win.members.get(win.left[w]).filter(|(_, m)| m.t + len <= t)
+            {
+                self.g.members.remove(((item, w as u8), m));
+                self.states.entry(item).or_default().lags[w] = Some(m.mid2);
+                win.left[w] += 1;
             }
-            // The longest window is the last to let a member go.
-            let gone = win.left[WINDOWS.len() - 1];
-            win.members.drain(..gone);
-            win.left.iter_mut().for_each(|l| *l -= gone);
-            !win.members.is_empty()
-        });
+        }
+        // The longest window is the last to let a member go.
+        let gone = win.left[WINDOWS.len() - 1];
+        win.members.drain(..gone);
+        win.left.iter_mut().for_each(|l| *l -= gone);
         // New observations.
         let mut observed = Vec::new();
         for row in tick.rows.iter().filter(|r| owns(r.item_id)) {
@@ -752,11 +753,7 @@ impl Engine {
                 state.extremes[w] = Some(s.extremes[w].observe(&member, *len));
                 self.g.members.insert(((row.item_id, w as u8), member));
             }
-            self.windows
-                .entry(row.item_id)
-                .or_default()
-                .members
-                .push_back(member);
+            self.windows.members.push_back((row.item_id, member));
             observed.push(row.item_id);
         }
         self.g.members.advance_to(t as Time + 1);
