@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 use gept_core::config::AccuracyConfig;
 use gept_core::metrics as m;
 use gept_core::{ItemId, HORIZONS_H, N_TARGETS, OFFSETS_BP};
-use gept_dataflows::labels::{Obs, OpenLabels, UNKNOWN};
+use gept_dataflows::labels::{CarriedPrices, Obs, OpenLabels, UNKNOWN};
 use gept_model::calibration::HORIZON_GROUPS;
 use gept_model::eval::{self, set_figures, SetFigures, TargetMetrics};
 use gept_model::metrics::{reliability, Bin};
@@ -233,7 +233,7 @@ impl Monitor {
         };
         let mut state = State {
             config: config.clone(),
-            carried: HashMap::new(),
+            carried: CarriedPrices::default(),
             last_seen: HashMap::new(),
             rows: HashMap::new(),
             sampled_period: None,
@@ -308,7 +308,7 @@ type Scored = (Vec<f32>, Vec<u8>, Vec<u32>, i64, i64);
 struct State {
     config: AccuracyConfig,
     /// Per item: the carried high and low (a null side keeps the last).
-    carried: HashMap<ItemId, (Option<i64>, Option<i64>)>,
+    carried: CarriedPrices,
     /// Per item: its series' last observation time.
     last_seen: HashMap<ItemId, i64>,
     /// Per item: followed rows, oldest first.
@@ -438,10 +438,7 @@ impl State {
         let t = tick.observed_at;
         self.through = Some(t);
         for r in &tick.rows {
-            let c = self.carried.entry(r.item_id).or_default();
-            c.0 = r.high.or(c.0);
-            c.1 = r.low.or(c.1);
-            let (Some(high), Some(low)) = *c else {
+            let Some((high, low)) = self.carried.apply(r.item_id, r.high, r.low) else {
                 continue;
             };
             self.last_seen.insert(r.item_id, t);
@@ -462,7 +459,7 @@ impl State {
                     if self.last_seen.get(&pred.item_id) != Some(&t) {
                         continue;
                     }
-                    let (Some(high), Some(low)) = self.carried[&pred.item_id] else {
+                    let Some((high, low)) = self.carried.get(pred.item_id) else {
                         continue;
                     };
                     self.rows.entry(pred.item_id).or_default().push_back(Row {

@@ -39,16 +39,41 @@ pub fn sell_price(high: i64, bp: u32) -> i64 {
     n.div_euclid(10_000) + i64::from(n.rem_euclid(10_000) != 0)
 }
 
+/// Each item's last known high and low as the labels' series sees them: a
+/// `/latest` row's null side keeps the one before; an item is in the series
+/// once both sides are known. The one implementation for the training
+/// labels, the streamed dataset and the live accuracy monitor.
+#[derive(Debug, Default, Clone)]
+pub struct CarriedPrices(HashMap<ItemId, (Option<i64>, Option<i64>)>);
+
+impl CarriedPrices {
+    /// Applies one row of `item`; answers its carried (high, low) once both
+    /// sides are known.
+    pub fn apply(
+        &mut self,
+        item: ItemId,
+        high: Option<i64>,
+        low: Option<i64>,
+    ) -> Option<(i64, i64)> {
+        let c = self.0.entry(item).or_default();
+        c.0 = high.or(c.0);
+        c.1 = low.or(c.1);
+        c.0.zip(c.1)
+    }
+
+    /// The item's carried (high, low), when both sides are known.
+    pub fn get(&self, item: ItemId) -> Option<(i64, i64)> {
+        self.0.get(&item).and_then(|c| c.0.zip(c.1))
+    }
+}
+
 /// Every item's series from ticks in time order, by item.
 pub fn series_from_ticks(ticks: &[TickInput]) -> HashMap<ItemId, Vec<Obs>> {
-    let mut carried: HashMap<ItemId, (Option<i64>, Option<i64>)> = HashMap::new();
+    let mut carried = CarriedPrices::default();
     let mut series: HashMap<ItemId, Vec<Obs>> = HashMap::new();
     for tick in ticks {
         for r in &tick.rows {
-            let c = carried.entry(r.item_id).or_default();
-            c.0 = r.high.or(c.0);
-            c.1 = r.low.or(c.1);
-            if let (Some(high), Some(low)) = *c {
+            if let Some((high, low)) = carried.apply(r.item_id, r.high, r.low) {
                 series.entry(r.item_id).or_default().push(Obs {
                     t: tick.time,
                     high,

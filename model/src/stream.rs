@@ -21,7 +21,7 @@ use crate::dataset::Features;
 use crate::pipeline::{Split, SplitRows};
 use gept_core::{BucketStep, ItemId, HORIZONS_H, N_TARGETS};
 use gept_dataflows::features::{self, BucketInput, Engine};
-use gept_dataflows::labels::{Obs, OpenLabels, UNKNOWN};
+use gept_dataflows::labels::{CarriedPrices, Obs, OpenLabels, UNKNOWN};
 use gept_store::Store;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -85,7 +85,7 @@ pub async fn split_rows_from_store(
     let mut rows = [empty.clone(), empty];
     let mut y: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
     let mut open: HashMap<ItemId, VecDeque<Open>> = HashMap::new();
-    let mut carried: HashMap<ItemId, (Option<i64>, Option<i64>)> = HashMap::new();
+    let mut carried = CarriedPrices::default();
     let mut last_seen: HashMap<ItemId, i64> = HashMap::new();
     let (mut first, mut last, mut kept_ticks, mut seen_ticks) = (None::<i64>, None::<i64>, 0, 0);
     // The cut needs the first tick: found in the first chunk that has one.
@@ -113,10 +113,7 @@ pub async fn split_rows_from_store(
             let t = tick.time;
             // The series: carried prices, and each open row's offers.
             for r in &tick.rows {
-                let cr = carried.entry(r.item_id).or_default();
-                cr.0 = r.high.or(cr.0);
-                cr.1 = r.low.or(cr.1);
-                let (Some(high), Some(low)) = *cr else {
+                let Some((high, low)) = carried.apply(r.item_id, r.high, r.low) else {
                     continue;
                 };
                 last_seen.insert(r.item_id, t);
@@ -161,7 +158,7 @@ pub async fn split_rows_from_store(
                 y[split].extend_from_slice(&[UNKNOWN; N_TARGETS]);
                 // A row is labelled when its item is observed at the tick.
                 if last_seen.get(&r.item_id) == Some(&t) {
-                    let (Some(high), Some(low)) = carried[&r.item_id] else {
+                    let Some((high, low)) = carried.get(r.item_id) else {
                         continue;
                     };
                     open.entry(r.item_id).or_default().push_back(Open {
