@@ -147,12 +147,7 @@ async fn accuracy() {
     assert!(offline.rows > 100, "{} offline rows", offline.rows);
 
     let base = format!("http://{}", service.addr);
-    let live: serde_json::Value = reqwest::get(format!("{base}/api/v1/accuracy"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let live: serde_json::Value = common::get_json(format!("{base}/api/v1/accuracy")).await;
     assert_eq!(live["through"], last);
     let models = live["models"].as_array().unwrap();
     assert_eq!(models.len(), 1, "{live}");
@@ -201,24 +196,14 @@ async fn accuracy() {
     assert_eq!(binned, short["labels"].as_u64().unwrap());
 
     // The same figures in /metrics and /api/v1/status.
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(format!("{base}/metrics")).await;
     let brier = common::metric_value(&metrics, "gept_accuracy_brier{group=\"1-4h\"}").unwrap();
     assert!((brier - short["brier"].as_f64().unwrap()).abs() < 1e-12);
     assert_eq!(
         common::metric_value(&metrics, "gept_accuracy_drift{group=\"1-4h\"}"),
         Some(1.0)
     );
-    let status: serde_json::Value = reqwest::get(format!("{base}/api/v1/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = common::status(&base).await;
     assert_eq!(status["accuracy"]["version"], meta.version.as_str());
     assert_eq!(status["accuracy"]["drift"], true);
 
@@ -330,22 +315,12 @@ async fn accuracy() {
     common::wait_for("the inference to serve the recalibrated model", 60, || {
         let (base, version) = (base.clone(), active.version.clone());
         async move {
-            let s: serde_json::Value = reqwest::get(format!("{base}/api/v1/status"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let s: serde_json::Value = common::status(&base).await;
             s["model"]["version"] == version.as_str()
         }
     })
     .await;
-    let status: serde_json::Value = reqwest::get(format!("{base}/api/v1/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = common::status(&base).await;
     let listed =
         |key: &str| -> Vec<u32> { serde_json::from_value(status["model"][key].clone()).unwrap() };
     assert_eq!(listed("live_calibrated_horizons"), now_live);
@@ -355,12 +330,7 @@ async fn accuracy() {
             .all(|h| !now_live.contains(h)),
         "{status}"
     );
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(format!("{base}/metrics")).await;
     assert_eq!(
         common::metric_value(&metrics, "gept_recalibrations_total{outcome=\"activated\"}"),
         Some(1.0)
@@ -374,12 +344,8 @@ async fn accuracy() {
     let service = Service::start(&config).await.unwrap();
     let monitor = service.accuracy.clone().expect("the monitor is on");
     assert!(monitor.publish_now(Duration::from_secs(120)));
-    let again: serde_json::Value = reqwest::get(format!("http://{}/api/v1/accuracy", service.addr))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let again: serde_json::Value =
+        common::get_json(format!("http://{}/api/v1/accuracy", service.addr)).await;
     assert_eq!(again["through"], last, "{again}");
     let restored = &again["models"].as_array().unwrap()[0];
     assert_eq!(restored["version"], meta.version.as_str());

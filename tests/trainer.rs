@@ -20,15 +20,6 @@ const BOOTSTRAP: usize = 84;
 const MORE: usize = 40;
 const LAST: usize = 40;
 
-async fn status(base: &str) -> serde_json::Value {
-    reqwest::get(format!("{base}/api/v1/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 fn config(url: &str) -> gept_core::config::Config {
     let mut config = common::in_process_config(
         url,
@@ -54,10 +45,10 @@ async fn trained(base: &str, n: u64) -> serde_json::Value {
     let b = base.to_string();
     common::wait_for("a training to finish", 300, || {
         let b = b.clone();
-        async move { status(&b).await["trainer"]["runs"].as_u64() >= Some(n) }
+        async move { common::status(&b).await["trainer"]["runs"].as_u64() >= Some(n) }
     })
     .await;
-    status(base).await["trainer"]["last"].clone()
+    common::status(base).await["trainer"]["last"].clone()
 }
 
 #[test]
@@ -76,7 +67,7 @@ async fn trainer() {
 
     let service = Service::start(&config).await.unwrap();
     let base = format!("http://{}", service.addr);
-    assert_eq!(status(&base).await["model"]["active"], false);
+    assert_eq!(common::status(&base).await["model"]["active"], false);
     let mut stream = service.inference.stream.subscribe();
 
     // Enough history: the first model, trained, ACTIVE and predicting.
@@ -88,7 +79,7 @@ async fn trainer() {
     let v1 = first["version"].as_str().unwrap().to_string();
     let active = service.store.active_model().await.unwrap().unwrap();
     assert_eq!(active.version, v1);
-    assert_eq!(status(&base).await["model"]["version"], v1.as_str());
+    assert_eq!(common::status(&base).await["model"]["version"], v1.as_str());
     // The next tick is predicted by it.
     common::feed_recorded(&service, &ticks[BOOTSTRAP..BOOTSTRAP + 1], &hours).await;
     let published = tokio::time::timeout(Duration::from_secs(60), async {
@@ -104,12 +95,7 @@ async fn trainer() {
     assert_eq!(&*published.model_version, v1.as_str());
     assert!(!published.predictions.is_empty());
     // Its backtest on the rows it validated on, served for the ACTIVE model.
-    let backtest: serde_json::Value = reqwest::get(format!("{base}/api/v1/backtest"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let backtest: serde_json::Value = common::get_json(format!("{base}/api/v1/backtest")).await;
     assert_eq!(backtest["model_version"], v1.as_str(), "{backtest}");
     let report = &backtest["report"];
     assert_eq!(report["model_version"], v1.as_str(), "{backtest}");
@@ -137,15 +123,10 @@ async fn trainer() {
     let want = v2.clone();
     common::wait_for("the second model to serve", 30, || {
         let (b, want) = (b.clone(), want.clone());
-        async move { status(&b).await["model"]["version"] == want.as_str() }
+        async move { common::status(&b).await["model"]["version"] == want.as_str() }
     })
     .await;
-    let metrics = reqwest::get(format!("{base}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::get_text(format!("{base}/metrics")).await;
     assert_eq!(
         common::metric_value(&metrics, "gept_trainings_total{outcome=\"activated\"}"),
         Some(2.0)
@@ -179,6 +160,6 @@ async fn trainer() {
         .collect();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].version, v2, "the old model stays ACTIVE");
-    assert_eq!(status(&base).await["model"]["version"], v2.as_str());
+    assert_eq!(common::status(&base).await["model"]["version"], v2.as_str());
     assert!(service.shutdown().await.clean());
 }

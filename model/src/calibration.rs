@@ -117,6 +117,15 @@ impl Calibration {
             .collect()
     }
 
+    /// Horizons of the groups fitted on matured live rows.
+    pub fn live_calibrated_horizons(&self) -> Vec<u32> {
+        self.groups
+            .iter()
+            .filter(|g| g.live && g.n > 0)
+            .flat_map(|g| g.horizons.iter().copied())
+            .collect()
+    }
+
     /// Fits each group on `logits` (row-major, `N_TARGETS` per row) and
     /// `labels` (0, 1, or anything else for unknown).
     pub fn fit(logits: &[f32], labels: &[u8]) -> Self {

@@ -169,13 +169,7 @@ impl Model {
 
     /// Horizons calibrated on the service's matured live rows.
     pub fn live_calibrated_horizons(&self) -> Vec<u32> {
-        self.meta
-            .calibration
-            .groups
-            .iter()
-            .filter(|g| g.live && g.n > 0)
-            .flat_map(|g| g.horizons.iter().copied())
-            .collect()
+        self.meta.calibration.live_calibrated_horizons()
     }
 
     /// Writes a trained network to `dir` (created), naming the version from

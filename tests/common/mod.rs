@@ -516,13 +516,23 @@ pub async fn assert_exact(store: &Store, e: &Expected) {
     }
 }
 
+/// GET `url`, its body as JSON (panics on a transport error or bad JSON).
+pub async fn get_json(url: impl reqwest::IntoUrl) -> serde_json::Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// GET `url`, its body as text (e.g. a `/metrics` scrape).
+pub async fn get_text(url: impl reqwest::IntoUrl) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
+/// `/api/v1/status` of the service at `base` (`http://host:port`).
+pub async fn status(base: &str) -> serde_json::Value {
+    get_json(format!("{base}/api/v1/status")).await
+}
+
 pub async fn mock_status(addr: std::net::SocketAddr) -> serde_json::Value {
-    reqwest::get(format!("http://{addr}/_mock/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(format!("http://{addr}/_mock/status")).await
 }
 
 /// Stores and publishes recorded ticks on a service's feed as the collectors

@@ -11,15 +11,6 @@ use crate::common::{serve_env, wait_for, Serve};
 use gept_model::net::TrainOptions;
 use std::path::Path;
 
-async fn status(base: &str) -> serde_json::Value {
-    reqwest::get(format!("{base}/api/v1/status"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 /// `gept model ARGS` against `url`; asserts it succeeded.
 fn gept_model(url: &str, args: &[&str]) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gept"))
@@ -95,7 +86,10 @@ async fn transport() {
     let a = Serve::start(&env("a"));
     let b = Serve::start(&env("b"));
     for s in [&a, &b] {
-        assert_eq!(status(&s.url).await["model"]["active"], false);
+        assert_eq!(
+            crate::common::status(&s.url).await["model"]["active"],
+            false
+        );
     }
 
     // Registered from a folder that is gone before either process loads it.
@@ -108,10 +102,13 @@ async fn transport() {
         let want = first.version.clone();
         wait_for("the registered model to be served", 20, || {
             let (base, want) = (base.clone(), want.clone());
-            async move { status(&base).await["model"]["version"] == want.as_str() }
+            async move { crate::common::status(&base).await["model"]["version"] == want.as_str() }
         })
         .await;
-        assert_eq!(status(&s.url).await["model"]["load_failed"], false);
+        assert_eq!(
+            crate::common::status(&s.url).await["model"]["load_failed"],
+            false
+        );
     }
     // Each process wrote the files into its own cache, checked.
     for node in ["a", "b"] {
@@ -143,10 +140,10 @@ async fn transport() {
         let base = s.url.clone();
         wait_for("the altered model to be refused", 20, || {
             let base = base.clone();
-            async move { status(&base).await["model"]["load_failed"] == true }
+            async move { crate::common::status(&base).await["model"]["load_failed"] == true }
         })
         .await;
-        let st = status(&s.url).await;
+        let st = crate::common::status(&s.url).await;
         assert_eq!(st["model"]["version"], first.version.as_str());
     }
     a.stop();
