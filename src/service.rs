@@ -228,7 +228,7 @@ impl Service {
             })
             .collect::<anyhow::Result<Vec<std::net::IpAddr>>>()?;
         let trainer = gept_actors::trainer::Trainer::default();
-        let api = ApiState {
+        let api = ApiState::new(crate::api::state::Shared {
             store: store.clone(),
             health: health.clone(),
             inference: inference.clone(),
@@ -250,6 +250,7 @@ impl Service {
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
             snapshots: Arc::default(),
+            item_bodies: Arc::default(),
             trusted_proxies: Arc::new(trusted_proxies.clone()),
             ws_slots: Arc::new(crate::api::limits::WsSlots::new(
                 config.api.ws_max_clients,
@@ -268,7 +269,7 @@ impl Service {
                 .transpose()
                 .map_err(anyhow::Error::msg)?
                 .map(Arc::new),
-        };
+        });
         let listener = tokio::net::TcpListener::bind(&config.api.listen).await?;
         let addr = listener.local_addr()?;
         let routes = http::routes(AppState {

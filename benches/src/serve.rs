@@ -13,8 +13,9 @@
 //! 3. the same number of clients subscribed to everything (the worst case);
 //! 4. `wrk` against `GET /api/v1/predictions/{id}` (aim ≥ 20,000 req/s with
 //!    p99 ≤ 10 ms) and the whole snapshot `GET /api/v1/predictions` in each
-//!    form (objects, compact, compact gzip), each against a bare server
-//!    sending the same bytes from memory in the same run.
+//!    form (objects, compact, compact gzip), the server on one CPU and wrk on
+//!    another, each against nginx serving the same bytes as a static file
+//!    under the same pinning (aim ≥ 0.5 of nginx's rate).
 
 use futures::StreamExt;
 use gept::service::{Service, ServiceHandle};
@@ -120,15 +121,22 @@ async fn connect_clients(
     Ok(tasks)
 }
 
+/// When each tick's predictions left the inference thread (its broadcast,
+/// received in process): the part of a delivery before the websocket.
+type Published = Arc<std::sync::Mutex<std::collections::HashMap<i64, Instant>>>;
+
 /// Feeds `ticks` through the broadcast one at a time; each waits until
-/// `expect` deliveries of it arrived (bounded). Returns delivery latencies (ms).
+/// `expect` deliveries of it arrived (bounded). Returns delivery latencies
+/// and the ticks' publish latencies (ms), each sorted.
 async fn measure(
     events: &ServiceFeed<'_>,
     ticks: &[gept_dataflows::features::TickInput],
     arrivals: &Arrivals,
+    published: &Published,
     expect: usize,
-) -> Vec<f64> {
+) -> (Vec<f64>, Vec<f64>) {
     let mut latencies = Vec::new();
+    let mut publish = Vec::new();
     for tick in ticks {
         arrivals.lock().unwrap().clear();
         let sent = Instant::now();
@@ -154,6 +162,9 @@ async fn measure(
                 seen += 1;
             }
         }
+        if let Some(at) = published.lock().unwrap().get(&tick.time) {
+            publish.push((*at - sent).as_secs_f64() * 1e3);
+        }
         if seen < expect {
             eprintln!(
                 "tick {}: {seen} of {expect} deliveries within 60 s",
@@ -162,50 +173,147 @@ async fn measure(
         }
     }
     latencies.sort_by(f64::total_cmp);
-    latencies
+    publish.sort_by(f64::total_cmp);
+    (latencies, publish)
 }
 
-fn report(name: &str, lat: &[f64], aim_ms: f64) {
+fn report(name: &str, (lat, publish): &(Vec<f64>, Vec<f64>), aim_ms: f64) {
     let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
     println!(
-        "{name}: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms; aim p99 ≤ {aim_ms} ms: p99 at {:.2}× the aim",
+        "{name}: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms; aim p99 ≤ {aim_ms} ms: p99 at {:.2}× the aim \
+         (of which features + inference, to the tick's broadcast: p50 {:.1} ms, p99 {:.1} ms)",
         lat.len(),
-        p99 / aim_ms
+        p99 / aim_ms,
+        percentile(publish, 0.5),
+        percentile(publish, 0.99),
     );
 }
 
-/// A bare HTTP server on loopback answering every request with `body`
-/// (the snapshot's peer: the same bytes, from memory).
-async fn static_peer(body: bytes::Bytes) -> anyhow::Result<std::net::SocketAddr> {
-    use warp::Filter;
-    let route = warp::any().map(move || {
-        let mut r = warp::reply::Response::new(body.clone().into());
-        r.headers_mut().insert(
-            "content-type",
-            warp::http::HeaderValue::from_static("application/json"),
+/// The snapshot routes' limit: nginx (Debian's package; `scripts/bench serve`
+/// installs it) serving the same bytes as static files, one worker process,
+/// `sendfile` and `gzip_static` (a request accepting gzip gets the `.gz`
+/// file, as ours gets its gzip encoded once per tick). Stopped on drop.
+struct Nginx {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Starts nginx on a free loopback port over `files` (name, bytes),
+    /// pinned to `cpu` when given.
+    fn start(files: &[(&str, &[u8])], cpu: Option<usize>) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let www = dir.path().join("www");
+        std::fs::create_dir(&www)?;
+        for (name, bytes) in files {
+            std::fs::write(www.join(name), bytes)?;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon off; master_process off; worker_processes 1;\n\
+             pid {d}/nginx.pid; error_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\n\
+             http {{\n\
+               access_log off; sendfile on; tcp_nopush on; tcp_nodelay on;\n\
+               keepalive_requests 1000000; keepalive_timeout 75s;\n\
+               types {{ }} default_type application/json;\n\
+               client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {d}/www; gzip_static on; }}\n\
+             }}\n"
         );
-        r
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(warp::serve(route).incoming(listener).run());
-    Ok(addr)
+        let conf_path = dir.path().join("nginx.conf");
+        std::fs::write(&conf_path, conf)?;
+        let mut cmd = pinned("nginx", cpu);
+        cmd.args(["-p", &d.to_string(), "-c", &conf_path.display().to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().map_err(|e| {
+            anyhow::anyhow!(
+                "nginx could not run ({e}); install it (Debian: apt-get install nginx-light), or run `scripts/bench serve`"
+            )
+        })?;
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = child.try_wait()? {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    e.read_to_string(&mut err).ok();
+                }
+                anyhow::bail!("nginx exited ({status}): {err}");
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "nginx did not listen within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self {
+            child,
+            addr,
+            _dir: dir,
+        })
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://{}/{name}", self.addr)
+    }
 }
 
-/// Runs `wrk` on `url`; prints and returns (requests/s, p99 ms).
-fn wrk(url: &str, seconds: u64, connections: u32) -> anyhow::Result<(f64, f64)> {
-    wrk_with(url, seconds, connections, &[])
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
 }
 
-/// [`wrk`] with extra request headers (`Name: value`).
-fn wrk_with(
+/// `program` under `taskset -c CPU` when a CPU is given.
+fn pinned(program: &str, cpu: Option<usize>) -> std::process::Command {
+    match cpu {
+        Some(cpu) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), program]);
+            c
+        }
+        None => std::process::Command::new(program),
+    }
+}
+
+/// Pins every thread of this process (the service's runtime, its engine and
+/// inference threads) to `cpu`.
+fn pin_this_process(cpu: usize) -> anyhow::Result<()> {
+    let status = std::process::Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &cpu.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "taskset -a -p failed: {status}");
+    Ok(())
+}
+
+/// Runs `wrk` on `url` with extra request headers (`Name: value`), one
+/// thread pinned to `cpu` when given, else two unpinned; returns
+/// (requests/s, p99 ms).
+fn wrk(
     url: &str,
     seconds: u64,
     connections: u32,
     headers: &[&str],
+    cpu: Option<usize>,
 ) -> anyhow::Result<(f64, f64)> {
     let mut args = vec![
-        "-t2".to_string(),
+        if cpu.is_some() { "-t1" } else { "-t2" }.to_string(),
         format!("-c{connections}"),
         format!("-d{seconds}s"),
         "--latency".to_string(),
@@ -215,12 +323,9 @@ fn wrk_with(
         args.push(h.to_string());
     }
     args.push(url.to_string());
-    let out = std::process::Command::new("wrk")
-        .args(&args)
-        .output()
-        .map_err(|e| {
-            anyhow::anyhow!("wrk could not run ({e}); install it (Debian: apt-get install wrk)")
-        })?;
+    let out = pinned("wrk", cpu).args(&args).output().map_err(|e| {
+        anyhow::anyhow!("wrk could not run ({e}); install it (Debian: apt-get install wrk)")
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
     let rps = text
         .lines()
@@ -354,10 +459,31 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let (m1, rest) = measured.split_at(thirds.max(1));
     let (m2, m3) = rest.split_at(thirds.min(rest.len()));
 
+    // When each tick leaves the inference thread.
+    let published: Published = Arc::default();
+    let recorder = {
+        let published = published.clone();
+        let mut stream = inference.stream.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match stream.recv().await {
+                    Ok(p) => {
+                        published
+                            .lock()
+                            .unwrap()
+                            .insert(p.tick_time, Instant::now());
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        })
+    };
+
     // 1. One client, every item.
     let arrivals: Arrivals = Arc::default();
     let tasks = connect_clients(&ws_url, 1, |_| None, arrivals.clone()).await?;
-    let lat = measure(&events, m1, &arrivals, 1).await;
+    let lat = measure(&events, m1, &arrivals, &published, 1).await;
     report("tick → websocket, 1 client, all items", &lat, 50.0);
     tasks.iter().for_each(|t| t.abort());
 
@@ -376,7 +502,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         arrivals.clone(),
     )
     .await?;
-    let lat = measure(&events, m2, &arrivals, o.subscribers).await;
+    let lat = measure(&events, m2, &arrivals, &published, o.subscribers).await;
     report(
         &format!("tick → websocket, {} clients × 10 items", o.subscribers),
         &lat,
@@ -387,7 +513,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     // 3. Many clients, every item.
     let arrivals: Arrivals = Arc::default();
     let tasks = connect_clients(&ws_url, o.subscribers, |_| None, arrivals.clone()).await?;
-    let lat = measure(&events, m3, &arrivals, o.subscribers).await;
+    let lat = measure(&events, m3, &arrivals, &published, o.subscribers).await;
     report(
         &format!("tick → websocket, {} clients × all items", o.subscribers),
         &lat,
@@ -395,50 +521,118 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     );
     tasks.iter().for_each(|t| t.abort());
 
-    // 4. HTTP under wrk.
+    // 4. HTTP under wrk: the server on one CPU and wrk on another
+    // (taskset), each route against its limit in the same run: nginx serving
+    // the same bytes as a static file under the same pinning and connections.
     if o.wrk_seconds > 0 {
-        let one = format!("http://{addr}/api/v1/predictions/{}", ids[0]);
-        let (rps, p99) = wrk(&one, o.wrk_seconds, 64)?;
-        println!(
-            "GET /api/v1/predictions/{{id}}: {rps:.0} req/s, p99 {p99:.2} ms; aim ≥ 20000 req/s, p99 ≤ 10 ms: {:.2}× the rate, p99 at {:.2}× the limit",
-            rps / 20_000.0,
-            p99 / 10.0
-        );
-        // The whole snapshot, in each form, against a peer in the same run:
-        // a bare HTTP server sending the same bytes from memory (what a
-        // static file server at its best does).
+        use gept::api::snapshot::{Form, SnapshotCache};
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let (server_cpu, load_cpu) = if cpus >= 2 {
+            (Some(0), Some(1))
+        } else {
+            println!("one CPU: the servers and wrk share it, unpinned");
+            (None, None)
+        };
         let snap = service.inference.snapshot.load_full();
-        let cache = gept::api::snapshot::SnapshotCache::default();
-        for (form, query, gzip) in [
-            (gept::api::snapshot::Form::Objects, "", false),
-            (gept::api::snapshot::Form::Compact, "?format=compact", false),
-            (gept::api::snapshot::Form::Compact, "?format=compact", true),
+        let cache = SnapshotCache::default();
+        let (objects, compact) = (
+            cache.get(&snap, Form::Objects),
+            cache.get(&snap, Form::Compact),
+        );
+        let item = ids[0];
+        let fetch = |path: String| async move {
+            let r = reqwest::get(format!("http://{addr}{path}")).await?;
+            anyhow::ensure!(r.status().is_success(), "{path}: {}", r.status());
+            Ok::<_, anyhow::Error>(r.bytes().await?)
+        };
+        let item_body = fetch(format!("/api/v1/predictions/{item}")).await?;
+        // The files nginx serves are the bytes our routes answer.
+        anyhow::ensure!(
+            fetch("/api/v1/predictions".into()).await? == objects.json
+                && fetch("/api/v1/predictions?format=compact".into()).await? == compact.json,
+            "the snapshot route's bytes differ from the encoded snapshot"
+        );
+        let nginx = Nginx::start(
+            &[
+                ("item.json", &item_body[..]),
+                ("objects.json", &objects.json[..]),
+                ("compact.json", &compact.json[..]),
+                ("compact.json.gz", &compact.gzip[..]),
+            ],
+            server_cpu,
+        )?;
+        if let Some(cpu) = server_cpu {
+            pin_this_process(cpu)?;
+        }
+        println!(
+            "HTTP: server and nginx on CPU {}, wrk (one thread) on CPU {}; {} s per run",
+            server_cpu.map_or("any".into(), |c| c.to_string()),
+            load_cpu.map_or("any".into(), |c| c.to_string()),
+            o.wrk_seconds
+        );
+        let gzip: &[&str] = &["Accept-Encoding: gzip"];
+        for (route, path, file, bytes, connections, headers) in [
+            (
+                "GET /api/v1/predictions/{id}",
+                format!("/api/v1/predictions/{item}"),
+                "item.json",
+                item_body.len(),
+                64,
+                &[][..],
+            ),
+            (
+                "GET /api/v1/predictions (objects)",
+                "/api/v1/predictions".to_string(),
+                "objects.json",
+                objects.json.len(),
+                8,
+                &[][..],
+            ),
+            (
+                "GET /api/v1/predictions?format=compact",
+                "/api/v1/predictions?format=compact".to_string(),
+                "compact.json",
+                compact.json.len(),
+                8,
+                &[][..],
+            ),
+            (
+                "GET /api/v1/predictions?format=compact, gzip",
+                "/api/v1/predictions?format=compact".to_string(),
+                "compact.json",
+                compact.gzip.len(),
+                8,
+                gzip,
+            ),
         ] {
-            let encoded = cache.get(&snap, form);
-            let body = if gzip {
-                encoded.gzip.clone()
-            } else {
-                encoded.json.clone()
-            };
-            let bytes = body.len();
-            let peer = static_peer(body).await?;
-            let headers: &[&str] = if gzip {
-                &["Accept-Encoding: gzip"]
-            } else {
-                &[]
-            };
-            let (peer_rps, peer_p99) =
-                wrk_with(&format!("http://{peer}/"), o.wrk_seconds, 8, headers)?;
-            let url = format!("http://{addr}/api/v1/predictions{query}");
-            let (rps, p99) = wrk_with(&url, o.wrk_seconds, 8, headers)?;
+            let (peer_rps, peer_p99) = wrk(
+                &nginx.url(file),
+                o.wrk_seconds,
+                connections,
+                headers,
+                load_cpu,
+            )?;
+            let (rps, p99) = wrk(
+                &format!("http://{addr}{path}"),
+                o.wrk_seconds,
+                connections,
+                headers,
+                load_cpu,
+            )?;
             println!(
-                "GET /api/v1/predictions{query}{} (every item, ~{items_per_tick} × 108, {:.2} MB): {rps:.1} req/s, p99 {p99:.1} ms; static peer, same bytes: {peer_rps:.1} req/s, p99 {peer_p99:.1} ms: {:.2}× the peer's rate",
-                if gzip { " gzip" } else { "" },
-                bytes as f64 / 1e6,
+                "{route} ({bytes} bytes, {connections} connections): {rps:.0} req/s, p99 {p99:.2} ms; nginx, same bytes: {peer_rps:.0} req/s, p99 {peer_p99:.2} ms: {:.2}× nginx's rate (aim ≥ 0.5)",
                 rps / peer_rps
             );
+            if file == "item.json" {
+                println!(
+                    "  one item: aim ≥ 20000 req/s and p99 ≤ 10 ms: {:.2}× the rate, p99 at {:.2}× the limit",
+                    rps / 20_000.0,
+                    p99 / 10.0
+                );
+            }
         }
     }
+    recorder.abort();
     drop(events);
     let report = service.shutdown().await;
     anyhow::ensure!(

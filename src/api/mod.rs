@@ -284,6 +284,17 @@ fn accepts_gzip(value: &str) -> bool {
 
 /// A JSON answer from encoded bytes (shared, not copied), gzip-encoded or
 /// not, with an `ETag` when given; it varies by `Accept-Encoding`.
+/// Whether an `If-None-Match` list names `etag` (or is `*`); compared
+/// weakly, as RFC 9110 asks for `If-None-Match`.
+fn etag_matches(tags: &str, etag: &str) -> bool {
+    fn opaque(t: &str) -> &str {
+        let t = t.trim();
+        t.strip_prefix("W/").unwrap_or(t)
+    }
+    tags.split(',')
+        .any(|t| t.trim() == "*" || opaque(t) == opaque(etag))
+}
+
 fn bytes_reply(body: bytes::Bytes, gzip: bool, etag: Option<&str>) -> warp::reply::Response {
     let mut r = warp::reply::Response::new(body.into());
     let h = r.headers_mut();
@@ -577,10 +588,10 @@ pub fn routes(
                                 .map_err(ApiError::internal)?
                         }
                     };
-                    if if_none_match.as_deref().is_some_and(|tags| {
-                        tags.split(',')
-                            .any(|t| t.trim() == encoded.etag || t.trim() == "*")
-                    }) {
+                    if if_none_match
+                        .as_deref()
+                        .is_some_and(|tags| etag_matches(tags, &encoded.etag))
+                    {
                         let mut r = StatusCode::NOT_MODIFIED.into_response();
                         r.headers_mut()
                             .insert(header::ETAG, encoded.etag.parse().expect("an ETag"));
@@ -612,28 +623,47 @@ pub fn routes(
 
     let prediction = warp::path!("predictions" / ItemId)
         .and(warp::get())
+        .and(warp::header::optional::<String>("if-none-match"))
         .and(s.clone())
-        .and_then(|id: ItemId, state: ApiState| async move {
-            let snap = state.inference.snapshot.load();
-            match snap.predictions.get(&id) {
-                Some(p) => {
-                    // With when its tick arrived and how old that is.
-                    let mut v = serde_json::to_value(&**p).map_err(ApiError::internal)?;
-                    let now = chrono::Utc::now().timestamp();
-                    v["received_at"] = serde_json::json!(snap.received_at);
-                    v["data_age_seconds"] =
-                        serde_json::json!(snap.received_at.map(|r| (now - r).max(0)));
-                    Ok(json(&v))
+        .and_then(
+            |id: ItemId, if_none_match: Option<String>, state: ApiState| async move {
+                let snap = state.inference.snapshot.load_full();
+                match state.item_bodies.get(&snap, id) {
+                    Some((object, etag)) => {
+                        if if_none_match
+                            .as_deref()
+                            .is_some_and(|tags| etag_matches(tags, &etag))
+                        {
+                            let mut r = StatusCode::NOT_MODIFIED.into_response();
+                            r.headers_mut()
+                                .insert(header::ETAG, etag.parse().expect("an ETag"));
+                            return Ok(r);
+                        }
+                        // The encoded prediction, with when its tick arrived
+                        // and how old that is.
+                        let now = chrono::Utc::now().timestamp();
+                        let mut body = Vec::with_capacity(object.len() + 64);
+                        body.extend_from_slice(&object);
+                        let (received, age) = match snap.received_at {
+                            Some(r) => (r.to_string(), (now - r).max(0).to_string()),
+                            None => ("null".into(), "null".into()),
+                        };
+                        body.extend_from_slice(
+                            format!(",\"received_at\":{received},\"data_age_seconds\":{age}}}")
+                                .as_bytes(),
+                        );
+                        Ok(bytes_reply(body.into(), false, Some(&etag)))
+                    }
+                    None if snap.model_version.is_none() && snap.predictions.is_empty() => {
+                        Err(no_model(&state))
+                    }
+                    None => Err(ApiError::reject(
+                        StatusCode::NOT_FOUND,
+                        format!("no prediction for item {id}"),
+                    )),
                 }
-                None if snap.model_version.is_none() && snap.predictions.is_empty() => {
-                    Err(no_model(&state))
-                }
-                None => Err(ApiError::reject(
-                    StatusCode::NOT_FOUND,
-                    format!("no prediction for item {id}"),
-                )),
-            }
-        });
+            },
+        );
 
     let recommendations = warp::path!("recommendations")
         .and(warp::get())
@@ -1028,5 +1058,19 @@ pub fn route_label(path: &str) -> String {
         "/".into()
     } else {
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn if_none_match_compares_etags_weakly_and_accepts_a_list_or_star() {
+        use super::etag_matches;
+        assert!(etag_matches(r#""a-1""#, r#""a-1""#));
+        assert!(etag_matches(r#"W/"a-1""#, r#""a-1""#));
+        assert!(etag_matches(r#""x", W/"a-1""#, r#"W/"a-1""#));
+        assert!(etag_matches("*", r#""a-1""#));
+        assert!(!etag_matches(r#""a-2""#, r#""a-1""#));
+        assert!(!etag_matches(r#""a-1"#, r#""a-1""#));
     }
 }

@@ -117,6 +117,94 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     enc.finish().expect("writing to memory")
 }
 
+/// Each target's name as a JSON string (quoted), by target index.
+static QUOTED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+    gept_core::target_names()
+        .iter()
+        .map(|n| serde_json::to_string(n).expect("a string"))
+        .collect()
+});
+
+/// An item's prediction in the objects form, without its closing brace:
+/// `{"item_id","tick_time","observed_at","model_version","probabilities":{target: p}`
+/// (`keys[j]` the quoted name of `targets[j]`). The snapshot's items and the
+/// one-item route share it.
+fn write_object(out: &mut Vec<u8>, p: &Prediction, targets: &[usize], keys: &[&str]) {
+    write!(
+        out,
+        "{{\"item_id\":{},\"tick_time\":{},\"observed_at\":{},\"model_version\":{},\"probabilities\":{{",
+        p.item_id,
+        p.tick_time,
+        p.observed_at,
+        serde_json::to_string(&*p.model_version).expect("a string"),
+    )
+    .expect("memory");
+    for (j, &t) in targets.iter().enumerate() {
+        if j > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(keys[j].as_bytes());
+        out.push(b':');
+        // The f32 as serde_json writes it (shortest round trip).
+        serde_json::to_writer(&mut *out, &p.probabilities[t]).expect("memory");
+    }
+    out.push(b'}');
+}
+
+/// `GET /api/v1/predictions/{id}`'s bodies: each item's prediction encoded
+/// once per tick (on its first request) and shared; a request adds only its
+/// `received_at` and `data_age_seconds`.
+#[derive(Debug, Default)]
+pub struct ItemCache {
+    bodies: std::sync::RwLock<ItemBodies>,
+}
+
+#[derive(Debug, Default)]
+struct ItemBodies {
+    /// The snapshot (the `ArcSwap`'s pointer) the bodies are of.
+    snapshot: usize,
+    /// Per item, the object without its closing brace, and its ETag.
+    items: std::collections::HashMap<gept_core::ItemId, (Bytes, Arc<str>)>,
+}
+
+impl ItemCache {
+    /// The encoded prediction of `item` in `snap` (without its closing
+    /// brace) and its ETag; `None` when the snapshot has no prediction of it.
+    pub fn get(&self, snap: &Arc<Snapshot>, item: gept_core::ItemId) -> Option<(Bytes, Arc<str>)> {
+        let id = Arc::as_ptr(snap) as usize;
+        {
+            let bodies = self.bodies.read().expect("item cache");
+            if bodies.snapshot == id {
+                if let Some(hit) = bodies.items.get(&item) {
+                    return Some(hit.clone());
+                }
+            }
+        }
+        let p = snap.predictions.get(&item)?;
+        let all: Vec<usize> = (0..gept_core::N_TARGETS).collect();
+        let keys: Vec<&str> = QUOTED.iter().map(String::as_str).collect();
+        let mut out = Vec::with_capacity(gept_core::N_TARGETS * 32 + 256);
+        write_object(&mut out, p, &all, &keys);
+        // Weak: the body's data age moves with the clock, its meaning with
+        // the tick.
+        let etag: Arc<str> = Arc::from(format!(
+            "W/\"{}-{}-{}-i{}\"",
+            p.tick_time,
+            p.model_version,
+            snap.tick_time.unwrap_or_default(),
+            item
+        ));
+        let hit = (Bytes::from(out), etag);
+        let mut bodies = self.bodies.write().expect("item cache");
+        if bodies.snapshot != id {
+            bodies.snapshot = id;
+            bodies.items.clear();
+        }
+        bodies.items.insert(item, hit.clone());
+        Some(hit)
+    }
+}
+
 /// Encodes `items` of `snap` (all targets, or the `targets` selected).
 pub fn encode(
     snap: &Snapshot,
@@ -137,10 +225,7 @@ pub fn encode(
         .map_or("null".to_string(), |t| t.to_string());
     match form {
         Form::Objects => {
-            let keys: Vec<String> = targets
-                .iter()
-                .map(|&t| serde_json::to_string(&names[t]).expect("a string"))
-                .collect();
+            let keys: Vec<&str> = targets.iter().map(|&t| QUOTED[t].as_str()).collect();
             write!(
                 out,
                 "{{\"tick_time\":{tick},\"received_at\":{received},\"model_version\":{version},\"count\":{},\"predictions\":[",
@@ -151,25 +236,8 @@ pub fn encode(
                 if i > 0 {
                     out.push(b',');
                 }
-                write!(
-                    out,
-                    "{{\"item_id\":{},\"tick_time\":{},\"observed_at\":{},\"model_version\":{},\"probabilities\":{{",
-                    p.item_id,
-                    p.tick_time,
-                    p.observed_at,
-                    serde_json::to_string(&*p.model_version).expect("a string"),
-                )
-                .expect("memory");
-                for (j, &t) in targets.iter().enumerate() {
-                    if j > 0 {
-                        out.push(b',');
-                    }
-                    out.extend_from_slice(keys[j].as_bytes());
-                    out.push(b':');
-                    // The f32 as serde_json writes it (shortest round trip).
-                    serde_json::to_writer(&mut out, &p.probabilities[t]).expect("memory");
-                }
-                out.extend_from_slice(b"}}");
+                write_object(&mut out, p, targets, &keys);
+                out.push(b'}');
             }
             out.extend_from_slice(b"]}");
         }
@@ -264,5 +332,27 @@ mod tests {
         let mut back = Vec::new();
         std::io::Read::read_to_end(&mut d, &mut back).unwrap();
         assert_eq!(back, compact.json);
+    }
+
+    #[test]
+    fn an_items_body_is_its_serde_object_encoded_once_per_snapshot() {
+        let snap = snapshot();
+        let cache = ItemCache::default();
+        let (object, etag) = cache.get(&snap, 2).expect("item 2 is predicted");
+        let mut closed = object.to_vec();
+        closed.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&closed).unwrap();
+        let want: serde_json::Value =
+            serde_json::from_slice(&serde_json::to_vec(&*snap.predictions[&2]).unwrap()).unwrap();
+        assert_eq!(v, want);
+        assert!(etag.starts_with("W/\"1000-m1-1000-i2"), "{etag}");
+        // The same bytes for the same snapshot; a new snapshot encodes again.
+        let (again, _) = cache.get(&snap, 2).unwrap();
+        assert_eq!(again.as_ptr(), object.as_ptr(), "shared, not encoded again");
+        let next = snapshot();
+        let (fresh, _) = cache.get(&next, 2).unwrap();
+        assert_ne!(fresh.as_ptr(), object.as_ptr());
+        assert_eq!(fresh, object, "same prediction, same bytes");
+        assert!(cache.get(&next, 3).is_none(), "no prediction of item 3");
     }
 }

@@ -434,7 +434,62 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
         }
     })
     .await;
+    // One item: its body is the snapshot's object of it (encoded once per
+    // tick) with the tick's arrival and the data's age; its ETag gets a 304
+    // while the tick holds and a 200 with a new ETag after the next tick.
+    let one = &preds[0];
+    let id = one["item_id"].as_u64().unwrap();
+    let r = raw
+        .get(format!("{base}/api/v1/predictions/{id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let item_etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let mut body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["received_at"], objects["received_at"], "{body}");
+    assert!(
+        body["data_age_seconds"].as_i64().is_some_and(|a| a >= 0),
+        "{body}"
+    );
+    let map = body.as_object_mut().unwrap();
+    map.remove("received_at");
+    map.remove("data_age_seconds");
+    assert_eq!(&body, one, "the item's body is its snapshot object");
+    let r = raw
+        .get(format!("{base}/api/v1/predictions/{id}"))
+        .header("if-none-match", &item_etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304, "the tick holds: not modified");
+    assert_eq!(r.headers()["etag"].to_str().unwrap(), item_etag);
     set_faults(gept_replay::Faults::default()).await;
+    let (r2, b2, tag) = (raw.clone(), base.clone(), item_etag.clone());
+    wait_for(
+        "a 200 with a new ETag for the item after the next tick",
+        60,
+        move || {
+            let (raw, base, tag) = (r2.clone(), b2.clone(), tag.clone());
+            async move {
+                let r = raw
+                    .get(format!("{base}/api/v1/predictions/{id}"))
+                    .header("if-none-match", &tag)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 304 {
+                    return false;
+                }
+                assert_eq!(r.status(), 200);
+                assert_ne!(r.headers()["etag"].to_str().unwrap(), tag);
+                let v: serde_json::Value = r.json().await.unwrap();
+                assert_eq!(v["item_id"], id, "{v}");
+                true
+            }
+        },
+    )
+    .await;
     let r = get(&http, format!("{base}/api/v1/predictions?format=csv")).await;
     assert_eq!(r.status(), 400);
     let item: serde_json::Value = get_json(&http, format!("{base}/api/v1/items/4151")).await;
