@@ -141,6 +141,7 @@ pub struct Snapshot {
 pub struct TickPredictions {
     pub tick_time: i64,
     pub model_version: Arc<str>,
+    /// Sorted by item id (subscribers of a few items look theirs up).
     pub predictions: Vec<Arc<Prediction>>,
     /// When the tick's upstream response arrived.
     pub arrived: Instant,
@@ -480,7 +481,7 @@ impl Worker {
             model.predict(&x)
         };
         let version: Arc<str> = Arc::from(entry.version.as_str());
-        let predictions: Vec<Arc<Prediction>> = rows
+        let mut predictions: Vec<Arc<Prediction>> = rows
             .iter()
             .zip(probs.chunks_exact(N_TARGETS))
             .map(|(r, p)| {
@@ -497,6 +498,10 @@ impl Worker {
                 })
             })
             .collect();
+        // The engine emits rows by item; kept so whatever the source.
+        if !predictions.is_sorted_by_key(|p| p.item_id) {
+            predictions.sort_by_key(|p| p.item_id);
+        }
         let mut by_item = old.predictions.clone();
         for p in &predictions {
             by_item.insert(p.item_id, p.clone());

@@ -56,6 +56,16 @@ enum Command {
         /// Seconds of each wrk run (0: skip).
         #[arg(long, default_value_t = 10)]
         wrk_seconds: u64,
+        /// Milliseconds between a measured tick's last delivery and the next
+        /// tick (0: back to back, a stress case; the upstream gives a tick a
+        /// minute, so a tick's own background work, its prediction write
+        /// and the accuracy monitor's update, is done before the next).
+        #[arg(long, default_value_t = 0)]
+        gap_ms: u64,
+        /// A configuration setting for the service, `section.key=value`
+        /// (as `GEPT__SECTION__KEY`); repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
     },
     /// One batched forward pass (with calibration) over every item of a
     /// full tick, p50 and p99, against the 5 ms limit.
@@ -216,6 +226,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             ticks,
             subscribers,
             wrk_seconds,
+            gap_ms,
+            settings,
         } => gept::service::system().block_on(serve::run(serve::Options {
             model: &model,
             latest: &latest,
@@ -226,6 +238,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             ticks,
             subscribers,
             wrk_seconds,
+            gap: std::time::Duration::from_millis(gap_ms),
+            settings: &settings,
         })),
         Command::Inference {
             model,

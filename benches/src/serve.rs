@@ -40,6 +40,10 @@ pub struct Options<'a> {
     pub ticks: usize,
     pub subscribers: usize,
     pub wrk_seconds: u64,
+    /// Pause between a measured tick's last delivery and the next tick.
+    pub gap: Duration,
+    /// Configuration overrides, `section.key=value`.
+    pub settings: &'a [String],
 }
 
 /// The service's feed: each tick goes in after the recorded `/1h` and `/5m`
@@ -125,19 +129,29 @@ async fn connect_clients(
 /// received in process): the part of a delivery before the websocket.
 type Published = Arc<std::sync::Mutex<std::collections::HashMap<i64, Instant>>>;
 
+/// A scenario's latencies (ms, each sorted): every delivery; each tick's
+/// broadcast (features and inference); the inference thread's own time.
+struct Figures {
+    delivered: Vec<f64>,
+    published: Vec<f64>,
+    inference: Vec<f64>,
+}
+
 /// Feeds `ticks` through the broadcast one at a time; each waits until
-/// `expect` deliveries of it arrived (bounded). Returns delivery latencies
-/// and the ticks' publish latencies (ms), each sorted.
+/// `expect` deliveries of it arrived (bounded).
 async fn measure(
     events: &ServiceFeed<'_>,
     ticks: &[gept_dataflows::features::TickInput],
     arrivals: &Arrivals,
     published: &Published,
     expect: usize,
-) -> (Vec<f64>, Vec<f64>) {
+    gap: Duration,
+) -> Figures {
     let mut latencies = Vec::new();
     let mut publish = Vec::new();
+    let mut inference = Vec::new();
     for tick in ticks {
+        tokio::time::sleep(gap).await;
         arrivals.lock().unwrap().clear();
         let sent = Instant::now();
         events.tick(tick, sent);
@@ -165,6 +179,10 @@ async fn measure(
         if let Some(at) = published.lock().unwrap().get(&tick.time) {
             publish.push((*at - sent).as_secs_f64() * 1e3);
         }
+        let status = events.service.inference.status.lock().unwrap().clone();
+        if status.last_tick == Some(tick.time) {
+            inference.extend(status.last_latency_ms);
+        }
         if seen < expect {
             eprintln!(
                 "tick {}: {seen} of {expect} deliveries within 60 s",
@@ -172,20 +190,28 @@ async fn measure(
             );
         }
     }
-    latencies.sort_by(f64::total_cmp);
-    publish.sort_by(f64::total_cmp);
-    (latencies, publish)
+    for v in [&mut latencies, &mut publish, &mut inference] {
+        v.sort_by(f64::total_cmp);
+    }
+    Figures {
+        delivered: latencies,
+        published: publish,
+        inference,
+    }
 }
 
-fn report(name: &str, (lat, publish): &(Vec<f64>, Vec<f64>), aim_ms: f64) {
+fn report(name: &str, f: &Figures, aim_ms: f64) {
+    let lat = &f.delivered;
     let (p50, p99) = (percentile(lat, 0.5), percentile(lat, 0.99));
     println!(
-        "{name}: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms; aim p99 ≤ {aim_ms} ms: p99 at {:.2}× the aim \
-         (of which features + inference, to the tick's broadcast: p50 {:.1} ms, p99 {:.1} ms)",
+        "{name}: {} deliveries, p50 {p50:.1} ms, p99 {p99:.1} ms; aim p99 ≤ {aim_ms} ms: p99 at {:.2}× the aim\n  \
+         of which to the tick's broadcast (features, inference): p50 {:.1} ms, p99 {:.1} ms; the inference thread's part: p50 {:.1} ms, p99 {:.1} ms",
         lat.len(),
         p99 / aim_ms,
-        percentile(publish, 0.5),
-        percentile(publish, 0.99),
+        percentile(&f.published, 0.5),
+        percentile(&f.published, 0.99),
+        percentile(&f.inference, 0.5),
+        percentile(&f.inference, 0.99),
     );
 }
 
@@ -401,6 +427,13 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain(o.settings.iter().map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (
+            format!("GEPT__{}", k.replace('.', "__").to_uppercase()),
+            v.to_string(),
+        )
+    }))
     .collect();
     let mut config = gept_core::config::Config::load_with_env(None, env)
         .map_err(|e| anyhow::anyhow!("bench configuration: {e}"))?;
@@ -449,11 +482,13 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let items_per_tick =
         measured.iter().map(|t| t.rows.len()).sum::<usize>() / measured.len().max(1);
     println!(
-        "model {}; {} warm-up ticks, {} measured ticks of about {items_per_tick} items; {} CPU threads",
+        "model {}; {} warm-up ticks, {} measured ticks of about {items_per_tick} items; {} CPU threads; {} ms between a tick's deliveries and the next tick{}",
         meta.version,
         warm.len(),
         measured.len(),
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        o.gap.as_millis(),
+        if o.settings.is_empty() { String::new() } else { format!("; settings {:?}", o.settings) }
     );
     let thirds = measured.len() / 3;
     let (m1, rest) = measured.split_at(thirds.max(1));
@@ -483,7 +518,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     // 1. One client, every item.
     let arrivals: Arrivals = Arc::default();
     let tasks = connect_clients(&ws_url, 1, |_| None, arrivals.clone()).await?;
-    let lat = measure(&events, m1, &arrivals, &published, 1).await;
+    let lat = measure(&events, m1, &arrivals, &published, 1, o.gap).await;
     report("tick → websocket, 1 client, all items", &lat, 50.0);
     tasks.iter().for_each(|t| t.abort());
 
@@ -502,7 +537,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         arrivals.clone(),
     )
     .await?;
-    let lat = measure(&events, m2, &arrivals, &published, o.subscribers).await;
+    let lat = measure(&events, m2, &arrivals, &published, o.subscribers, o.gap).await;
     report(
         &format!("tick → websocket, {} clients × 10 items", o.subscribers),
         &lat,
@@ -513,7 +548,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     // 3. Many clients, every item.
     let arrivals: Arrivals = Arc::default();
     let tasks = connect_clients(&ws_url, o.subscribers, |_| None, arrivals.clone()).await?;
-    let lat = measure(&events, m3, &arrivals, &published, o.subscribers).await;
+    let lat = measure(&events, m3, &arrivals, &published, o.subscribers, o.gap).await;
     report(
         &format!("tick → websocket, {} clients × all items", o.subscribers),
         &lat,

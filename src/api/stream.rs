@@ -33,7 +33,6 @@ use gept_actors::inference::{Prediction, TickPredictions};
 use gept_core::metrics as m;
 use gept_core::{target_names, ItemId, HORIZONS_H, N_TARGETS, OFFSETS_BP};
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::fmt::Write;
 use std::sync::Arc;
 use tokio::sync::{broadcast::error::RecvError, mpsc};
@@ -132,9 +131,10 @@ fn offer_alerts(
     out
 }
 
-/// What a client wants: items (None: all) and target indices.
+/// What a client wants: items (None: all; else sorted, no repeats) and
+/// target indices.
 struct Subscription {
-    items: Option<HashSet<ItemId>>,
+    items: Option<Vec<ItemId>>,
     targets: Vec<usize>,
 }
 
@@ -186,13 +186,37 @@ impl Subscription {
             })
             .collect();
         Ok(Subscription {
-            items: items.map(|v| v.into_iter().collect()),
+            items: items.map(|mut v| {
+                v.sort_unstable();
+                v.dedup();
+                v
+            }),
             targets,
         })
     }
 
-    fn wants(&self, item: ItemId) -> bool {
-        self.items.as_ref().is_none_or(|s| s.contains(&item))
+    /// The subscribed predictions among `predictions` (sorted by item, as
+    /// a tick's are), in item order. A client of a few items looks each up
+    /// (a binary search) instead of testing each of the tick's thousands:
+    /// with a thousand such clients a tick cost millions of hash lookups.
+    fn select<'a>(
+        &'a self,
+        predictions: &'a [Arc<Prediction>],
+    ) -> impl Iterator<Item = &'a Arc<Prediction>> + 'a {
+        let (all, some) = match &self.items {
+            None => (Some(predictions.iter()), None),
+            Some(ids) => (None, Some(ids.iter())),
+        };
+        all.into_iter().flatten().chain(
+            some.into_iter()
+                .flatten()
+                .filter_map(move |id| {
+                    predictions
+                        .binary_search_by_key(id, |p| p.item_id)
+                        .ok()
+                        .map(|i| &predictions[i])
+                }),
+        )
     }
 }
 
@@ -228,10 +252,11 @@ fn write_prediction(out: &mut String, p: &Prediction, targets: &[usize]) {
     out.push_str("]}");
 }
 
-fn tick_message<'a>(
+/// The message of `predictions` (sorted by item) for `sub`.
+fn tick_message(
     tick_time: i64,
     version: &str,
-    predictions: impl Iterator<Item = &'a Arc<Prediction>>,
+    predictions: &[Arc<Prediction>],
     sub: &Subscription,
 ) -> String {
     let mut out = format!(
@@ -239,7 +264,7 @@ fn tick_message<'a>(
         serde_json::to_string(version).expect("a string")
     );
     let mut first = true;
-    for p in predictions.filter(|p| sub.wants(p.item_id)) {
+    for p in sub.select(predictions) {
         if !first {
             out.push(',');
         }
@@ -262,7 +287,7 @@ fn message_for(state: &ApiState, tick: &Arc<TickPredictions>, sub: &Subscription
                 let msg = Message::text(tick_message(
                     tick.tick_time,
                     &tick.model_version,
-                    tick.predictions.iter(),
+                    &tick.predictions,
                     sub,
                 ));
                 *cache = Some((tick.clone(), msg.clone()));
@@ -273,7 +298,7 @@ fn message_for(state: &ApiState, tick: &Arc<TickPredictions>, sub: &Subscription
         Message::text(tick_message(
             tick.tick_time,
             &tick.model_version,
-            tick.predictions.iter(),
+            &tick.predictions,
             sub,
         ))
     }
@@ -281,12 +306,12 @@ fn message_for(state: &ApiState, tick: &Arc<TickPredictions>, sub: &Subscription
 
 fn lagged_message(state: &ApiState, missed: u64, sub: &Subscription) -> Message {
     let snap = state.inference.snapshot.load();
-    let mut preds: Vec<&Arc<Prediction>> = snap.predictions.values().collect();
+    let mut preds: Vec<Arc<Prediction>> = snap.predictions.values().cloned().collect();
     preds.sort_by_key(|p| p.item_id);
     let inner = tick_message(
         snap.tick_time.unwrap_or_default(),
         snap.model_version.as_deref().unwrap_or(""),
-        preds.into_iter(),
+        &preds,
         sub,
     );
     Message::text(format!(
@@ -300,7 +325,7 @@ fn subscribed_message(sub: &Subscription) -> Message {
     Message::text(
         serde_json::json!({
             "type": "subscribed",
-            "items": sub.items.as_ref().map(|s| { let mut v: Vec<_> = s.iter().collect(); v.sort(); v }),
+            "items": sub.items,
             "targets": targets,
             "p_scale": gept_core::P_SCALE,
         })
@@ -416,7 +441,7 @@ pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::W
                                 missed += 1;
                                 metrics::counter!(m::WS_DROPPED).increment(1);
                             }
-                        } else if !sub.is_all() && !tick.predictions.iter().any(|p| sub.wants(p.item_id)) {
+                        } else if !sub.is_all() && sub.select(&tick.predictions).next().is_none() {
                             // Nothing this client subscribed to changed.
                         } else if queue.try_send(message_for(&state, &tick, &sub)).is_err() {
                             missed += 1;
