@@ -760,6 +760,8 @@ impl State {
         last: i64,
     ) -> ModelReport {
         let horizon_of = |t: usize| HORIZONS_H[t / OFFSETS_BP.len()];
+        let published = self.report.load();
+        let previous = published.models.iter().find(|m| m.version == version);
         let groups: Vec<GroupReport> = HORIZON_GROUPS
             .iter()
             .map(|hs| {
@@ -800,13 +802,21 @@ impl State {
                         .filter(|(t, _)| validated.contains(t))
                         .map(|(_, m)| m),
                 );
-                let worse = |live: Option<f64>, val: Option<f64>, margin: f64| {
-                    matches!((live, val), (Some(l), Some(v)) if l > v + margin)
-                };
+                let name = group_name(hs);
+                let was = previous
+                    .and_then(|m| m.groups.iter().find(|g| g.group == name))
+                    .is_some_and(|g| g.drift);
                 let drift = live_validated.labels >= self.config.min_labels
                     && validation.as_ref().is_some_and(|v| {
-                        worse(live_validated.brier, v.brier, self.config.drift_brier_margin)
-                            || worse(live_validated.ece, v.ece, self.config.drift_ece_margin)
+                        drifted(
+                            was,
+                            (
+                                live_validated.brier,
+                                v.brier,
+                                self.config.drift_brier_margin,
+                            ),
+                            (live_validated.ece, v.ece, self.config.drift_ece_margin),
+                        )
                     });
                 let (mut s, mut y) = (Vec::new(), Vec::new());
                 for (row, l) in labels.chunks_exact(N_TARGETS).enumerate() {
@@ -818,7 +828,7 @@ impl State {
                     }
                 }
                 GroupReport {
-                    group: group_name(hs),
+                    group: name,
                     horizons_h: hs.to_vec(),
                     live,
                     validation,
@@ -854,5 +864,46 @@ impl State {
             offsets,
             targets: report.targets,
         }
+    }
+}
+
+/// Whether a group drifted: its live Brier or ECE (`(live, validation,
+/// margin)` each) worse than validation by more than the margin. With
+/// hysteresis: a group that drifted at the last publish stays so until both
+/// are back within half their margins, so a figure hovering at the margin
+/// does not raise and clear the warning at every publish.
+fn drifted(
+    was: bool,
+    brier: (Option<f64>, Option<f64>, f64),
+    ece: (Option<f64>, Option<f64>, f64),
+) -> bool {
+    let factor = if was { 0.5 } else { 1.0 };
+    let worse = |(live, val, margin): (Option<f64>, Option<f64>, f64)| matches!((live, val), (Some(l), Some(v)) if l > v + margin * factor);
+    worse(brier) || worse(ece)
+}
+
+#[cfg(test)]
+mod drift_tests {
+    use super::drifted;
+
+    #[test]
+    fn drift_is_raised_past_the_margin_and_cleared_within_half_of_it() {
+        let ece = (Some(0.05), Some(0.05), 0.03);
+        // Validation Brier 0.10, margin 0.02.
+        let b = |live: f64| (Some(live), Some(0.10), 0.02);
+        assert!(!drifted(false, b(0.115), ece), "within the margin");
+        assert!(drifted(false, b(0.125), ece), "past the margin");
+        assert!(drifted(true, b(0.115), ece), "hovering: stays raised");
+        assert!(
+            !drifted(true, b(0.105), ece),
+            "within half the margin: cleared"
+        );
+        // Either figure raises it; no figure, no drift.
+        assert!(drifted(false, b(0.10), (Some(0.09), Some(0.05), 0.03)));
+        assert!(!drifted(
+            true,
+            (None, Some(0.10), 0.02),
+            (Some(0.05), None, 0.03)
+        ));
     }
 }

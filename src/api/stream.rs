@@ -207,16 +207,14 @@ impl Subscription {
             None => (Some(predictions.iter()), None),
             Some(ids) => (None, Some(ids.iter())),
         };
-        all.into_iter().flatten().chain(
-            some.into_iter()
-                .flatten()
-                .filter_map(move |id| {
-                    predictions
-                        .binary_search_by_key(id, |p| p.item_id)
-                        .ok()
-                        .map(|i| &predictions[i])
-                }),
-        )
+        all.into_iter()
+            .flatten()
+            .chain(some.into_iter().flatten().filter_map(move |id| {
+                predictions
+                    .binary_search_by_key(id, |p| p.item_id)
+                    .ok()
+                    .map(|i| &predictions[i])
+            }))
     }
 }
 
