@@ -143,12 +143,14 @@ where
                 continue;
             }
         };
-        let svc = warp::service(filter.clone());
+        // The route tree is cloned once per connection, not per request
+        // (a clone copies every route's captured state); `call` only
+        // borrows it to build the request's future.
+        let svc = std::cell::RefCell::new(warp::service(filter.clone()));
         let service =
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(Peer(peer));
-                let mut svc = svc.clone();
-                svc.call(req)
+                svc.borrow_mut().call(req)
             });
         let io = TokioIo::new(TimedIo::new(
             stream,
