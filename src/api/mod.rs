@@ -282,8 +282,6 @@ fn accepts_gzip(value: &str) -> bool {
     })
 }
 
-/// A JSON answer from encoded bytes (shared, not copied), gzip-encoded or
-/// not, with an `ETag` when given; it varies by `Accept-Encoding`.
 /// Whether an `If-None-Match` list names `etag` (or is `*`); compared
 /// weakly, as RFC 9110 asks for `If-None-Match`.
 fn etag_matches(tags: &str, etag: &str) -> bool {
@@ -295,6 +293,19 @@ fn etag_matches(tags: &str, etag: &str) -> bool {
         .any(|t| t.trim() == "*" || opaque(t) == opaque(etag))
 }
 
+/// `304 Not Modified` with its `ETag` when `If-None-Match` names `etag`.
+fn not_modified(if_none_match: Option<&str>, etag: &str) -> Option<warp::reply::Response> {
+    if !if_none_match.is_some_and(|tags| etag_matches(tags, etag)) {
+        return None;
+    }
+    let mut r = StatusCode::NOT_MODIFIED.into_response();
+    r.headers_mut()
+        .insert(header::ETAG, etag.parse().expect("an ETag"));
+    Some(r)
+}
+
+/// A JSON answer from encoded bytes (shared, not copied), gzip-encoded or
+/// not, with an `ETag` when given; it varies by `Accept-Encoding`.
 fn bytes_reply(body: bytes::Bytes, gzip: bool, etag: Option<&str>) -> warp::reply::Response {
     let mut r = warp::reply::Response::new(body.into());
     let h = r.headers_mut();
@@ -588,13 +599,7 @@ pub fn routes(
                                 .map_err(ApiError::internal)?
                         }
                     };
-                    if if_none_match
-                        .as_deref()
-                        .is_some_and(|tags| etag_matches(tags, &encoded.etag))
-                    {
-                        let mut r = StatusCode::NOT_MODIFIED.into_response();
-                        r.headers_mut()
-                            .insert(header::ETAG, encoded.etag.parse().expect("an ETag"));
+                    if let Some(r) = not_modified(if_none_match.as_deref(), &encoded.etag) {
                         return Ok(r);
                     }
                     let body = if gzip_ok {
@@ -630,13 +635,7 @@ pub fn routes(
                 let snap = state.inference.snapshot.load_full();
                 match state.item_bodies.get(&snap, id) {
                     Some((object, etag)) => {
-                        if if_none_match
-                            .as_deref()
-                            .is_some_and(|tags| etag_matches(tags, &etag))
-                        {
-                            let mut r = StatusCode::NOT_MODIFIED.into_response();
-                            r.headers_mut()
-                                .insert(header::ETAG, etag.parse().expect("an ETag"));
+                        if let Some(r) = not_modified(if_none_match.as_deref(), &etag) {
                             return Ok(r);
                         }
                         // The encoded prediction, with when its tick arrived

@@ -125,11 +125,11 @@ static QUOTED: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
         .collect()
 });
 
-/// An item's prediction in the objects form, without its closing brace:
-/// `{"item_id","tick_time","observed_at","model_version","probabilities":{target: p}`
-/// (`keys[j]` the quoted name of `targets[j]`). The snapshot's items and the
-/// one-item route share it.
-fn write_object(out: &mut Vec<u8>, p: &Prediction, targets: &[usize], keys: &[&str]) {
+/// An item's prediction in the objects form (the `targets` selected),
+/// without its closing brace:
+/// `{"item_id","tick_time","observed_at","model_version","probabilities":{target: p}`.
+/// The snapshot's items and the one-item route share it.
+fn write_object(out: &mut Vec<u8>, p: &Prediction, targets: &[usize]) {
     write!(
         out,
         "{{\"item_id\":{},\"tick_time\":{},\"observed_at\":{},\"model_version\":{},\"probabilities\":{{",
@@ -143,7 +143,7 @@ fn write_object(out: &mut Vec<u8>, p: &Prediction, targets: &[usize], keys: &[&s
         if j > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(keys[j].as_bytes());
+        out.extend_from_slice(QUOTED[t].as_bytes());
         out.push(b':');
         // The f32 as serde_json writes it (shortest round trip).
         serde_json::to_writer(&mut *out, &p.probabilities[t]).expect("memory");
@@ -181,10 +181,9 @@ impl ItemCache {
             }
         }
         let p = snap.predictions.get(&item)?;
-        let all: Vec<usize> = (0..gept_core::N_TARGETS).collect();
-        let keys: Vec<&str> = QUOTED.iter().map(String::as_str).collect();
+        let all: [usize; gept_core::N_TARGETS] = std::array::from_fn(|t| t);
         let mut out = Vec::with_capacity(gept_core::N_TARGETS * 32 + 256);
-        write_object(&mut out, p, &all, &keys);
+        write_object(&mut out, p, &all);
         // Weak: the body's data age moves with the clock, its meaning with
         // the tick.
         let etag: Arc<str> = Arc::from(format!(
@@ -225,7 +224,6 @@ pub fn encode(
         .map_or("null".to_string(), |t| t.to_string());
     match form {
         Form::Objects => {
-            let keys: Vec<&str> = targets.iter().map(|&t| QUOTED[t].as_str()).collect();
             write!(
                 out,
                 "{{\"tick_time\":{tick},\"received_at\":{received},\"model_version\":{version},\"count\":{},\"predictions\":[",
@@ -236,7 +234,7 @@ pub fn encode(
                 if i > 0 {
                     out.push(b',');
                 }
-                write_object(&mut out, p, targets, &keys);
+                write_object(&mut out, p, targets);
                 out.push(b'}');
             }
             out.extend_from_slice(b"]}");

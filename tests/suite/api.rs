@@ -41,6 +41,15 @@ async fn get(http: &reqwest::Client, url: String) -> reqwest::Response {
     http.get(url).send().await.unwrap()
 }
 
+/// GET `url` with `If-None-Match: etag`.
+async fn get_if_none_match(http: &reqwest::Client, url: String, etag: &str) -> reqwest::Response {
+    http.get(url)
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// GET `url` as JSON.
 async fn get_json(http: &reqwest::Client, url: String) -> serde_json::Value {
     get(http, url).await.json().await.unwrap()
@@ -416,12 +425,7 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
                 .await
                 .unwrap();
             let etag = r.headers()["etag"].to_str().unwrap().to_string();
-            let again = raw
-                .get(format!("{base}/api/v1/predictions"))
-                .header("if-none-match", &etag)
-                .send()
-                .await
-                .unwrap();
+            let again = get_if_none_match(&raw, format!("{base}/api/v1/predictions"), &etag).await;
             if again.status() == 304 {
                 return again.bytes().await.unwrap().is_empty();
             }
@@ -439,11 +443,7 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     // while the tick holds and a 200 with a new ETag after the next tick.
     let one = &preds[0];
     let id = one["item_id"].as_u64().unwrap();
-    let r = raw
-        .get(format!("{base}/api/v1/predictions/{id}"))
-        .send()
-        .await
-        .unwrap();
+    let r = get(&raw, format!("{base}/api/v1/predictions/{id}")).await;
     assert_eq!(r.status(), 200);
     let item_etag = r.headers()["etag"].to_str().unwrap().to_string();
     let mut body: serde_json::Value = r.json().await.unwrap();
@@ -456,12 +456,7 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
     map.remove("received_at");
     map.remove("data_age_seconds");
     assert_eq!(&body, one, "the item's body is its snapshot object");
-    let r = raw
-        .get(format!("{base}/api/v1/predictions/{id}"))
-        .header("if-none-match", &item_etag)
-        .send()
-        .await
-        .unwrap();
+    let r = get_if_none_match(&raw, format!("{base}/api/v1/predictions/{id}"), &item_etag).await;
     assert_eq!(r.status(), 304, "the tick holds: not modified");
     assert_eq!(r.headers()["etag"].to_str().unwrap(), item_etag);
     set_faults(gept_replay::Faults::default()).await;
@@ -472,12 +467,8 @@ async fn serve_streams_serves_limits_and_swaps_models_without_losing_a_tick() {
         move || {
             let (raw, base, tag) = (r2.clone(), b2.clone(), tag.clone());
             async move {
-                let r = raw
-                    .get(format!("{base}/api/v1/predictions/{id}"))
-                    .header("if-none-match", &tag)
-                    .send()
-                    .await
-                    .unwrap();
+                let r =
+                    get_if_none_match(&raw, format!("{base}/api/v1/predictions/{id}"), &tag).await;
                 if r.status() == 304 {
                     return false;
                 }
