@@ -294,7 +294,7 @@ impl Collector for BucketCollector {
             let feed = self.step.as_str();
             let step = self.step.seconds();
             if !self.initialised {
-                self.last = env.store.bucket_times(self.step).await?.last().copied();
+                self.last = env.store.newest_time(self.step.table()).await?;
                 self.initialised = true;
             }
             if self.pending.is_none() {

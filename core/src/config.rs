@@ -265,6 +265,11 @@ pub struct RetentionConfig {
     /// of each hour.
     #[serde(with = "dur")]
     pub predictions_full: Duration,
+    /// PostgreSQL: a UTC day's `/latest`, `/5m` and `/1h` rows are packed
+    /// into one row per item (`gept_store::packed`) once the day has been
+    /// over this long (late `/5m` and `/1h` buckets arrive after it ends).
+    #[serde(with = "dur")]
+    pub pack_after: Duration,
     /// Predictions older than this are deleted (0: kept, thinned, forever).
     #[serde(with = "dur")]
     pub predictions: Duration,

@@ -103,6 +103,8 @@ pub const RETENTION_ROWS_DELETED: &str = "gept_retention_rows_deleted_total";
 pub const RETENTION_PARTITIONS_DROPPED: &str = "gept_retention_partitions_dropped_total";
 /// `/5m` and `/1h` rows filled in from expiring ticks.
 pub const RETENTION_ROWS_DOWNSAMPLED: &str = "gept_retention_rows_downsampled_total";
+/// `/latest`, `/5m` and `/1h` rows moved into packed days (PostgreSQL).
+pub const RETENTION_ROWS_PACKED: &str = "gept_retention_rows_packed_total";
 /// Unix time of the last successful retention pass.
 pub const RETENTION_LAST_SUCCESS: &str = "gept_retention_last_success_timestamp_seconds";
 /// Backups made. Labels: `outcome` (`ok`, `error`).
@@ -368,6 +370,11 @@ pub const ALL: &[(&str, Kind, &str)] = &[
         RETENTION_ROWS_DOWNSAMPLED,
         Kind::Counter,
         "5m and 1h rows filled in from expiring 1-minute ticks.",
+    ),
+    (
+        RETENTION_ROWS_PACKED,
+        Kind::Counter,
+        "latest, 5m and 1h rows of closed days moved into one compressed row per item and day (PostgreSQL).",
     ),
     (
         RETENTION_LAST_SUCCESS,

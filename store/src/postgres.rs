@@ -1,6 +1,7 @@
 //! PostgreSQL side of the store: array-parameter bulk inserts (`UNNEST`) with
 //! `ON CONFLICT DO NOTHING`, and time partitions created before their first row.
 
+use crate::packed::{self, day_of, packed_table, Packable};
 use crate::predictions::TickPredictions;
 use crate::retention::{Expired, Expiring};
 use crate::rows::{self, InferenceStatus, ModelArtifact, ModelEntry, PredictionRow};
@@ -41,7 +42,7 @@ enum Span {
 
 fn span_of(table: &str) -> Span {
     match table {
-        "prices_latest_1m" | "predictions" => Span::Day,
+        "prices_latest_1m" | "prices_latest_1m_packed" | "predictions" => Span::Day,
         _ => Span::Month,
     }
 }
@@ -134,6 +135,56 @@ fn copy_line(buf: &mut Vec<u8>, r: &LatestPrice) {
 
 fn i32_opt(v: Option<i64>) -> Option<i32> {
     v.map(|v| v as i32)
+}
+
+/// Items whose rows of a day one packing transaction moves.
+const PACK_ITEMS: usize = 512;
+
+/// A packable row as selected from its table.
+trait PgRows: Packable + Unpin {
+    /// The selected columns, in [`PgRows::read`]'s order.
+    const COLUMNS: &'static str;
+    fn read(r: &PgRow) -> Result<Self, sqlx::Error>;
+}
+
+impl PgRows for LatestPrice {
+    const COLUMNS: &'static str = "item_id, EXTRACT(EPOCH FROM timestamp)::int8, high, \
+        EXTRACT(EPOCH FROM high_time)::int8, low, EXTRACT(EPOCH FROM low_time)::int8";
+    fn read(r: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(LatestPrice {
+            item_id: r.try_get::<i32, _>(0)? as u32,
+            timestamp: r.try_get(1)?,
+            high: r.try_get::<Option<i32>, _>(2)?.map(i64::from),
+            high_time: r.try_get(3)?,
+            low: r.try_get::<Option<i32>, _>(4)?.map(i64::from),
+            low_time: r.try_get(5)?,
+        })
+    }
+}
+
+impl PgRows for BucketPrice {
+    const COLUMNS: &'static str = "item_id, EXTRACT(EPOCH FROM timestamp)::int8, avg_high_price, \
+        high_price_volume, avg_low_price, low_price_volume";
+    fn read(r: &PgRow) -> Result<Self, sqlx::Error> {
+        Ok(BucketPrice {
+            item_id: r.try_get::<i32, _>(0)? as u32,
+            timestamp: r.try_get(1)?,
+            avg_high_price: r.try_get::<Option<i32>, _>(2)?.map(i64::from),
+            high_price_volume: r.try_get(3)?,
+            avg_low_price: r.try_get::<Option<i32>, _>(4)?.map(i64::from),
+            low_price_volume: r.try_get(5)?,
+        })
+    }
+}
+
+/// A packed row's `item_id, rows, body`.
+fn packed_columns(r: &PgRow) -> Result<(ItemId, usize, &[u8]), StoreError> {
+    let id: i32 = r.try_get(0)?;
+    let rows: i32 = r.try_get(1)?;
+    let body: &[u8] = r.try_get(2)?;
+    let rows = usize::try_from(rows)
+        .map_err(|_| StoreError::Invalid(format!("a packed row of item {id} has {rows} rows")))?;
+    Ok((id as ItemId, rows, body))
 }
 
 impl PgStore {
@@ -278,6 +329,19 @@ impl PgStore {
         step: BucketStep,
         rows: &[BucketPrice],
     ) -> Result<u64, StoreError> {
+        // A row of a packed day is stored already when the packed body has it.
+        let packed = self.packed_keys(step, rows).await?;
+        let fresh: Vec<BucketPrice>;
+        let rows = if packed.is_empty() {
+            rows
+        } else {
+            fresh = rows
+                .iter()
+                .filter(|r| !packed.contains(&(r.item_id, r.timestamp)))
+                .copied()
+                .collect();
+            &fresh[..]
+        };
         self.ensure_partitions(step.table(), rows.iter().map(|r| r.timestamp))
             .await?;
         let sql = format!(
@@ -318,6 +382,39 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(stored)
+    }
+
+    /// The (item, time) keys of `rows` that a packed day of `step` holds.
+    async fn packed_keys(
+        &self,
+        step: BucketStep,
+        rows: &[BucketPrice],
+    ) -> Result<HashSet<(ItemId, i64)>, StoreError> {
+        let days: BTreeSet<i64> = rows.iter().map(|r| day_of(r.timestamp)).collect();
+        let items: BTreeSet<i32> = rows.iter().map(|r| r.item_id as i32).collect();
+        if days.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let sql = format!(
+            "SELECT item_id, rows, body FROM {} WHERE item_id = ANY($1) \
+             AND day = ANY(SELECT to_timestamp(d) FROM UNNEST($2::int8[]) AS d)",
+            packed::packed_buckets(step)
+        );
+        let found = sqlx::query(&sql)
+            .bind(items.into_iter().collect::<Vec<_>>())
+            .bind(days.into_iter().collect::<Vec<_>>())
+            .fetch_all(&self.pool)
+            .await?;
+        let mut keys = HashSet::new();
+        for r in &found {
+            let (id, n, body) = packed_columns(r)?;
+            keys.extend(
+                BucketPrice::decode(id, n, body)?
+                    .iter()
+                    .map(|b| (b.item_id, b.timestamp)),
+            );
+        }
+        Ok(keys)
     }
 
     pub(super) async fn upsert_items(
@@ -401,27 +498,7 @@ impl PgStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<LatestPrice>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT item_id, EXTRACT(EPOCH FROM timestamp)::int8, high, EXTRACT(EPOCH FROM high_time)::int8, \
-             low, EXTRACT(EPOCH FROM low_time)::int8 FROM prices_latest_1m \
-             WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) ORDER BY timestamp, item_id",
-        )
-        .bind(bound(from))
-        .bind(bound(to))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r: &PgRow| {
-                Ok(LatestPrice {
-                    item_id: r.try_get::<i32, _>(0)? as u32,
-                    timestamp: r.try_get(1)?,
-                    high: r.try_get::<Option<i32>, _>(2)?.map(i64::from),
-                    high_time: r.try_get(3)?,
-                    low: r.try_get::<Option<i32>, _>(4)?.map(i64::from),
-                    low_time: r.try_get(5)?,
-                })
-            })
-            .collect()
+        self.rows_in("prices_latest_1m", None, from, to, None).await
     }
 
     pub(super) async fn load_buckets(
@@ -430,29 +507,87 @@ impl PgStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<BucketPrice>, StoreError> {
+        self.rows_in(step.table(), None, from, to, None).await
+    }
+
+    /// The rows of a packable `table` (one item's when `item` is given) with
+    /// `from <= timestamp < to`, from the table and its packed days,
+    /// ordered by time then item, at most `limit`.
+    async fn rows_in<T: PgRows>(
+        &self,
+        table: &str,
+        item: Option<ItemId>,
+        from: i64,
+        to: i64,
+        limit: Option<i64>,
+    ) -> Result<Vec<T>, StoreError> {
         let sql = format!(
-            "SELECT item_id, EXTRACT(EPOCH FROM timestamp)::int8, avg_high_price, high_price_volume, avg_low_price, \
-             low_price_volume FROM {} WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) \
-             ORDER BY timestamp, item_id",
-            step.table()
+            "SELECT {} FROM {table} WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) \
+             AND ($3::int4 IS NULL OR item_id = $3) ORDER BY timestamp, item_id LIMIT $4",
+            T::COLUMNS
         );
-        let rows = sqlx::query(&sql)
+        let live = sqlx::query(&sql)
             .bind(bound(from))
             .bind(bound(to))
+            .bind(item.map(|i| i as i32))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(T::read)
+            .collect::<Result<Vec<T>, _>>()?;
+        let packed = self.packed_rows::<T>(table, item, from, to, limit).await?;
+        let mut all = packed::merge(live, packed, |r| (r.time(), r.item()));
+        if let Some(limit) = limit {
+            all.truncate(usize::try_from(limit).unwrap_or(0));
+        }
+        Ok(all)
+    }
+
+    /// The rows of `table`'s packed days with `from <= timestamp < to` (one
+    /// item's when `item` is given; then at most `limit`), ordered by time
+    /// then item.
+    async fn packed_rows<T: PgRows>(
+        &self,
+        table: &str,
+        item: Option<ItemId>,
+        from: i64,
+        to: i64,
+        limit: Option<i64>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some(packed) = packed_table(table) else {
+            return Ok(Vec::new());
+        };
+        let (from, to) = (bound(from), bound(to));
+        let sql = format!(
+            "SELECT item_id, rows, body FROM {packed} WHERE day >= to_timestamp($1) AND day < to_timestamp($2) \
+             AND last_time >= to_timestamp($3) AND first_time < to_timestamp($2) \
+             AND ($4::int4 IS NULL OR item_id = $4) ORDER BY day, item_id"
+        );
+        let bodies = sqlx::query(&sql)
+            .bind(day_of(from))
+            .bind(to)
+            .bind(from)
+            .bind(item.map(|i| i as i32))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r: &PgRow| {
-                Ok(BucketPrice {
-                    item_id: r.try_get::<i32, _>(0)? as u32,
-                    timestamp: r.try_get(1)?,
-                    avg_high_price: r.try_get::<Option<i32>, _>(2)?.map(i64::from),
-                    high_price_volume: r.try_get(3)?,
-                    avg_low_price: r.try_get::<Option<i32>, _>(4)?.map(i64::from),
-                    low_price_volume: r.try_get(5)?,
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in &bodies {
+            let (id, rows, body) = packed_columns(r)?;
+            out.extend(
+                T::decode(id, rows, body)?
+                    .into_iter()
+                    .filter(|r| r.time() >= from && r.time() < to),
+            );
+            // One item's days come in order: enough once `limit` are read.
+            if item.is_some() && limit.is_some_and(|l| out.len() as i64 >= l) {
+                break;
+            }
+        }
+        if item.is_none() {
+            out.sort_unstable_by_key(|r| (r.time(), r.item()));
+        }
+        Ok(out)
     }
 
     pub(super) async fn load_items(&self) -> Result<Vec<ItemMeta>, StoreError> {
@@ -479,14 +614,6 @@ impl PgStore {
                 })
             })
             .collect()
-    }
-
-    pub(super) async fn bucket_times(&self, step: BucketStep) -> Result<Vec<i64>, StoreError> {
-        let sql = format!(
-            "SELECT DISTINCT EXTRACT(EPOCH FROM timestamp)::int8 AS t FROM {} ORDER BY t",
-            step.table()
-        );
-        Ok(sqlx::query_scalar(&sql).fetch_all(&self.pool).await?)
     }
 
     pub(super) async fn put_collector_status(
@@ -845,19 +972,8 @@ impl PgStore {
         from: i64,
         to: i64,
     ) -> Result<Vec<LatestPrice>, StoreError> {
-        Ok(sqlx::query_as::<_, rows::ItemLatestTuple>(
-            "SELECT EXTRACT(EPOCH FROM timestamp)::int8, high::int8, EXTRACT(EPOCH FROM high_time)::int8, low::int8, \
-             EXTRACT(EPOCH FROM low_time)::int8 FROM prices_latest_1m \
-             WHERE item_id = $1 AND timestamp >= to_timestamp($2) AND timestamp < to_timestamp($3) ORDER BY timestamp",
-        )
-        .bind(item as i32)
-        .bind(bound(from))
-        .bind(bound(to))
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| rows::item_latest(item, r))
-        .collect())
+        self.rows_in("prices_latest_1m", Some(item), from, to, None)
+            .await
     }
 
     pub(super) async fn item_buckets(
@@ -868,35 +984,29 @@ impl PgStore {
         to: i64,
         limit: i64,
     ) -> Result<Vec<BucketPrice>, StoreError> {
-        Ok(sqlx::query_as::<_, rows::ItemBucketTuple>(&format!(
-            "SELECT EXTRACT(EPOCH FROM timestamp)::int8, avg_high_price::int8, high_price_volume::int8, \
-             avg_low_price::int8, low_price_volume::int8 FROM {} \
-             WHERE item_id = $1 AND timestamp >= to_timestamp($2) AND timestamp < to_timestamp($3) ORDER BY timestamp LIMIT $4",
-            step.table()
-        ))
-        .bind(item as i32)
-        .bind(bound(from))
-        .bind(bound(to))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .map(|r| rows::item_bucket(item, r))
-        .collect())
+        self.rows_in(step.table(), Some(item), from, to, Some(limit))
+            .await
     }
 
     pub(super) async fn count(&self, table: &str) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
-            .fetch_one(&self.pool)
-            .await?)
+        let sql = match packed_table(table) {
+            Some(packed) => format!(
+                "SELECT ((SELECT COUNT(*) FROM {table}) + (SELECT COALESCE(SUM(rows), 0) FROM {packed}))::int8"
+            ),
+            None => format!("SELECT COUNT(*) FROM {table}"),
+        };
+        Ok(sqlx::query_scalar(&sql).fetch_one(&self.pool).await?)
     }
 
     pub(super) async fn newest_time(&self, table: &str) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT EXTRACT(EPOCH FROM MAX(timestamp))::int8 FROM {table}"
-        ))
-        .fetch_one(&self.pool)
-        .await?)
+        let sql = match packed_table(table) {
+            Some(packed) => format!(
+                "SELECT EXTRACT(EPOCH FROM GREATEST((SELECT MAX(timestamp) FROM {table}), \
+                 (SELECT MAX(last_time) FROM {packed})))::int8"
+            ),
+            None => format!("SELECT EXTRACT(EPOCH FROM MAX(timestamp))::int8 FROM {table}"),
+        };
+        Ok(sqlx::query_scalar(&sql).fetch_one(&self.pool).await?)
     }
 
     pub(super) async fn take_lease(
@@ -985,29 +1095,37 @@ impl PgStore {
         let mut expired = Expired::default();
         if what.partitioned() {
             // Whole partitions only: a partition goes once its end has passed;
-            // its rows are never deleted one by one.
+            // its rows are never deleted one by one. A packable table's
+            // packed days go alike (same partitioning).
+            for (part_of, rows_sql) in std::iter::once((table, "COUNT(*)"))
+                .chain(packed_table(table).map(|p| (p, "COALESCE(SUM(rows), 0)::int8")))
+            {
+                let span = span_of(part_of);
+                let prefix = format!("{part_of}_p");
+                for name in self.partitions_of(part_of).await? {
+                    let Some((_, end)) =
+                        name.strip_prefix(&prefix).and_then(|s| bounds_of(span, s))
+                    else {
+                        continue;
+                    };
+                    if end > before {
+                        continue;
+                    }
+                    let mut tx = self.pool.begin().await?;
+                    let rows: i64 = sqlx::query_scalar(&format!("SELECT {rows_sql} FROM {name}"))
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query(&format!("DROP TABLE {name}"))
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    self.partitions.lock().await.remove(&name);
+                    expired.rows += rows as u64;
+                    expired.partitions += 1;
+                }
+            }
             let span = span_of(table);
             let prefix = format!("{table}_p");
-            for name in self.partitions_of(table).await? {
-                let Some((_, end)) = name.strip_prefix(&prefix).and_then(|s| bounds_of(span, s))
-                else {
-                    continue;
-                };
-                if end > before {
-                    continue;
-                }
-                let mut tx = self.pool.begin().await?;
-                let rows: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {name}"))
-                    .fetch_one(&mut *tx)
-                    .await?;
-                sqlx::query(&format!("DROP TABLE {name}"))
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                self.partitions.lock().await.remove(&name);
-                expired.rows += rows as u64;
-                expired.partitions += 1;
-            }
             if what == Expiring::Latest {
                 // The tick list follows: ticks before the oldest partition
                 // left (and before `before`) have no rows any more.
@@ -1051,6 +1169,169 @@ impl PgStore {
         Ok(())
     }
 
+    /// Moves every row of each packable table dated before the UTC day of
+    /// `before` into its packed sibling (see [`crate::packed`]); returns the
+    /// rows moved.
+    pub(super) async fn pack_closed(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(self
+            .pack_table::<LatestPrice>("prices_latest_1m", before)
+            .await?
+            + self
+                .pack_table::<BucketPrice>("price_data_5min", before)
+                .await?
+            + self.pack_table::<BucketPrice>("prices_1h", before).await?)
+    }
+
+    async fn pack_table<T: PgRows>(&self, table: &str, before: i64) -> Result<u64, StoreError> {
+        let packed = packed_table(table).expect("a packable table");
+        let before = bound(day_of(before));
+        let mut moved = 0;
+        let mut last_day = i64::MIN;
+        loop {
+            let oldest: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT EXTRACT(EPOCH FROM MIN(timestamp))::int8 FROM {table} WHERE timestamp < to_timestamp($1)"
+            ))
+            .bind(before)
+            .fetch_one(&self.pool)
+            .await?;
+            let Some(day) = oldest.map(day_of) else {
+                break;
+            };
+            // A day that comes back has taken rows while it was packed:
+            // they wait for the next pass (never a loop).
+            if day <= last_day {
+                break;
+            }
+            last_day = day;
+            moved += self.pack_day::<T>(table, packed, day).await?;
+            self.release_packed_space(table, day, before).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Moves one day's rows of `table` into `packed`, a few hundred items
+    /// per transaction: the rows deleted are exactly those packed (`DELETE …
+    /// RETURNING`), merged into the item's packed day when one exists.
+    async fn pack_day<T: PgRows>(
+        &self,
+        table: &str,
+        packed: &str,
+        day: i64,
+    ) -> Result<u64, StoreError> {
+        self.ensure_partitions(packed, std::iter::once(day)).await?;
+        let items: Vec<i32> = sqlx::query_scalar(&format!(
+            "SELECT DISTINCT item_id FROM {table} \
+             WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) ORDER BY item_id"
+        ))
+        .bind(day)
+        .bind(day + 86_400)
+        .fetch_all(&self.pool)
+        .await?;
+        let take = format!(
+            "DELETE FROM {table} WHERE item_id = ANY($1) \
+             AND timestamp >= to_timestamp($2) AND timestamp < to_timestamp($3) RETURNING {}",
+            T::COLUMNS
+        );
+        let existing = format!(
+            "SELECT item_id, rows, body FROM {packed} \
+             WHERE item_id = ANY($1) AND day = to_timestamp($2) FOR UPDATE"
+        );
+        let put = format!(
+            "INSERT INTO {packed} (item_id, day, rows, first_time, last_time, body) \
+             SELECT u.item_id, to_timestamp($1), u.rows, to_timestamp(u.f), to_timestamp(u.l), u.body \
+             FROM UNNEST($2::int4[], $3::int4[], $4::int8[], $5::int8[], $6::bytea[]) AS u(item_id, rows, f, l, body) \
+             ON CONFLICT (item_id, day) DO UPDATE SET rows = EXCLUDED.rows, \
+             first_time = EXCLUDED.first_time, last_time = EXCLUDED.last_time, body = EXCLUDED.body"
+        );
+        let mut moved = 0;
+        for ids in items.chunks(PACK_ITEMS) {
+            let mut tx = self.pool.begin().await?;
+            let mut taken = sqlx::query(&take)
+                .bind(ids)
+                .bind(day)
+                .bind(day + 86_400)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(T::read)
+                .collect::<Result<Vec<T>, _>>()?;
+            taken.sort_unstable_by_key(|r| (r.item(), r.time()));
+            let mut before: std::collections::HashMap<ItemId, Vec<T>> = Default::default();
+            for r in &sqlx::query(&existing)
+                .bind(ids)
+                .bind(day)
+                .fetch_all(&mut *tx)
+                .await?
+            {
+                let (id, n, body) = packed_columns(r)?;
+                before.insert(id, T::decode(id, n, body)?);
+            }
+            let (mut id, mut n, mut first, mut last, mut body) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for run in taken.chunk_by(|a, b| a.item() == b.item()) {
+                let item = run[0].item();
+                let rows = packed::merge(
+                    before.remove(&item).unwrap_or_default(),
+                    run.to_vec(),
+                    |r| r.time(),
+                );
+                id.push(item as i32);
+                n.push(rows.len() as i32);
+                first.push(rows[0].time());
+                last.push(rows[rows.len() - 1].time());
+                body.push(T::encode(&rows));
+            }
+            sqlx::query(&put)
+                .bind(day)
+                .bind(id)
+                .bind(n)
+                .bind(first)
+                .bind(last)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            moved += taken.len() as u64;
+        }
+        Ok(moved)
+    }
+
+    /// After a day of `table` was packed: its partition, once wholly before
+    /// `before` and empty, is truncated (its files, indexes included, go back
+    /// at once; checked under a lock so no late row is lost); a partition
+    /// still taking rows (a month of buckets) is vacuumed so its new rows
+    /// reuse the space.
+    async fn release_packed_space(
+        &self,
+        table: &str,
+        day: i64,
+        before: i64,
+    ) -> Result<(), StoreError> {
+        let (suffix, _, end) = partition_of(span_of(table), day);
+        let name = format!("{table}_p{suffix}");
+        if end <= before {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query(&format!("LOCK TABLE {name} IN ACCESS EXCLUSIVE MODE"))
+                .execute(&mut *tx)
+                .await?;
+            let empty: bool =
+                sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {name})"))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if empty {
+                sqlx::query(&format!("TRUNCATE {name}"))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        } else {
+            sqlx::query(&format!("VACUUM {name}"))
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
     pub(super) async fn reclaim_space(&self) -> Result<(), StoreError> {
         // Dropped partitions give their files back at once; the small tables'
         // deleted rows are left to autovacuum.
@@ -1058,16 +1339,26 @@ impl PgStore {
     }
 
     pub(super) async fn oldest_time(&self, what: Expiring) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(&format!(
-            "SELECT EXTRACT(EPOCH FROM MIN({}))::int8 FROM {}",
-            what.column(),
-            what.table()
-        ))
-        .fetch_one(&self.pool)
-        .await?)
+        let (column, table) = (what.column(), what.table());
+        let sql = match packed_table(table) {
+            Some(packed) => format!(
+                "SELECT EXTRACT(EPOCH FROM LEAST((SELECT MIN({column}) FROM {table}), \
+                 (SELECT MIN(first_time) FROM {packed})))::int8"
+            ),
+            None => format!("SELECT EXTRACT(EPOCH FROM MIN({column}))::int8 FROM {table}"),
+        };
+        Ok(sqlx::query_scalar(&sql).fetch_one(&self.pool).await?)
     }
 
     pub(super) async fn table_bytes(&self, table: &str) -> Result<i64, StoreError> {
+        let own = self.relation_bytes(table).await?;
+        match packed_table(table) {
+            Some(packed) => Ok(own + self.relation_bytes(packed).await?),
+            None => Ok(own),
+        }
+    }
+
+    async fn relation_bytes(&self, table: &str) -> Result<i64, StoreError> {
         // A partitioned table's size is its partitions' (with indexes and
         // TOAST); pg_partition_tree of a plain table has no rows, so a plain
         // table is measured itself.

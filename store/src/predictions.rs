@@ -70,7 +70,7 @@ fn unzigzag16(z: u16) -> u16 {
     ((z >> 1) as i16 ^ -((z & 1) as i16)) as u16
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -78,7 +78,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, StoreError> {
+pub(crate) fn get_varint(b: &[u8], at: &mut usize) -> Result<u64, StoreError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *b

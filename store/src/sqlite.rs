@@ -326,15 +326,6 @@ impl SqliteStore {
             .collect()
     }
 
-    pub(super) async fn bucket_times(&self, step: BucketStep) -> Result<Vec<i64>, StoreError> {
-        let pool = &self.pool;
-        let sql = format!(
-            "SELECT DISTINCT timestamp FROM {} ORDER BY timestamp",
-            step.table()
-        );
-        Ok(sqlx::query_scalar(&sql).fetch_all(pool).await?)
-    }
-
     pub(super) async fn put_collector_status(
         &self,
         s: &CollectorStatus,

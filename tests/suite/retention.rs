@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use gept_actors::retention::{run_pass, Policy};
+use gept_actors::retention::{run_pass, PassReport, Policy};
 use gept_core::recordings::{self, bucket_snapshots, latest_snapshots};
 use gept_core::{wire, BucketPrice, BucketStep, ItemId, LatestPrice, N_TARGETS};
 use gept_store::{Expiring, InferenceStatus, PredictionRow, Store};
@@ -108,7 +108,7 @@ fn union(upstream: &[BucketPrice], ours: Vec<BucketPrice>) -> Vec<BucketPrice> {
     all
 }
 
-async fn retention_on(store: &Store) {
+async fn retention_on(store: &Store) -> PassReport {
     store.migrate().await.unwrap();
     let d = data();
     let first = d.latest.first().unwrap().timestamp;
@@ -174,6 +174,7 @@ async fn retention_on(store: &Store) {
         // first tick of each hour.
         predictions_full: Some(Duration::from_secs(12 * 3600)),
         batch_rows: 1_000,
+        pack_after: Duration::from_secs(2 * 3600),
     };
     assert_eq!(policy.cutoff(Expiring::Latest, now), Some(cutoff));
     let expired_ticks = d.latest.iter().filter(|r| r.timestamp < cutoff).count();
@@ -289,12 +290,15 @@ async fn retention_on(store: &Store) {
     assert_eq!(again.downsampled, 0);
     assert_eq!(again.thinned, 0);
     assert!(again.deleted.values().all(|&n| n == 0), "{again:?}");
+    assert_eq!(again.packed, 0, "a packed day is packed once");
+    report
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_on_sqlite_removes_what_expired_and_keeps_the_rest() {
     let (store, _dir) = common::sqlite_store().await;
-    retention_on(&store).await;
+    let report = retention_on(&store).await;
+    assert_eq!(report.packed, 0, "SQLite rows are not packed");
     // SQLite gives the space back: no free pages left after the pass.
     let Store::Sqlite(s) = &store else {
         unreachable!()
@@ -318,7 +322,7 @@ async fn retention_on_postgres_drops_partitions_and_creates_the_next() {
         return;
     };
     let store = Store::connect(&url, 4).await.unwrap();
-    retention_on(&store).await;
+    let report = retention_on(&store).await;
     let Store::Postgres(pg) = &store else {
         unreachable!()
     };
@@ -326,6 +330,7 @@ async fn retention_on_postgres_drops_partitions_and_creates_the_next() {
     let first = d.latest[0].timestamp;
     let first_day = first - first.rem_euclid(DAY);
     let now = first_day + 2 * DAY + 12 * 3600;
+    packed_days_read_as_before(&store, pg, &d, first_day, report.packed).await;
     let day_name = |t: i64| {
         chrono::DateTime::from_timestamp(t, 0)
             .unwrap()
@@ -360,4 +365,170 @@ async fn retention_on_postgres_drops_partitions_and_creates_the_next() {
     }
     store.close().await;
     common::drop_postgres_database(&url).await;
+}
+
+/// After the pass at noon of the third day (packing days that ended 2 h
+/// before): the second day's ticks and the first two days' buckets live in
+/// the packed tables only, the row partitions they left are empty and small,
+/// every read (`retention_on` checked the whole-table reads) gives the same
+/// rows, a repeated bucket is not stored twice, and a bucket written late
+/// into a packed day is read at once and packed by the next pass.
+async fn packed_days_read_as_before(
+    store: &Store,
+    pg: &gept_store::postgres::PgStore,
+    d: &Data,
+    first_day: i64,
+    packed: u64,
+) {
+    let open_from = first_day + 2 * DAY;
+    assert!(packed > 0, "the pass packed nothing");
+    for table in ["prices_latest_1m", "price_data_5min", "prices_1h"] {
+        let left: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE timestamp < to_timestamp($1)"
+        ))
+        .bind(open_from)
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "{table}: rows of closed days left unpacked");
+        let in_packed: i64 = sqlx::query_scalar(&format!(
+            "SELECT COALESCE(SUM(rows), 0)::int8 FROM {table}_packed"
+        ))
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+        assert!(in_packed > 0, "{table}: nothing packed");
+    }
+    // The packed day's tick partition was emptied and its space given back.
+    let day2 = chrono::DateTime::from_timestamp(first_day + DAY, 0)
+        .unwrap()
+        .format("prices_latest_1m_p%Y%m%d")
+        .to_string();
+    let bytes: i64 = sqlx::query_scalar(&format!("SELECT pg_total_relation_size('{day2}')"))
+        .fetch_one(&pg.pool)
+        .await
+        .unwrap();
+    assert!(
+        bytes <= 16_384,
+        "{day2} still takes {bytes} bytes after packing"
+    );
+
+    // One item's reads across packed and open days equal the whole reads
+    // filtered to it: a busy item, the rows of the packed second day and
+    // of the open third.
+    let all = store.load_latest(i64::MIN + 1, i64::MAX - 1).await.unwrap();
+    let item = d.latest[d.latest.len() / 2].item_id;
+    let mine: Vec<LatestPrice> = all.iter().filter(|r| r.item_id == item).copied().collect();
+    assert!(
+        mine.iter().any(|r| r.timestamp < open_from)
+            && mine.iter().any(|r| r.timestamp >= open_from)
+    );
+    let read = store
+        .item_latest(item, i64::MIN + 1, i64::MAX / 2, i64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(read, mine, "item {item}'s ticks");
+    let five = store
+        .load_buckets(BucketStep::FiveMinutes, i64::MIN + 1, i64::MAX - 1)
+        .await
+        .unwrap();
+    let five_of = |item: ItemId| -> Vec<BucketPrice> {
+        five.iter().filter(|r| r.item_id == item).copied().collect()
+    };
+    let busy = five[five.len() / 2].item_id;
+    let want = five_of(busy);
+    assert!(want.len() > 12 && want[0].timestamp < open_from);
+    assert_eq!(
+        store
+            .item_buckets(
+                BucketStep::FiveMinutes,
+                busy,
+                i64::MIN + 1,
+                i64::MAX / 2,
+                1_000_000
+            )
+            .await
+            .unwrap(),
+        want
+    );
+    // With a limit: the first rows, from the packed days.
+    assert_eq!(
+        store
+            .item_buckets(
+                BucketStep::FiveMinutes,
+                busy,
+                i64::MIN + 1,
+                i64::MAX / 2,
+                12
+            )
+            .await
+            .unwrap(),
+        want[..12]
+    );
+    // From inside a packed day to inside the open one.
+    let (from, to) = (open_from - 3 * 3600, open_from + 3 * 3600);
+    let window: Vec<LatestPrice> = all
+        .iter()
+        .filter(|r| r.timestamp >= from && r.timestamp < to)
+        .copied()
+        .collect();
+    assert!(!window.is_empty());
+    assert_eq!(store.load_latest(from, to).await.unwrap(), window);
+
+    // Repeats are not stored again, packed or not.
+    let count = store.count("price_data_5min").await.unwrap();
+    assert_eq!(count, five.len() as i64);
+    assert_eq!(
+        store
+            .insert_buckets(BucketStep::FiveMinutes, &d.five)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.count("price_data_5min").await.unwrap(), count);
+    assert_eq!(
+        store.newest_time("price_data_5min").await.unwrap(),
+        five.last().map(|r| r.timestamp)
+    );
+
+    // A late bucket for a packed day: stored, read at once, packed next pass.
+    let late_at = first_day + DAY + 300 * 7;
+    let absent = five
+        .iter()
+        .map(|r| r.item_id)
+        .find(|&i| {
+            !five
+                .iter()
+                .any(|r| r.item_id == i && r.timestamp == late_at)
+        })
+        .unwrap_or(1);
+    let late = BucketPrice {
+        item_id: absent,
+        timestamp: late_at,
+        avg_high_price: Some(1_234),
+        high_price_volume: 5,
+        avg_low_price: None,
+        low_price_volume: 0,
+    };
+    assert_eq!(
+        store
+            .insert_buckets(BucketStep::FiveMinutes, &[late])
+            .await
+            .unwrap(),
+        1
+    );
+    let mut with_late = five.clone();
+    with_late.push(late);
+    with_late.sort_by_key(|r| (r.timestamp, r.item_id));
+    let read_all = || async {
+        store
+            .load_buckets(BucketStep::FiveMinutes, i64::MIN + 1, i64::MAX - 1)
+            .await
+            .unwrap()
+    };
+    assert_eq!(read_all().await, with_late);
+    let moved = store.pack_closed(open_from).await.unwrap();
+    assert_eq!(moved, 1, "the late row alone is packed");
+    assert_eq!(read_all().await, with_late);
+    assert_eq!(store.count("price_data_5min").await.unwrap(), count + 1);
 }
