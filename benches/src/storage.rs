@@ -301,6 +301,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     // The pass due at the end runs before the last measure, as each day's.
     run_pass(&store, &policy, end).await?;
     sizes.push(measure(&store, end, &mut day_started, scale).await?);
+    read_costs(&store, end).await?;
     store.close().await;
 
     // Bytes a day over the last week measured, per table and in all.
@@ -313,6 +314,7 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let days = ((last.0 - week_ago.0) / DAY).max(1) as f64;
     println!("\nbytes a day over the last {days} simulated days (whole universe, ×{scale:.2}):");
     let mut growth_all: f64 = 0.0;
+    let mut growth_five: f64 = 0.0;
     for table in TABLES {
         let (a, b) = (
             *week_ago.2.get(table).unwrap_or(&0),
@@ -320,6 +322,9 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         );
         let per_day = (scaled(table, b, scale) - scaled(table, a, scale)) / days;
         growth_all += per_day;
+        if table == BucketStep::FiveMinutes.table() {
+            growth_five = per_day;
+        }
         if a != 0 || b != 0 {
             println!(
                 "  {table:<18} {:>12.1} MB now   {:>+10.2} MB/day",
@@ -345,7 +350,84 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         growth_all / 1e6,
         AIM_GROWTH / 1e6
     );
+    // The /5m rows stop growing at their retention (90 days by default).
+    if policy
+        .keep
+        .get(&gept_store::Expiring::FiveMinute)
+        .copied()
+        .flatten()
+        .is_some_and(|keep| keep.as_secs() as i64 <= 90 * DAY)
+    {
+        println!(
+            "growth a day after 90 days (the /5m rows at their retention): {:.1} MB (aim ≤ {:.0} MB: {:.2} of it)",
+            (growth_all - growth_five) / 1e6,
+            AIM_GROWTH / 1e6,
+            (growth_all - growth_five) / AIM_GROWTH
+        );
+    }
     println!("wall time: {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The cost of reading a closed day against the open one, after the run:
+/// on PostgreSQL a closed day is packed (one row per item and day), the
+/// last day is still rows. Each read is the median of five; the packed
+/// read's ratio to the open one is printed.
+async fn read_costs(store: &Store, end: i64) -> anyhow::Result<()> {
+    async fn median<F, Fut, T>(mut read: F) -> anyhow::Result<(f64, usize)>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, gept_store::StoreError>>,
+    {
+        let mut times = Vec::new();
+        let mut n = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            n = read().await?.len();
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok((times[2], n))
+    }
+    // The open day: the last; the closed one: the day before, same hours.
+    let open = end - 3 * 3600;
+    let closed = open - DAY;
+    let item = store
+        .load_latest(open, open + 60)
+        .await?
+        .iter()
+        .max_by_key(|r| r.high_time)
+        .map(|r| r.item_id)
+        .ok_or_else(|| anyhow::anyhow!("no tick in the last day"))?;
+    println!("
+reads (ms, median of 5; the store's own rows, 1 in the kept items): closed day (packed on PostgreSQL) vs open day");
+    let mut ms = Vec::new();
+    for (what, at) in [("closed", closed), ("open", open)] {
+        let (hour, rows) = median(|| store.load_latest(at, at + 3600)).await?;
+        let (five, fives) =
+            median(|| store.load_buckets(BucketStep::FiveMinutes, at, at + 3600)).await?;
+        let (one, ones) =
+            median(|| store.item_latest(item, at - 21 * 3600, at + 3600, 100_000)).await?;
+        let (chart, bars) = median(|| {
+            store.item_buckets(
+                BucketStep::FiveMinutes,
+                item,
+                at - 21 * 3600,
+                at + 3600,
+                1_000,
+            )
+        })
+        .await?;
+        println!(
+            "  {what:<6} an hour of ticks {hour:>7.1} ({rows} rows), an hour of /5m {five:>6.1} ({fives}), \
+             item {item}'s 22 h of ticks {one:>6.1} ({ones}), of /5m {chart:>6.1} ({bars})"
+        );
+        ms.push([hour, five, one, chart]);
+    }
+    let r: Vec<String> = (0..4)
+        .map(|k| format!("{:.2}", ms[0][k] / ms[1][k]))
+        .collect();
+    println!("  closed / open: {}", r.join(", "));
     Ok(())
 }
 
