@@ -10,7 +10,10 @@
 //! rows go through `COPY` into a staging table and a plain `INSERT`, which
 //! falls back to `ON CONFLICT DO NOTHING` only after meeting a duplicate),
 //! and the count of rows actually stored is returned. Times are Unix
-//! seconds in this API; PostgreSQL stores them as `timestamptz`.
+//! seconds in this API; PostgreSQL stores them as `timestamptz`. On
+//! PostgreSQL the closed days of `/latest`, `/5m` and `/1h` are packed one
+//! row per item and day by the retention pass ([`packed`]); the reads merge
+//! them with the open rows, so what a read gives does not depend on it.
 //!
 //! This crate depends on `gept-core` only: no dataflow, actor or model code.
 
