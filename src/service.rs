@@ -249,6 +249,7 @@ impl Service {
             )),
             started_at: chrono::Utc::now().timestamp(),
             all_items_message: Arc::default(),
+            all_items_gzip: Arc::default(),
             snapshots: Arc::default(),
             item_bodies: Arc::default(),
             trusted_proxies: Arc::new(trusted_proxies.clone()),

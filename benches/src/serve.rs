@@ -10,7 +10,10 @@
 //! to its arrival at every websocket client:
 //! 1. one client subscribed to everything (a full-universe tick; aim p99 ≤ 50 ms);
 //! 2. `--subscribers` clients, each subscribed to 10 items (aim p99 ≤ 100 ms);
-//! 3. the same number of clients subscribed to everything (the worst case);
+//! 3. the same number of clients subscribed to everything (the worst case),
+//!    then again subscribed with `"compression":"gzip"` (one compressed
+//!    message per tick shared by all; each client reads only the head it
+//!    needs for the tick's time);
 //! 4. `wrk` against `GET /api/v1/predictions/{id}` (aim ≥ 20,000 req/s with
 //!    p99 ≤ 10 ms) and the whole snapshot `GET /api/v1/predictions` in each
 //!    form (objects, compact, compact gzip), the server on one CPU and wrk on
@@ -106,23 +109,42 @@ async fn connect_clients(
         }
         let arrivals = arrivals.clone();
         tasks.push(tokio::spawn(async move {
+            use tokio_tungstenite::tungstenite::Message;
             while let Some(Ok(msg)) = ws.next().await {
                 let now = Instant::now();
-                if let tokio_tungstenite::tungstenite::Message::Text(text) = msg {
-                    let text = text.as_str();
-                    if let Some(rest) = text.strip_prefix(r#"{"type":"predictions","tick_time":"#) {
-                        let t: i64 = rest
-                            .split(',')
-                            .next()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or_default();
-                        arrivals.lock().unwrap().push((c, t, now));
-                    }
+                let head = match &msg {
+                    Message::Text(text) => text.as_str().to_string(),
+                    Message::Binary(gz) => gunzip_head(gz),
+                    _ => continue,
+                };
+                if let Some(rest) = head.strip_prefix(r#"{"type":"predictions","tick_time":"#) {
+                    let t: i64 = rest
+                        .split(',')
+                        .next()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_default();
+                    arrivals.lock().unwrap().push((c, t, now));
                 }
             }
         }));
     }
     Ok(tasks)
+}
+
+/// The first bytes of a gzip'd message, as text (enough for its type and
+/// tick time; the rest is never inflated).
+fn gunzip_head(gz: &[u8]) -> String {
+    use std::io::Read;
+    let mut head = [0u8; 64];
+    let mut d = flate2::read::GzDecoder::new(gz);
+    let mut n = 0;
+    while n < head.len() {
+        match d.read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    String::from_utf8_lossy(&head[..n]).into_owned()
 }
 
 /// When each tick's predictions left the inference thread (its broadcast,
@@ -490,9 +512,10 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
         o.gap.as_millis(),
         if o.settings.is_empty() { String::new() } else { format!("; settings {:?}", o.settings) }
     );
-    let thirds = measured.len() / 3;
-    let (m1, rest) = measured.split_at(thirds.max(1));
-    let (m2, m3) = rest.split_at(thirds.min(rest.len()));
+    let quarter = measured.len() / 4;
+    let (m1, rest) = measured.split_at(quarter.max(1));
+    let (m2, rest) = rest.split_at(quarter.min(rest.len()));
+    let (m3, m4) = rest.split_at(quarter.min(rest.len()));
 
     // When each tick leaves the inference thread.
     let published: Published = Arc::default();
@@ -551,6 +574,26 @@ pub async fn run(o: Options<'_>) -> anyhow::Result<()> {
     let lat = measure(&events, m3, &arrivals, &published, o.subscribers, o.gap).await;
     report(
         &format!("tick → websocket, {} clients × all items", o.subscribers),
+        &lat,
+        100.0,
+    );
+    tasks.iter().for_each(|t| t.abort());
+
+    // 3b. Many clients, every item, gzip'd frames.
+    let arrivals: Arrivals = Arc::default();
+    let tasks = connect_clients(
+        &ws_url,
+        o.subscribers,
+        |_| Some(r#"{"type":"subscribe","compression":"gzip"}"#.to_string()),
+        arrivals.clone(),
+    )
+    .await?;
+    let lat = measure(&events, m4, &arrivals, &published, o.subscribers, o.gap).await;
+    report(
+        &format!(
+            "tick → websocket, {} clients × all items, gzip",
+            o.subscribers
+        ),
         &lat,
         100.0,
     );

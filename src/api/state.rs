@@ -65,6 +65,8 @@ pub struct Shared {
     pub item_bodies: Arc<crate::api::snapshot::ItemCache>,
     /// The newest all-items stream message, shared by clients.
     pub all_items_message: SharedMessage,
+    /// Its gzip, for clients that subscribed with `"compression":"gzip"`.
+    pub all_items_gzip: SharedMessage,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<Vec<std::net::IpAddr>>,
     /// Caps on websocket connections, in all and per client.

@@ -195,6 +195,76 @@ async fn protocol() {
         assert_eq!(got, expected, "item {id}");
     }
 
+    // Compression: a client of every item and one of `a`'s subscription, each
+    // with gzip, get binary frames that inflate to exactly the text a plain
+    // client of the same subscription gets for the same tick; an unknown
+    // compression is refused.
+    let (mut plain, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut all_gz, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let (mut some_gz, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    for ws in [&mut plain, &mut all_gz, &mut some_gz] {
+        assert_eq!(next_json(ws).await["type"], "hello");
+    }
+    all_gz
+        .send(Message::text(
+            r#"{"type":"subscribe","compression":"gzip"}"#,
+        ))
+        .await
+        .unwrap();
+    let sub = next_json(&mut all_gz).await;
+    assert_eq!(sub["compression"], "gzip", "{sub}");
+    some_gz
+        .send(Message::text(
+            serde_json::json!({"type": "subscribe", "items": ids, "horizons": [1, 4], "offsets": [1.25], "compression": "gzip"})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut some_gz).await["compression"], "gzip");
+    some_gz
+        .send(Message::text(r#"{"type":"subscribe","compression":"br"}"#))
+        .await
+        .unwrap();
+    let e = next_json(&mut some_gz).await;
+    assert!(e["error"].as_str().unwrap().contains("compression"), "{e}");
+    let second = &ticks[1];
+    feed_tick(&service, second);
+    let inflate = |frame: Option<Message>| -> String {
+        let Some(Message::Binary(gz)) = frame else {
+            panic!("expected a binary frame, got {frame:?}");
+        };
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text)
+            .unwrap();
+        text
+    };
+    let plain_text = loop {
+        match next_frame(&mut plain).await {
+            Some(Message::Text(t))
+                if t.as_str()
+                    .contains(&format!(r#""tick_time":{}"#, second.time)) =>
+            {
+                break t.as_str().to_string()
+            }
+            Some(Message::Text(_)) => continue,
+            other => panic!("expected the tick's text message, got {other:?}"),
+        }
+    };
+    assert!(plain_text.starts_with(r#"{"type":"predictions""#));
+    let all_text = inflate(next_frame(&mut all_gz).await);
+    assert_eq!(
+        all_text, plain_text,
+        "the gzip'd all-items message inflates to the text"
+    );
+    let some_text = inflate(next_frame(&mut some_gz).await);
+    let expected = until_tick(&mut a, second.time).await;
+    let got: serde_json::Value = serde_json::from_str(&some_text).unwrap();
+    assert_eq!(
+        got, expected,
+        "the gzip'd subscription's message inflates to the plain one"
+    );
+    drop((plain, all_gz, some_gz));
+
     // A client of every item that does not read falls behind: its queue
     // (2 messages) fills once the socket buffers do, ticks are dropped and
     // counted, and when it reads again it is told `lagged` with a snapshot.
@@ -215,7 +285,7 @@ async fn protocol() {
     // Other tests in this process may have dropped messages before: count
     // from here.
     let dropped_before = dropped().await;
-    let mut fed = 1;
+    let mut fed = 2;
     while dropped().await == dropped_before {
         assert!(
             fed + 1 < ticks.len(),
