@@ -7,7 +7,7 @@
 //!   `{"type":"subscribed","items":…,"targets":[names],"compression":…}`
 //! - with `"compression":"gzip"`, the `predictions` and `lagged` messages
 //!   come as binary frames holding the gzip of exactly the text the client
-//!   would get otherwise (about a fifth of the bytes for every item); every
+//!   would get otherwise (a little under half the bytes for every item); every
 //!   other message stays a text frame. The all-items message is compressed
 //!   once per tick and shared, like its text;
 //! - per tick, the subscribed items observed at it:
