@@ -8,11 +8,13 @@ use gept_actors::inference::Inference;
 use gept_core::{ItemId, ItemMeta};
 use gept_store::Store;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// The newest all-items stream message with its tick.
+/// The newest all-items stream message with its tick. An async lock: the
+/// first client of a tick encodes (and compresses) it while the others wait
+/// without holding a worker thread.
 pub type SharedMessage = Arc<
-    Mutex<
+    tokio::sync::Mutex<
         Option<(
             Arc<gept_actors::inference::TickPredictions>,
             warp::ws::Message,

@@ -308,13 +308,17 @@ fn framed(text: String, sub: &Subscription) -> Message {
 /// The stream message of a tick for a subscription; the all-items message is
 /// serialised (and compressed, for gzip clients) once per tick and shared (a
 /// cheap clone) by every client that wants it.
-fn message_for(state: &ApiState, tick: &Arc<TickPredictions>, sub: &Subscription) -> Message {
+async fn message_for(state: &ApiState, tick: &Arc<TickPredictions>, sub: &Subscription) -> Message {
     let text = || tick_message(tick.tick_time, &tick.model_version, &tick.predictions, sub);
     if !sub.is_all() {
         return framed(text(), sub);
     }
-    let shared = |cache: &crate::api::state::SharedMessage, make: &dyn Fn() -> Message| {
-        let mut cache = cache.lock().expect("stream cache lock");
+    async fn shared(
+        cache: &crate::api::state::SharedMessage,
+        tick: &Arc<TickPredictions>,
+        make: impl FnOnce() -> Message,
+    ) -> Message {
+        let mut cache = cache.lock().await;
         match &*cache {
             Some((cached, msg)) if Arc::ptr_eq(cached, tick) => msg.clone(),
             _ => {
@@ -323,14 +327,15 @@ fn message_for(state: &ApiState, tick: &Arc<TickPredictions>, sub: &Subscription
                 msg
             }
         }
-    };
-    let plain = shared(&state.all_items_message, &|| Message::text(text()));
+    }
+    let plain = shared(&state.all_items_message, tick, || Message::text(text())).await;
     if !sub.gzip {
         return plain;
     }
-    shared(&state.all_items_gzip, &|| {
+    shared(&state.all_items_gzip, tick, || {
         Message::binary(crate::api::snapshot::gzip(plain.as_bytes()))
     })
+    .await
 }
 
 fn lagged_message(state: &ApiState, missed: u64, sub: &Subscription) -> Message {
@@ -474,7 +479,7 @@ pub async fn client(ws: WebSocket, state: ApiState, _slot: crate::api::limits::W
                             }
                         } else if !sub.is_all() && sub.select(&tick.predictions).next().is_none() {
                             // Nothing this client subscribed to changed.
-                        } else if queue.try_send(message_for(&state, &tick, &sub)).is_err() {
+                        } else if queue.try_send(message_for(&state, &tick, &sub).await).is_err() {
                             missed += 1;
                             metrics::counter!(m::WS_DROPPED).increment(1);
                         }
