@@ -1,6 +1,6 @@
 //! `GET /api/v1/stream`: predictions per tick over a websocket.
 //!
-//! Protocol (JSON text frames):
+//! Protocol (JSON text frames; gzip'd binary frames for a client that asks):
 //! - server → `{"type":"hello","targets":[108 names],"tick_time":T|null,"model_version":V|null}`
 //! - client → `{"type":"subscribe","items":[ids]|null,"horizons":[h]|null,"offsets":[o]|null,"compression":"gzip"|null}`
 //!   (null or absent: all, uncompressed); server →

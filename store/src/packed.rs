@@ -46,9 +46,6 @@ pub fn packed_table(table: &str) -> Option<&'static str> {
     }
 }
 
-/// The tables whose closed days are packed.
-pub const PACKABLE: [&str; 3] = ["prices_latest_1m", "price_data_5min", "prices_1h"];
-
 /// The start of the UTC day holding `t`.
 pub fn day_of(t: i64) -> i64 {
     t - t.rem_euclid(86_400)

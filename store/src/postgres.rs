@@ -521,16 +521,22 @@ impl PgStore {
         to: i64,
         limit: Option<i64>,
     ) -> Result<Vec<T>, StoreError> {
+        // One statement per shape (not `$3 IS NULL OR item_id = $3`), so a
+        // cached generic plan still uses the (item_id, timestamp) key.
         let sql = format!(
             "SELECT {} FROM {table} WHERE timestamp >= to_timestamp($1) AND timestamp < to_timestamp($2) \
-             AND ($3::int4 IS NULL OR item_id = $3) ORDER BY timestamp, item_id LIMIT $4",
-            T::COLUMNS
+             {} ORDER BY timestamp, item_id LIMIT $3",
+            T::COLUMNS,
+            if item.is_some() { "AND item_id = $4" } else { "" }
         );
-        let live = sqlx::query(&sql)
+        let mut query = sqlx::query(&sql)
             .bind(bound(from))
             .bind(bound(to))
-            .bind(item.map(|i| i as i32))
-            .bind(limit)
+            .bind(limit);
+        if let Some(item) = item {
+            query = query.bind(item as i32);
+        }
+        let live = query
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -561,16 +567,14 @@ impl PgStore {
         let (from, to) = (bound(from), bound(to));
         let sql = format!(
             "SELECT item_id, rows, body FROM {packed} WHERE day >= to_timestamp($1) AND day < to_timestamp($2) \
-             AND last_time >= to_timestamp($3) AND first_time < to_timestamp($2) \
-             AND ($4::int4 IS NULL OR item_id = $4) ORDER BY day, item_id"
+             AND last_time >= to_timestamp($3) AND first_time < to_timestamp($2) {} ORDER BY day, item_id",
+            if item.is_some() { "AND item_id = $4" } else { "" }
         );
-        let bodies = sqlx::query(&sql)
-            .bind(day_of(from))
-            .bind(to)
-            .bind(from)
-            .bind(item.map(|i| i as i32))
-            .fetch_all(&self.pool)
-            .await?;
+        let mut query = sqlx::query(&sql).bind(day_of(from)).bind(to).bind(from);
+        if let Some(item) = item {
+            query = query.bind(item as i32);
+        }
+        let bodies = query.fetch_all(&self.pool).await?;
         let mut out = Vec::new();
         for r in &bodies {
             let (id, rows, body) = packed_columns(r)?;
