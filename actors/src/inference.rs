@@ -228,6 +228,7 @@ impl Inference {
             writes: tokio_util::task::TaskTracker::new(),
             fault: OnceAt::new(panic_on_tick),
             model_cache,
+            hints: Vec::new(),
         };
         let alive = inference.alive.clone();
         let thread = std::thread::Builder::new()
@@ -377,6 +378,9 @@ struct Worker {
     fault: OnceAt,
     /// Where the registry's model files are written before loading.
     model_cache: std::path::PathBuf,
+    /// Where each item's features fell among the model's quantiles at the
+    /// last tick (`Model::predict_hinted`: rows come in item order).
+    hints: Vec<u16>,
 }
 
 impl Worker {
@@ -478,7 +482,7 @@ impl Worker {
         let probs = if rows.is_empty() {
             Vec::new()
         } else {
-            model.predict(&x)
+            model.predict_hinted(&x, &mut self.hints)
         };
         let version: Arc<str> = Arc::from(entry.version.as_str());
         let mut predictions: Vec<Arc<Prediction>> = rows

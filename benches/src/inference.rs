@@ -61,6 +61,49 @@ pub fn run(
         std::hint::black_box(model.logits(&rows.x));
     });
     println!("median: input encoding {encode:.2} ms; encoding + network {logits:.2} ms");
+    // The inference thread's case: consecutive ticks, each predicted once,
+    // with the quantile search guided by where each item's features fell
+    // at the tick before (`Model::predict_hinted`) against the plain search,
+    // alternating passes over the same ticks.
+    let last_ticks = 20.min(ticks.len());
+    let from = ticks[ticks.len() - last_ticks].time;
+    let seq = dataset::features(&ticks, &[], &Default::default(), |t| t >= from);
+    let width = seq.width();
+    let mut per_tick: Vec<&[f32]> = Vec::new();
+    let mut start = 0;
+    for r in 1..=seq.len() {
+        if r == seq.len() || seq.times[r] != seq.times[start] {
+            per_tick.push(&seq.x[start * width..r * width]);
+            start = r;
+        }
+    }
+    let rounds = (repeats / per_tick.len().max(1)).max(1);
+    let (mut plain, mut hinted) = (Vec::new(), Vec::new());
+    let mut hints = Vec::new();
+    for _ in 0..rounds {
+        for x in &per_tick {
+            let t = Instant::now();
+            std::hint::black_box(model.predict(x));
+            plain.push(t.elapsed());
+        }
+        for x in &per_tick {
+            let t = Instant::now();
+            std::hint::black_box(model.predict_hinted(x, &mut hints));
+            hinted.push(t.elapsed());
+        }
+    }
+    plain.sort();
+    hinted.sort();
+    let mid = |v: &[Duration]| v[v.len() / 2].as_secs_f64() * 1e3;
+    println!(
+        "consecutive ticks ({} ticks × {rounds} rounds): plain search p50 {:.2} ms, guided by the last tick p50 {:.2} ms ({:.2}×); limit {:.1} ms: {:.2}×",
+        per_tick.len(),
+        mid(&plain),
+        mid(&hinted),
+        mid(&hinted) / mid(&plain),
+        LIMIT.as_secs_f64() * 1e3,
+        mid(&hinted) / (LIMIT.as_secs_f64() * 1e3)
+    );
     let p = |q: f64| times[((times.len() - 1) as f64 * q).round() as usize];
     let (p50, p99) = (p(0.5), p(0.99));
     println!(

@@ -246,11 +246,25 @@ impl Model {
         if x.is_empty() {
             return Vec::new();
         }
+        self.predict_encoded(&net::encode(x, &self.meta.scaling))
+    }
+
+    /// [`Model::predict`] with the quantile search guided by `hints` (see
+    /// [`net::encode_hinted`]): the same probabilities, bit for bit; faster
+    /// when `x` holds the same items in the same order as the last call
+    /// with these hints, as the inference thread's ticks do.
+    pub fn predict_hinted(&self, x: &[f32], hints: &mut Vec<u16>) -> Vec<f32> {
+        if x.is_empty() {
+            return Vec::new();
+        }
+        self.predict_encoded(&net::encode_hinted(x, &self.meta.scaling, hints))
+    }
+
+    fn predict_encoded(&self, encoded: &[f32]) -> Vec<f32> {
         let inputs = net::input_width(&self.meta.scaling);
-        let encoded = net::encode(x, &self.meta.scaling);
         let rows = (encoded.len() / inputs) as i64;
         tch::no_grad(|| {
-            let x = tch::Tensor::from_slice(&encoded)
+            let x = tch::Tensor::from_slice(encoded)
                 .view([rows, inputs as i64])
                 .to(self.device);
             let p = self

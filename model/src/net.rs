@@ -66,13 +66,38 @@ impl Scaling {
 
     /// The encoded value of a finite `v`.
     pub fn apply(&self, v: f32) -> f32 {
+        if self.quantiles.len() < 2 {
+            return 0.0;
+        }
+        // One search: the first quantile above v.
+        self.apply_at(v, self.quantiles.partition_point(|&q| q <= v))
+    }
+
+    /// [`Scaling::apply`] with a guess of where `v` falls (the index of the
+    /// first quantile above it, as this returned for the same item and
+    /// feature at the last tick, where most features stay): when the guess
+    /// is right two comparisons replace the search. The value is the same
+    /// bit for bit whatever the guess; `hint` is set to the index found.
+    pub fn apply_hinted(&self, v: f32, hint: &mut u16) -> f32 {
         let e = &self.quantiles;
         if e.len() < 2 {
             return 0.0;
         }
-        // One search: the first quantile above v; a tie (v equal to some
-        // quantiles, e.g. the many zero volumes) needs the second.
-        let hi = e.partition_point(|&q| q <= v);
+        let g = usize::from(*hint);
+        let hi = if g <= e.len() && (g == 0 || e[g - 1] <= v) && (g == e.len() || v < e[g]) {
+            g
+        } else {
+            e.partition_point(|&q| q <= v)
+        };
+        *hint = hi as u16;
+        self.apply_at(v, hi)
+    }
+
+    /// The encoded value of `v` whose first quantile above is at `hi`.
+    fn apply_at(&self, v: f32, hi: usize) -> f32 {
+        let e = &self.quantiles;
+        // A tie (v equal to some quantiles, e.g. the many zero volumes)
+        // needs the first quantile equal to it too.
         let lo = if hi > 0 && e[hi - 1] == v {
             e[..hi].partition_point(|&q| q < v)
         } else {
@@ -115,19 +140,47 @@ pub fn encode(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
 
 /// [`encode`] into `out` (zeroed, `input_width` values per row).
 fn encode_into(x: &[f32], scaling: &[Scaling], out: &mut [f32]) {
+    encode_rows(x, scaling, out, None)
+}
+
+/// [`encode`] with a guess per row and used feature of where each value
+/// falls among its quantiles (see [`Scaling::apply_hinted`]), updated to
+/// where each fell: the inference thread keeps `hints` from one tick to the
+/// next (its rows come in item order). Hints of another length are reset.
+/// The encoding is the same bit for bit whatever the hints.
+pub fn encode_hinted(x: &[f32], scaling: &[Scaling], hints: &mut Vec<u16>) -> Vec<f32> {
+    let width = input_width(scaling);
+    let rows = x.len() / scaling.len().max(1);
+    if hints.len() != rows * width / 2 {
+        hints.clear();
+        hints.resize(rows * width / 2, 0);
+    }
+    let mut out = vec![0f32; rows * width];
+    encode_rows(x, scaling, &mut out, Some(hints));
+    out
+}
+
+fn encode_rows(x: &[f32], scaling: &[Scaling], out: &mut [f32], mut hints: Option<&mut [u16]>) {
     let f = scaling.len().max(1);
     let width = input_width(scaling);
     if width == 0 {
         return;
     }
-    for (row, o) in x.chunks_exact(f).zip(out.chunks_exact_mut(width)) {
+    for (r, (row, o)) in x
+        .chunks_exact(f)
+        .zip(out.chunks_exact_mut(width))
+        .enumerate()
+    {
         let mut k = 0;
         for (v, s) in row.iter().zip(scaling) {
             if s.unused {
                 continue;
             }
             if v.is_finite() {
-                o[k] = s.apply(*v);
+                o[k] = match hints.as_deref_mut() {
+                    Some(h) => s.apply_hinted(*v, &mut h[r * width / 2 + k / 2]),
+                    None => s.apply(*v),
+                };
             } else {
                 o[k + 1] = 1.0;
             }
@@ -671,5 +724,59 @@ mod tests {
             .zip(&want)
             .all(|(a, b)| a.to_bits() == b.to_bits()));
         assert_eq!(flat.len(), want.len());
+    }
+
+    #[test]
+    fn hinted_encoding_is_the_plain_one_bit_for_bit_whatever_the_hints() {
+        let wide: Vec<f32> = (0..101).map(|i| (i as f32 * 0.37).powi(2) - 50.0).collect();
+        let mut sc = vec![
+            scaling(&[]),
+            scaling(&[2.0]),
+            scaling(&[0.0, 0.0, 0.0, 5.0, 9.0]),
+            scaling(&wide),
+            scaling(&[1.0, 2.0, 3.0]),
+            scaling(&[-3.0, 7.5, 7.5, 7.5, 7.5, 7.5, 1e6]),
+        ];
+        sc[4].unused = true;
+        let rows = 3_000;
+        let x = awkward_rows(&sc, rows);
+        let want = encode(&x, &sc);
+        let same = |got: &[f32]| {
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+        };
+        // No hints yet (reset to 0), the hints the first call left (every
+        // guess right), hints of another tick's rows (mostly wrong), and
+        // hints out of any quantile range.
+        let mut hints = vec![7u16; 3];
+        let first = encode_hinted(&x, &sc, &mut hints);
+        assert!(same(&first), "hints reset");
+        assert_eq!(hints.len(), rows * input_width(&sc) / 2);
+        assert!(same(&encode_hinted(&x, &sc, &mut hints)), "hints right");
+        let other = awkward_rows(&sc, rows + 1);
+        let mut stale = Vec::new();
+        encode_hinted(&other[sc.len()..], &sc, &mut stale);
+        assert!(
+            same(&encode_hinted(&x, &sc, &mut stale)),
+            "hints of other values"
+        );
+        let mut wild = vec![u16::MAX; hints.len()];
+        assert!(
+            same(&encode_hinted(&x, &sc, &mut wild)),
+            "hints out of range"
+        );
+        // Each value's own hint is where the plain search put it.
+        for (row, h) in x
+            .chunks_exact(sc.len())
+            .zip(hints.chunks_exact(input_width(&sc) / 2))
+        {
+            let used = row.iter().zip(&sc).filter(|(_, s)| !s.unused);
+            for ((v, s), &g) in used.zip(h) {
+                if v.is_finite() && s.quantiles.len() >= 2 {
+                    assert_eq!(usize::from(g), s.quantiles.partition_point(|&q| q <= *v));
+                }
+            }
+        }
     }
 }
