@@ -69,14 +69,16 @@ pub fn run(
     let from = ticks[ticks.len() - last_ticks].time;
     let seq = dataset::features(&ticks, &[], &Default::default(), |t| t >= from);
     let width = seq.width();
-    let mut per_tick: Vec<&[f32]> = Vec::new();
-    let mut start = 0;
-    for r in 1..=seq.len() {
-        if r == seq.len() || seq.times[r] != seq.times[start] {
-            per_tick.push(&seq.x[start * width..r * width]);
-            start = r;
-        }
-    }
+    let mut rest = &seq.x[..];
+    let per_tick: Vec<&[f32]> = seq
+        .times
+        .chunk_by(|a, b| a == b)
+        .map(|tick| {
+            let (x, after) = rest.split_at(tick.len() * width);
+            rest = after;
+            x
+        })
+        .collect();
     let rounds = (repeats / per_tick.len().max(1)).max(1);
     let (mut plain, mut hinted) = (Vec::new(), Vec::new());
     let mut hints = Vec::new();

@@ -134,13 +134,8 @@ pub fn input_width(scaling: &[Scaling]) -> usize {
 pub fn encode(x: &[f32], scaling: &[Scaling]) -> Vec<f32> {
     let f = scaling.len().max(1);
     let mut out = vec![0f32; x.len() / f * input_width(scaling)];
-    encode_into(x, scaling, &mut out);
+    encode_rows(x, scaling, &mut out, None);
     out
-}
-
-/// [`encode`] into `out` (zeroed, `input_width` values per row).
-fn encode_into(x: &[f32], scaling: &[Scaling], out: &mut [f32]) {
-    encode_rows(x, scaling, out, None)
 }
 
 /// [`encode`] with a guess per row and used feature of where each value
@@ -160,6 +155,8 @@ pub fn encode_hinted(x: &[f32], scaling: &[Scaling], hints: &mut Vec<u16>) -> Ve
     out
 }
 
+/// [`encode`] into `out` (zeroed, `input_width` values per row), with the
+/// search guided by `hints` when given (see [`encode_hinted`]).
 fn encode_rows(x: &[f32], scaling: &[Scaling], out: &mut [f32], mut hints: Option<&mut [u16]>) {
     let f = scaling.len().max(1);
     let width = input_width(scaling);
@@ -205,7 +202,7 @@ pub fn encode_tensor(x: &[f32], scaling: &[Scaling], device: Device) -> Tensor {
         let n = part.len() / f;
         let encoded = &mut chunk[..n * width];
         encoded.fill(0.0);
-        encode_into(part, scaling, encoded);
+        encode_rows(part, scaling, encoded, None);
         out.narrow(0, (i * CHUNK_ROWS) as i64, n as i64).copy_(
             &Tensor::from_slice(encoded)
                 .view([n as i64, width as i64])
@@ -679,8 +676,9 @@ mod tests {
         (u - 0.5) * 12f32.sqrt()
     }
 
-    #[test]
-    fn the_searches_are_the_definition_bit_for_bit_and_the_tensor_the_rows() {
+    /// Scalings of every awkward shape: none, one quantile, two, ties at
+    /// the start and in the middle, 101 quantiles, and an unused feature.
+    fn awkward_scalings() -> Vec<Scaling> {
         let wide: Vec<f32> = (0..101).map(|i| (i as f32 * 0.37).powi(2) - 50.0).collect();
         let mut sc = vec![
             scaling(&[]),
@@ -692,6 +690,12 @@ mod tests {
             scaling(&[-3.0, 7.5, 7.5, 7.5, 7.5, 7.5, 1e6]),
         ];
         sc[5].unused = true;
+        sc
+    }
+
+    #[test]
+    fn the_searches_are_the_definition_bit_for_bit_and_the_tensor_the_rows() {
+        let sc = awkward_scalings();
         let rows = 5_000;
         let x = awkward_rows(&sc, rows);
         let (mut ties, mut below, mut above, mut between) = (0, 0, 0, 0);
@@ -728,16 +732,7 @@ mod tests {
 
     #[test]
     fn hinted_encoding_is_the_plain_one_bit_for_bit_whatever_the_hints() {
-        let wide: Vec<f32> = (0..101).map(|i| (i as f32 * 0.37).powi(2) - 50.0).collect();
-        let mut sc = vec![
-            scaling(&[]),
-            scaling(&[2.0]),
-            scaling(&[0.0, 0.0, 0.0, 5.0, 9.0]),
-            scaling(&wide),
-            scaling(&[1.0, 2.0, 3.0]),
-            scaling(&[-3.0, 7.5, 7.5, 7.5, 7.5, 7.5, 1e6]),
-        ];
-        sc[4].unused = true;
+        let sc = awkward_scalings();
         let rows = 3_000;
         let x = awkward_rows(&sc, rows);
         let want = encode(&x, &sc);

@@ -175,111 +175,9 @@ fn finished(raw: &[u8], at: usize) -> Result<(), StoreError> {
     }
 }
 
-/// Packs one item's `/latest` rows of one day, strictly increasing in time.
-pub fn encode_latest(rows: &[LatestPrice]) -> Vec<u8> {
-    let times: Vec<i64> = rows.iter().map(|r| r.timestamp).collect();
-    let flags: Vec<u8> = rows
-        .iter()
-        .map(|r| {
-            r.high.is_some() as u8
-                | (r.high_time.is_some() as u8) << 1
-                | (r.low.is_some() as u8) << 2
-                | (r.low_time.is_some() as u8) << 3
-        })
-        .collect();
-    encode_frame(&times, &flags, |out| {
-        put_deltas(out, rows.iter().map(|r| r.high));
-        put_deltas(out, rows.iter().map(|r| r.high_time));
-        put_deltas(out, rows.iter().map(|r| r.low));
-        put_deltas(out, rows.iter().map(|r| r.low_time));
-    })
-}
-
-/// The rows [`encode_latest`] packed; `rows` is the count stored beside the body.
-pub fn decode_latest(
-    item: ItemId,
-    rows: usize,
-    body: &[u8],
-) -> Result<Vec<LatestPrice>, StoreError> {
-    let Frame {
-        raw,
-        times,
-        flags,
-        mut at,
-    } = decode_frame(body, rows)?;
-    let bit = |b: u8| flags.iter().map(move |f| f & b != 0);
-    let high = get_deltas(&raw, &mut at, bit(1))?;
-    let high_time = get_deltas(&raw, &mut at, bit(2))?;
-    let low = get_deltas(&raw, &mut at, bit(4))?;
-    let low_time = get_deltas(&raw, &mut at, bit(8))?;
-    finished(&raw, at)?;
-    Ok((0..rows)
-        .map(|i| LatestPrice {
-            item_id: item,
-            timestamp: times[i],
-            high: high[i],
-            high_time: high_time[i],
-            low: low[i],
-            low_time: low_time[i],
-        })
-        .collect())
-}
-
-/// Packs one item's bucket rows of one day, strictly increasing in time.
-pub fn encode_buckets(rows: &[BucketPrice]) -> Vec<u8> {
-    let times: Vec<i64> = rows.iter().map(|r| r.timestamp).collect();
-    let flags: Vec<u8> = rows
-        .iter()
-        .map(|r| r.avg_high_price.is_some() as u8 | (r.avg_low_price.is_some() as u8) << 1)
-        .collect();
-    encode_frame(&times, &flags, |out| {
-        put_deltas(out, rows.iter().map(|r| r.avg_high_price));
-        put_deltas(out, rows.iter().map(|r| r.avg_low_price));
-        for r in rows {
-            put_varint(out, zigzag(r.high_price_volume));
-        }
-        for r in rows {
-            put_varint(out, zigzag(r.low_price_volume));
-        }
-    })
-}
-
-/// The rows [`encode_buckets`] packed.
-pub fn decode_buckets(
-    item: ItemId,
-    rows: usize,
-    body: &[u8],
-) -> Result<Vec<BucketPrice>, StoreError> {
-    let Frame {
-        raw,
-        times,
-        flags,
-        mut at,
-    } = decode_frame(body, rows)?;
-    let bit = |b: u8| flags.iter().map(move |f| f & b != 0);
-    let high = get_deltas(&raw, &mut at, bit(1))?;
-    let low = get_deltas(&raw, &mut at, bit(2))?;
-    let volumes = |at: &mut usize| -> Result<Vec<i64>, StoreError> {
-        (0..rows)
-            .map(|_| Ok(unzigzag(get_varint(&raw, at)?)))
-            .collect()
-    };
-    let high_volume = volumes(&mut at)?;
-    let low_volume = volumes(&mut at)?;
-    finished(&raw, at)?;
-    Ok((0..rows)
-        .map(|i| BucketPrice {
-            item_id: item,
-            timestamp: times[i],
-            avg_high_price: high[i],
-            high_price_volume: high_volume[i],
-            avg_low_price: low[i],
-            low_price_volume: low_volume[i],
-        })
-        .collect())
-}
-
-/// A row a packable table holds: its key and the codec of its kind.
+/// A row a packable table holds: its key and the codec of its kind. Rows
+/// given to `encode` are one item's of one day, strictly increasing in time;
+/// `decode` takes the row count stored beside the body.
 pub trait Packable: Copy + PartialEq + Send + Sync + 'static {
     fn item(&self) -> ItemId;
     fn time(&self) -> i64;
@@ -295,10 +193,46 @@ impl Packable for LatestPrice {
         self.timestamp
     }
     fn encode(rows: &[Self]) -> Vec<u8> {
-        encode_latest(rows)
+        let times: Vec<i64> = rows.iter().map(|r| r.timestamp).collect();
+        let flags: Vec<u8> = rows
+            .iter()
+            .map(|r| {
+                r.high.is_some() as u8
+                    | (r.high_time.is_some() as u8) << 1
+                    | (r.low.is_some() as u8) << 2
+                    | (r.low_time.is_some() as u8) << 3
+            })
+            .collect();
+        encode_frame(&times, &flags, |out| {
+            put_deltas(out, rows.iter().map(|r| r.high));
+            put_deltas(out, rows.iter().map(|r| r.high_time));
+            put_deltas(out, rows.iter().map(|r| r.low));
+            put_deltas(out, rows.iter().map(|r| r.low_time));
+        })
     }
     fn decode(item: ItemId, rows: usize, body: &[u8]) -> Result<Vec<Self>, StoreError> {
-        decode_latest(item, rows, body)
+        let Frame {
+            raw,
+            times,
+            flags,
+            mut at,
+        } = decode_frame(body, rows)?;
+        let bit = |b: u8| flags.iter().map(move |f| f & b != 0);
+        let high = get_deltas(&raw, &mut at, bit(1))?;
+        let high_time = get_deltas(&raw, &mut at, bit(2))?;
+        let low = get_deltas(&raw, &mut at, bit(4))?;
+        let low_time = get_deltas(&raw, &mut at, bit(8))?;
+        finished(&raw, at)?;
+        Ok((0..rows)
+            .map(|i| LatestPrice {
+                item_id: item,
+                timestamp: times[i],
+                high: high[i],
+                high_time: high_time[i],
+                low: low[i],
+                low_time: low_time[i],
+            })
+            .collect())
     }
 }
 
@@ -310,10 +244,50 @@ impl Packable for BucketPrice {
         self.timestamp
     }
     fn encode(rows: &[Self]) -> Vec<u8> {
-        encode_buckets(rows)
+        let times: Vec<i64> = rows.iter().map(|r| r.timestamp).collect();
+        let flags: Vec<u8> = rows
+            .iter()
+            .map(|r| r.avg_high_price.is_some() as u8 | (r.avg_low_price.is_some() as u8) << 1)
+            .collect();
+        encode_frame(&times, &flags, |out| {
+            put_deltas(out, rows.iter().map(|r| r.avg_high_price));
+            put_deltas(out, rows.iter().map(|r| r.avg_low_price));
+            for r in rows {
+                put_varint(out, zigzag(r.high_price_volume));
+            }
+            for r in rows {
+                put_varint(out, zigzag(r.low_price_volume));
+            }
+        })
     }
     fn decode(item: ItemId, rows: usize, body: &[u8]) -> Result<Vec<Self>, StoreError> {
-        decode_buckets(item, rows, body)
+        let Frame {
+            raw,
+            times,
+            flags,
+            mut at,
+        } = decode_frame(body, rows)?;
+        let bit = |b: u8| flags.iter().map(move |f| f & b != 0);
+        let high = get_deltas(&raw, &mut at, bit(1))?;
+        let low = get_deltas(&raw, &mut at, bit(2))?;
+        let volumes = |at: &mut usize| -> Result<Vec<i64>, StoreError> {
+            (0..rows)
+                .map(|_| Ok(unzigzag(get_varint(&raw, at)?)))
+                .collect()
+        };
+        let high_volume = volumes(&mut at)?;
+        let low_volume = volumes(&mut at)?;
+        finished(&raw, at)?;
+        Ok((0..rows)
+            .map(|i| BucketPrice {
+                item_id: item,
+                timestamp: times[i],
+                avg_high_price: high[i],
+                high_price_volume: high_volume[i],
+                avg_low_price: low[i],
+                low_price_volume: low_volume[i],
+            })
+            .collect())
     }
 }
 
@@ -386,8 +360,8 @@ mod tests {
             tick(day + 120, Some(2_147_483_647), Some(day + 119), None, None),
             tick(day + 300, Some(1), Some(-5), Some(i64::MAX), Some(i64::MIN)),
         ];
-        let body = encode_latest(&rows);
-        assert_eq!(decode_latest(4151, rows.len(), &body).unwrap(), rows);
+        let body = LatestPrice::encode(&rows);
+        assert_eq!(LatestPrice::decode(4151, rows.len(), &body).unwrap(), rows);
         // A busy item's day (a tick a minute, small moves) packs to a few
         // bytes a row.
         let busy: Vec<LatestPrice> = (0..1440)
@@ -402,9 +376,9 @@ mod tests {
                 )
             })
             .collect();
-        let body = encode_latest(&busy);
+        let body = LatestPrice::encode(&busy);
         assert!(body.len() < busy.len() * 4, "{} bytes", body.len());
-        assert_eq!(decode_latest(4151, busy.len(), &body).unwrap(), busy);
+        assert_eq!(LatestPrice::decode(4151, busy.len(), &body).unwrap(), busy);
     }
 
     #[test]
@@ -420,25 +394,34 @@ mod tests {
                 low_price_volume: if i == 7 { -1 } else { 3 * i },
             })
             .collect();
-        let body = encode_buckets(&rows);
-        assert_eq!(decode_buckets(2, rows.len(), &body).unwrap(), rows);
-        assert_eq!(decode_buckets(2, 0, &encode_buckets(&[])).unwrap(), vec![]);
+        let body = BucketPrice::encode(&rows);
+        assert_eq!(BucketPrice::decode(2, rows.len(), &body).unwrap(), rows);
+        assert_eq!(
+            BucketPrice::decode(2, 0, &BucketPrice::encode(&[])).unwrap(),
+            vec![]
+        );
     }
 
     #[test]
     fn corrupt_bodies_are_refused() {
         let day = 1_747_699_200;
         let rows = vec![tick(day, Some(5), Some(day), None, None); 1];
-        let body = encode_latest(&rows);
-        assert!(decode_latest(1, 2, &body).is_err(), "wrong count");
+        let body = LatestPrice::encode(&rows);
+        assert!(LatestPrice::decode(1, 2, &body).is_err(), "wrong count");
         assert!(
-            decode_latest(1, 1, &body[..body.len() - 1]).is_err(),
+            LatestPrice::decode(1, 1, &body[..body.len() - 1]).is_err(),
             "cut short"
         );
         let mut longer = body.clone();
         longer.push(0);
-        assert!(decode_latest(1, 1, &longer).is_err(), "bytes left over");
-        assert!(decode_latest(1, 1, &[9, 1, 2]).is_err(), "unknown format");
+        assert!(
+            LatestPrice::decode(1, 1, &longer).is_err(),
+            "bytes left over"
+        );
+        assert!(
+            LatestPrice::decode(1, 1, &[9, 1, 2]).is_err(),
+            "unknown format"
+        );
     }
 
     #[test]

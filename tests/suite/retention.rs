@@ -432,39 +432,21 @@ async fn packed_days_read_as_before(
         .load_buckets(BucketStep::FiveMinutes, i64::MIN + 1, i64::MAX - 1)
         .await
         .unwrap();
-    let five_of = |item: ItemId| -> Vec<BucketPrice> {
-        five.iter().filter(|r| r.item_id == item).copied().collect()
-    };
     let busy = five[five.len() / 2].item_id;
-    let want = five_of(busy);
+    let want: Vec<BucketPrice> = five.iter().filter(|r| r.item_id == busy).copied().collect();
     assert!(want.len() > 12 && want[0].timestamp < open_from);
-    assert_eq!(
-        store
-            .item_buckets(
-                BucketStep::FiveMinutes,
-                busy,
-                i64::MIN + 1,
-                i64::MAX / 2,
-                1_000_000
-            )
-            .await
-            .unwrap(),
-        want
-    );
+    let busy_five = |limit| {
+        store.item_buckets(
+            BucketStep::FiveMinutes,
+            busy,
+            i64::MIN + 1,
+            i64::MAX / 2,
+            limit,
+        )
+    };
+    assert_eq!(busy_five(1_000_000).await.unwrap(), want);
     // With a limit: the first rows, from the packed days.
-    assert_eq!(
-        store
-            .item_buckets(
-                BucketStep::FiveMinutes,
-                busy,
-                i64::MIN + 1,
-                i64::MAX / 2,
-                12
-            )
-            .await
-            .unwrap(),
-        want[..12]
-    );
+    assert_eq!(busy_five(12).await.unwrap(), want[..12]);
     // From inside a packed day to inside the open one.
     let (from, to) = (open_from - 3 * 3600, open_from + 3 * 3600);
     let window: Vec<LatestPrice> = all
