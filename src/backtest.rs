@@ -16,12 +16,11 @@
 //!   observation of the item after the buy was placed, a buy at P fills
 //!   while the market's low is at or below P; the sell is placed when the
 //!   buy has filled and fills while the high is at or above its price (from
-//!   that observation on). One strictness over the labels, by default: the
-//!   low (high) must come from a trade made after the offer was placed
-//!   (`/latest` `lowTime`/`highTime`), because `/latest` repeats an item's
-//!   last price every minute, however old, and a sell at a months-old
-//!   mistaken high would otherwise "fill" (`stale_fills` counts every
-//!   observation, exactly as the labels do). **Partially**: when the item's newest complete
+//!   that observation on). The low (high) must come from a trade made after
+//!   the offer was placed (`/latest` `lowTime`/`highTime`), because `/latest`
+//!   repeats an item's last price every minute, however old, and a sell at a
+//!   months-old mistaken high would otherwise "fill" (the labels count the
+//!   same fresh trades, `gept_dataflows::labels`). **Partially**: when the item's newest complete
 //!   `/1h` bucket gives the side's traded volume (lows for a buy, highs for a
 //!   sell), an offer takes at most `volume_share` of it, spread evenly over
 //!   the hour, per elapsed second since the offer was last seen; without
@@ -49,6 +48,7 @@ use crate::recommend::{self, Ranking, Request, Risk, Style};
 use gept_actors::inference::{Market, MarketBook, Prediction};
 use gept_core::{tax, ItemId, ItemMeta, LatestPrice, N_TARGETS};
 use gept_dataflows::features::{BucketInput, TickInput};
+use gept_dataflows::labels;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -74,10 +74,6 @@ pub struct Settings {
     pub relist_ratio: f64,
     /// How long the margin-flip and random strategies leave a round trip.
     pub peer_horizon_h: u32,
-    /// Fill on every `/latest` observation, a repeated (stale) price too,
-    /// exactly as the labels count them; by default a fill needs a trade
-    /// made after the offer was placed.
-    pub stale_fills: bool,
     pub seed: u64,
 }
 
@@ -92,7 +88,6 @@ impl Settings {
             volume_share: recommend::VOLUME_SHARE,
             relist_ratio: 0.5,
             peer_horizon_h: 4,
-            stale_fills: false,
             seed: 1,
         }
     }
@@ -375,11 +370,8 @@ impl Sim {
                 let o = self.orders[i].clone();
                 let remaining = o.quantity - o.filled;
                 let dt = t - o.last_seen;
-                // A trade at the price after the offer went in (or, as the
-                // labels count, any observation of it).
-                let traded = |at: Option<i64>| {
-                    self.settings.stale_fills || at.is_some_and(|a| a > o.placed_at)
-                };
+                // A trade at the price after the offer went in.
+                let traded = |at: Option<i64>| at.is_some_and(|a| a > o.placed_at);
                 match o.leg {
                     Leg::Buy if t > o.placed_at && q.low <= o.price && traded(q.low_time) => {
                         let fill = self.capacity(q.low_volume_h, dt, remaining);
@@ -547,6 +539,7 @@ impl Sim {
                 })
                 .count() as f64
                 / judged.len() as f64,
+            labelled: None,
         });
         StrategyReport {
             strategy,
@@ -586,8 +579,16 @@ pub struct Calibration {
     /// Round trips whose horizon ended within the period.
     pub trips: usize,
     pub mean_predicted: f64,
-    /// Share of them bought and sold within their horizon.
+    /// Share of them bought and sold in full within their horizon.
     pub realised: f64,
+    /// Share of them whose target happened, by the training labels' rule
+    /// (a fresh trade at or below the buy price, then one at or above the
+    /// sell price, within the horizon; `gept_dataflows::labels`), whatever
+    /// the quantity: the event the model predicts, so `mean_predicted`
+    /// against it is the model's calibration on the decisions taken, and
+    /// against `realised` what the size of the position and the market's
+    /// volume cost on top.
+    pub labelled: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -871,6 +872,68 @@ impl HourVolumes {
     }
 }
 
+/// Fills in each model strategy's [`Calibration::labelled`]: the labels of
+/// the judged trips' targets, from the series of the items traded (the
+/// target is the offset whose prices at the placement are the trip's).
+fn label_trips(ticks: &[TickInput], runs: &mut [Run]) {
+    use gept_core::{HORIZONS_H, OFFSETS_BP};
+    use gept_dataflows::labels::{buy_price, label_series, sell_price, CarriedPrices, UNKNOWN};
+    let traded: HashSet<ItemId> = runs
+        .iter()
+        .flat_map(|r| &r.strategies)
+        .filter(|s| s.calibration.is_some())
+        .flat_map(|s| s.trips.iter().map(|t| t.item))
+        .collect();
+    let mut carried = CarriedPrices::default();
+    let mut series: HashMap<ItemId, Vec<labels::Obs>> = HashMap::new();
+    for tick in ticks {
+        for r in tick.rows.iter().filter(|r| traded.contains(&r.item_id)) {
+            if let Some(o) = carried.apply(tick.time, r) {
+                series.entry(r.item_id).or_default().push(o);
+            }
+        }
+    }
+    let labelled: HashMap<ItemId, Vec<[u8; N_TARGETS]>> = series
+        .iter()
+        .map(|(&item, obs)| (item, label_series(obs, |_| i64::MAX)))
+        .collect();
+    for report in runs.iter_mut().flat_map(|r| r.strategies.iter_mut()) {
+        let Some(c) = report.calibration.as_mut() else {
+            continue;
+        };
+        let last = report.equity.last().map_or(0, |e| e.0);
+        let (mut n, mut ones) = (0usize, 0usize);
+        for trip in report
+            .trips
+            .iter()
+            .filter(|t| t.predicted.is_some() && t.horizon_end <= last)
+        {
+            let (Some(obs), Some(labels)) = (series.get(&trip.item), labelled.get(&trip.item))
+            else {
+                continue;
+            };
+            let Ok(i) = obs.binary_search_by_key(&trip.placed_at, |o| o.t) else {
+                continue;
+            };
+            let hours = (trip.horizon_end - trip.placed_at) / 3600;
+            let h = HORIZONS_H.iter().position(|&x| x as i64 == hours);
+            let k = OFFSETS_BP.iter().position(|&bp| {
+                buy_price(obs[i].low, bp) == trip.buy_price
+                    && sell_price(obs[i].high, bp) == trip.planned_sell
+            });
+            let (Some(h), Some(k)) = (h, k) else {
+                continue;
+            };
+            match labels[i][h * OFFSETS_BP.len() + k] {
+                UNKNOWN => continue,
+                label => ones += usize::from(label == 1),
+            }
+            n += 1;
+        }
+        c.labelled = (n > 0).then(|| ones as f64 / n as f64);
+    }
+}
+
 /// Replays `ticks` (those before `from` warm the features up) and trades
 /// every setting with every strategy; `progress(done, total)` after each
 /// tick of the period.
@@ -1017,7 +1080,7 @@ pub fn run_with(
     for (i, strategy, sim, _) in &accounts {
         inspect(*i, *strategy, sim);
     }
-    let runs = settings
+    let mut runs: Vec<Run> = settings
         .iter()
         .enumerate()
         .map(|(i, s)| Run {
@@ -1029,6 +1092,7 @@ pub fn run_with(
                 .collect(),
         })
         .collect();
+    label_trips(ticks, &mut runs);
     Report {
         model_version: version.map(|v| v.to_string()),
         from,
@@ -1167,7 +1231,83 @@ mod tests {
     }
 
     #[test]
-    fn a_stale_price_fills_nothing_unless_counted_as_the_labels_do() {
+    fn the_model_is_judged_on_the_labels_of_the_trips_taken() {
+        // Two items at 1,010 / 1,000; at 2 h and 1.5 %: buy 985, sell 1,026.
+        let row = |item, high, high_time, low, low_time| LatestPrice {
+            item_id: item,
+            timestamp: 0,
+            high: Some(high),
+            high_time: Some(high_time),
+            low: Some(low),
+            low_time: Some(low_time),
+        };
+        let tick = |time, rows| TickInput { time, rows };
+        let ticks = [
+            tick(
+                T2,
+                vec![
+                    row(1, 1_010, T2 - 9, 1_000, T2 - 9),
+                    row(2, 1_010, T2 - 9, 1_000, T2 - 9),
+                ],
+            ),
+            // Both bought (a fresh low of 980); item 2's 1,030 was traded
+            // before the buy was seen, item 1's after.
+            tick(
+                T2 + 600,
+                vec![
+                    row(1, 1_010, T2 - 9, 980, T2 + 590),
+                    row(2, 1_030, T2 + 500, 980, T2 + 590),
+                ],
+            ),
+            tick(
+                T2 + 1_200,
+                vec![
+                    row(1, 1_030, T2 + 1_190, 990, T2 + 590),
+                    row(2, 1_030, T2 + 500, 990, T2 + 590),
+                ],
+            ),
+            tick(
+                T2 + 3 * 3600,
+                vec![
+                    row(1, 1_000, T2 + 3 * 3600, 990, T2 + 590),
+                    row(2, 1_000, T2 + 3 * 3600, 990, T2 + 590),
+                ],
+            ),
+        ];
+        let (buy, sell) = (
+            labels::buy_price(1_000, 150),
+            labels::sell_price(1_010, 150),
+        );
+        assert_eq!((buy, sell), (985, 1_026));
+        let mut s = sim(1_000_000);
+        for item in [1, 2] {
+            assert!(s.place(T2, &plan(item, buy, sell, 10), None));
+        }
+        s.mark(T2 + 3 * 3600);
+        let mut runs = [Run {
+            settings: s.settings.clone(),
+            strategies: vec![s.report(Strategy::Model)],
+        }];
+        label_trips(&ticks, &mut runs);
+        let c = runs[0].strategies[0].calibration.clone().unwrap();
+        assert_eq!((c.trips, c.mean_predicted, c.labelled), (2, 0.5, Some(0.5)));
+        // A trip whose prices are no target's at its placement is not judged.
+        let mut s = sim(1_000_000);
+        assert!(s.place(T2, &plan(1, buy - 1, sell, 10), None));
+        s.mark(T2 + 3 * 3600);
+        let mut runs = [Run {
+            settings: s.settings.clone(),
+            strategies: vec![s.report(Strategy::Model)],
+        }];
+        label_trips(&ticks, &mut runs);
+        assert_eq!(
+            runs[0].strategies[0].calibration.clone().unwrap().labelled,
+            None
+        );
+    }
+
+    #[test]
+    fn a_stale_price_fills_nothing() {
         // The low still shows 1,000 from a trade before the offer went in.
         let stale = Quote {
             low_time: Some(T2 - 600),
@@ -1190,14 +1330,32 @@ mod tests {
             ),
         );
         assert_eq!(s.reserved, 0);
-        // As the labels count: the repeated price fills.
-        let mut labels = Sim::new(Settings {
-            stale_fills: true,
-            ..Settings::new(1_000_000, Risk::Medium, Style::Active)
-        });
-        labels.place(T2, &plan(4151, 1_000, 1_100, 100), None);
-        labels.observe(T2 + 60, &at(4151, stale));
-        assert_eq!(labels.cash, 900_000 + 100 * 1_078, "bought and sold");
+        // The high of 1,100 was traded before the buy: no sale until a
+        // trade at it after the sale went in.
+        let (cash, sold) = (s.cash, T2 + 240);
+        s.observe(
+            sold - 60,
+            &at(
+                4151,
+                Quote {
+                    low_time: Some(T2 + 100),
+                    ..stale
+                },
+            ),
+        );
+        assert_eq!(s.cash, cash, "no new trade at the high");
+        s.observe(
+            sold,
+            &at(
+                4151,
+                Quote {
+                    high_time: Some(sold - 1),
+                    low_time: Some(T2 + 100),
+                    ..stale
+                },
+            ),
+        );
+        assert_eq!(s.cash, 900_000 + 100 * 1_078, "bought and sold");
     }
 
     #[test]

@@ -287,11 +287,6 @@ pub struct BacktestArgs {
     /// Share of a side's hourly traded volume one offer may take.
     #[arg(long, default_value_t = 0.25)]
     pub volume_share: f64,
-    /// Fill on every observation of a price, a repeated stale one too,
-    /// exactly as the labels count; by default a fill needs a trade made
-    /// after the offer went in.
-    #[arg(long)]
-    pub stale_fills: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Where to write report.json and the equity curves.

@@ -33,7 +33,7 @@ use arc_swap::ArcSwap;
 use gept_core::config::AccuracyConfig;
 use gept_core::metrics as m;
 use gept_core::{ItemId, HORIZONS_H, N_TARGETS, OFFSETS_BP};
-use gept_dataflows::labels::{CarriedPrices, Obs, OpenLabels, UNKNOWN};
+use gept_dataflows::labels::{CarriedPrices, OpenLabels, UNKNOWN};
 use gept_model::calibration::HORIZON_GROUPS;
 use gept_model::eval::{self, set_figures, SetFigures, TargetMetrics};
 use gept_model::metrics::{reliability, Bin};
@@ -438,12 +438,11 @@ impl State {
         let t = tick.observed_at;
         self.through = Some(t);
         for r in &tick.rows {
-            let Some((high, low)) = self.carried.apply(r.item_id, r.high, r.low) else {
+            let Some(o) = self.carried.apply(t, r) else {
                 continue;
             };
             self.last_seen.insert(r.item_id, t);
             if let Some(rows) = self.rows.get_mut(&r.item_id) {
-                let o = Obs { t, high, low };
                 for row in rows.iter_mut().filter(|row| t <= row.open.t + LONGEST) {
                     row.open.observe(o);
                 }
@@ -459,7 +458,7 @@ impl State {
                     if self.last_seen.get(&pred.item_id) != Some(&t) {
                         continue;
                     }
-                    let Some((high, low)) = self.carried.get(pred.item_id) else {
+                    let Some(o) = self.carried.get(pred.item_id, t) else {
                         continue;
                     };
                     self.rows.entry(pred.item_id).or_default().push_back(Row {
@@ -467,7 +466,7 @@ impl State {
                         version: p.model_version.clone(),
                         probabilities: gept_store::encode_probabilities(&pred.probabilities)
                             .into_boxed_slice(),
-                        open: OpenLabels::new(Obs { t, high, low }),
+                        open: OpenLabels::new(o),
                     });
                 }
             }

@@ -21,7 +21,7 @@ use crate::dataset::Features;
 use crate::pipeline::{Split, SplitRows};
 use gept_core::{BucketStep, ItemId, HORIZONS_H, N_TARGETS};
 use gept_dataflows::features::{self, BucketInput, Engine};
-use gept_dataflows::labels::{CarriedPrices, Obs, OpenLabels, UNKNOWN};
+use gept_dataflows::labels::{CarriedPrices, OpenLabels, UNKNOWN};
 use gept_store::Store;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
@@ -113,12 +113,11 @@ pub async fn split_rows_from_store(
             let t = tick.time;
             // The series: carried prices, and each open row's offers.
             for r in &tick.rows {
-                let Some((high, low)) = carried.apply(r.item_id, r.high, r.low) else {
+                let Some(o) = carried.apply(t, r) else {
                     continue;
                 };
                 last_seen.insert(r.item_id, t);
                 if let Some(q) = open.get_mut(&r.item_id) {
-                    let o = Obs { t, high, low };
                     for row in q.iter_mut() {
                         row.labels.observe(o);
                     }
@@ -158,13 +157,13 @@ pub async fn split_rows_from_store(
                 y[split].extend_from_slice(&[UNKNOWN; N_TARGETS]);
                 // A row is labelled when its item is observed at the tick.
                 if last_seen.get(&r.item_id) == Some(&t) {
-                    let Some((high, low)) = carried.get(r.item_id) else {
+                    let Some(o) = carried.get(r.item_id, t) else {
                         continue;
                     };
                     open.entry(r.item_id).or_default().push_back(Open {
                         split,
                         row,
-                        labels: OpenLabels::new(Obs { t, high, low }),
+                        labels: OpenLabels::new(o),
                     });
                 }
             }

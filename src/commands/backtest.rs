@@ -76,7 +76,6 @@ pub fn run(args: &BacktestArgs, config: Option<&Config>) -> anyhow::Result<()> {
                 slots: args.slots,
                 replan_seconds: replan.max(1),
                 volume_share: args.volume_share,
-                stale_fills: args.stale_fills,
                 seed: args.seed,
                 ..Settings::new(capital, risk, style)
             });
@@ -123,7 +122,7 @@ pub fn run(args: &BacktestArgs, config: Option<&Config>) -> anyhow::Result<()> {
         report.model_version.as_deref().unwrap_or("none")
     );
     println!(
-        "{:>12} {:>6} {:>12} | {:>12} {:>8} {:>10} {:>6} {:>6} {:>7} {:>6} {:>7} {:>13}",
+        "{:>12} {:>6} {:>12} | {:>12} {:>8} {:>10} {:>6} {:>6} {:>7} {:>6} {:>7} {:>18}",
         "capital",
         "risk",
         "strategy",
@@ -135,7 +134,7 @@ pub fn run(args: &BacktestArgs, config: Option<&Config>) -> anyhow::Result<()> {
         "h/trip",
         "used",
         "drawdn",
-        "pred/real"
+        "pred/label/real"
     );
     for run in &report.runs {
         let s = &run.settings;
@@ -155,7 +154,7 @@ pub fn run(args: &BacktestArgs, config: Option<&Config>) -> anyhow::Result<()> {
         )?;
         for r in &run.strategies {
             println!(
-                "{:>12} {:>6} {:>12} | {:>12} {:>7.2}% {:>10.0} {:>5.0}% {:>6} {:>7} {:>5.0}% {:>6.2}% {:>13}",
+                "{:>12} {:>6} {:>12} | {:>12} {:>7.2}% {:>10.0} {:>5.0}% {:>6} {:>7} {:>5.0}% {:>6.2}% {:>18}",
                 s.capital,
                 format!("{:?}", s.risk).to_lowercase(),
                 r.strategy.name(),
@@ -168,8 +167,11 @@ pub fn run(args: &BacktestArgs, config: Option<&Config>) -> anyhow::Result<()> {
                 r.capital_utilisation * 100.0,
                 r.max_drawdown * 100.0,
                 r.calibration.as_ref().map_or("-".into(), |c| format!(
-                    "{:.2}/{:.2} n={}",
-                    c.mean_predicted, c.realised, c.trips
+                    "{:.2}/{}/{:.2} n={}",
+                    c.mean_predicted,
+                    c.labelled.map_or("-".into(), |l| format!("{l:.2}")),
+                    c.realised,
+                    c.trips
                 )),
             );
         }

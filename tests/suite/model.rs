@@ -37,16 +37,19 @@ fn brute_force(obs: &[Obs]) -> Vec<[u8; N_TARGETS]> {
                     if until > last {
                         continue;
                     }
-                    let mut bought = false;
+                    // A buy by a trade after T, then a sale by a trade
+                    // after the buy was seen.
+                    let mut bought = None;
                     let mut filled = false;
                     for later in &obs[i + 1..] {
                         if later.t > until {
                             break;
                         }
-                        if !bought && later.low as i128 <= buy {
-                            bought = true;
+                        if bought.is_none() && later.low as i128 <= buy && later.low_time > o.t {
+                            bought = Some(later.t);
                         }
-                        if bought && later.high as i128 >= sell {
+                        if bought.is_some_and(|b| later.high as i128 >= sell && later.high_time > b)
+                        {
                             filled = true;
                             break;
                         }
