@@ -298,12 +298,12 @@ function accuracyPage(root) {
     for (const run of r.runs) {
       const s = run.settings;
       bt.append(h("h2", {}, `${gp(s.capital)} gp · ${s.risk} risk · ${s.style} · ${s.slots} slots`), h("table", {},
-        h("thead", {}, h("tr", {}, ...["Strategy", "Profit", "ROI", "gp / slot-hour", "Fill rate", "Round trips", "Max drawdown", "Predicted / realised"].map((t) => h("th", {}, t)))),
+        h("thead", {}, h("tr", {}, ...["Strategy", "Profit", "ROI", "gp / slot-hour", "Fill rate", "Round trips", "Max drawdown", "Predicted / happened / completed"].map((t) => h("th", {}, t)))),
         h("tbody", {}, ...run.strategies.map((x) => h("tr", {},
           h("td", {}, x.strategy), h("td", {}, gp(x.profit)), h("td", {}, (x.roi * 100).toFixed(2) + "%"),
           h("td", {}, gp(x.profit_per_slot_hour)), h("td", {}, pct(x.fill_rate)), h("td", {}, x.completed),
           h("td", {}, pct(x.max_drawdown)),
-          h("td", {}, x.calibration ? `${pct(x.calibration.mean_predicted)} / ${pct(x.calibration.realised)}` : "–"))))));
+          h("td", {}, x.calibration ? `${pct(x.calibration.mean_predicted)} / ${pct(x.calibration.labelled)} / ${pct(x.calibration.realised)}` : "–"))))));
     }
   }).catch((e) => bt.append(h("div", { class: "message" }, e.message)));
   const load = async () => {

@@ -732,8 +732,8 @@ fn recommendations_rank_real_ticks_and_pay_the_tax_in_force() {
         snapshots,
         if full {
             TrainOptions {
-                hidden: vec![16],
-                max_epochs: 1,
+                hidden: vec![64],
+                max_epochs: 3,
                 seed: 3,
                 ..TrainOptions::default()
             }

@@ -23,8 +23,8 @@ fn decisions_never_look_ahead_and_reports_repeat() {
         &rec,
         100,
         TrainOptions {
-            hidden: vec![16],
-            max_epochs: 1,
+            hidden: vec![64],
+            max_epochs: 3,
             seed: 3,
             ..TrainOptions::default()
         },
