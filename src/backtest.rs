@@ -515,14 +515,10 @@ impl Sim {
                 .sum::<f64>()
                 / completed.len() as f64
         });
-        // Calibration of the decisions taken: trips whose horizon has passed
-        // by the end, predicted probability against completion in time.
+        // Calibration of the decisions taken: predicted probability against
+        // completion in time.
         let last = self.equity.last().map_or(0, |e| e.0);
-        let judged: Vec<&Trip> = self
-            .trips
-            .iter()
-            .filter(|t| t.predicted.is_some() && t.horizon_end <= last)
-            .collect();
+        let judged: Vec<&Trip> = self.trips.iter().filter(|t| t.judged(last)).collect();
         let calibration = (!judged.is_empty()).then(|| Calibration {
             trips: judged.len(),
             mean_predicted: judged
@@ -636,6 +632,14 @@ pub struct Trip {
     /// for a trip sold in full.
     pub proceeds: i64,
     pub done_at: Option<i64>,
+}
+
+impl Trip {
+    /// Whether the trip counts in the calibration of a period ending at
+    /// `last`: a model's decision whose horizon has passed.
+    fn judged(&self, last: i64) -> bool {
+        self.predicted.is_some() && self.horizon_end <= last
+    }
 }
 
 /// One player setting and its strategies' results.
@@ -903,11 +907,7 @@ fn label_trips(ticks: &[TickInput], runs: &mut [Run]) {
         };
         let last = report.equity.last().map_or(0, |e| e.0);
         let (mut n, mut ones) = (0usize, 0usize);
-        for trip in report
-            .trips
-            .iter()
-            .filter(|t| t.predicted.is_some() && t.horizon_end <= last)
-        {
+        for trip in report.trips.iter().filter(|t| t.judged(last)) {
             let (Some(obs), Some(labels)) = (series.get(&trip.item), labelled.get(&trip.item))
             else {
                 continue;

@@ -12,10 +12,9 @@
 //!
 //! Fresh trades only: `/latest` repeats an item's last price at every poll,
 //! however old, so a price seen again is not a trade. Without the trade
-//! times a sell "filled" on a high traded before the buy did (counting
-//! stale repeats made the labels, and so the model, promise round trips
-//! that the backtest's simulated player, who needs a trade after each
-//! offer went in, completed about half as often).
+//! times a sale "filled" on a high traded before the buy, a round trip no
+//! player could have made (the backtest's simulated player, who needs a
+//! trade after each offer went in, never could).
 //!
 //! The series is the features' series (docs/FEATURES.md): a null side is
 //! carried forward and the series starts at the first observation with both
